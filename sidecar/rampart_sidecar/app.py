@@ -1,0 +1,84 @@
+"""Runs the sidecar: both listeners, then a graceful drain on SIGTERM.
+
+Shutdown, in order: report not-ready, stop accepting connections, let requests
+in flight finish for up to ``shutdown.drainTimeout``, close idle keep-alive
+connections, exit 0. Responses sent while draining carry ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from .admin import build_admin_app
+from .config import SidecarSettings, parse_host_port
+from .metrics import Recorder
+from .proxy import Proxy
+
+__all__ = ["run", "serve"]
+
+log = logging.getLogger("rampart.sidecar")
+
+
+async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then drain and return."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+
+    proxy = Proxy(settings, Recorder())
+    await proxy.start()
+    proxy_server = web.Server(
+        proxy.handle,
+        keepalive_timeout=settings.server.idle_timeout,
+        max_field_size=settings.server.max_header_bytes,
+        max_line_size=settings.server.max_header_bytes,
+        access_log=None,
+        handler_cancellation=True,
+    )
+    host, port = parse_host_port(settings.listen)
+    listener = await loop.create_server(proxy_server, host, port, reuse_address=True, backlog=1024)
+
+    admin_runner = web.AppRunner(build_admin_app(proxy), access_log=None)
+    await admin_runner.setup()
+    admin_host, admin_port = parse_host_port(settings.admin)
+    admin_site = web.TCPSite(admin_runner, admin_host, admin_port, reuse_address=True)
+    await admin_site.start()
+
+    bound = listener.sockets[0].getsockname()
+    log.info(
+        "listening",
+        extra={
+            "proxy": f"http://{bound[0]}:{bound[1]}",
+            "admin": f"http://{admin_host}:{admin_port}",
+            "upstream": settings.upstream.url,
+        },
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("draining", extra={"in_flight": proxy.in_flight})
+        proxy.draining = True
+        listener.close()
+        drained = await proxy.drain(settings.shutdown.drain_timeout)
+        if not drained:
+            log.warning("drain timeout reached", extra={"in_flight": proxy.in_flight})
+        await proxy_server.shutdown(timeout=1.0)
+        await proxy.close()
+        await admin_runner.cleanup()
+        log.info("stopped")
+
+
+def run(settings: SidecarSettings) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

@@ -1,0 +1,472 @@
+"""The proxy listener: every request to the application passes through ``Proxy.handle``.
+
+The policies are applied in the order ``policies/__init__.py`` documents.
+Every answer the sidecar makes itself carries ``X-Rampart-Reason``; every
+answer carries ``X-Request-ID``.
+
+Timeouts: ``timeouts.request`` (or the route's) bounds the time until the
+upstream's response headers arrive, retries and backoff included. After that a
+body streams as long as it keeps moving: ``timeouts.idle`` bounds each silence,
+except for ``text/event-stream`` responses and WebSockets, which may be quiet
+for as long as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from time import monotonic
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from .config import SidecarSettings
+from .errors import ConnectFailure, PerTryTimeout, UpstreamError, UpstreamReset
+from .headers import end_to_end, request_id
+from .logs import redact_headers
+from .metrics import Recorder
+from .policies import (
+    BreakerState,
+    CircuitBreaker,
+    ConcurrencyLimiter,
+    RateLimiter,
+    RetryBudget,
+    RetryPolicy,
+    Route,
+    RouteTable,
+)
+from .websocket import is_websocket_upgrade, relay_websocket
+
+__all__ = ["Exchange", "Proxy", "classify_client_error"]
+
+access_log = logging.getLogger("rampart.access")
+log = logging.getLogger("rampart.proxy")
+
+# Responses up to this size are read whole and sent with one write; larger
+# ones, and those of unknown length, stream.
+_BUFFERED_RESPONSE_LIMIT = 64 * 1024
+# Response headers the server computes itself from the body it sends.
+_RESPONSE_FRAMING = frozenset({"content-length"})
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class BodyTooLarge(Exception):
+    """The client's body passed ``server.maxRequestBodyBytes`` while streaming."""
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request did, for its access-log line and metrics."""
+
+    method: str
+    path: str
+    route: Route
+    request_id: str
+    started: float
+    status: int = 0
+    reason: str = ""  # set when the sidecar answered itself
+    attempts: int = 0
+    headers_sent: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def classify_client_error(error: BaseException) -> UpstreamError:
+    """Translate an aiohttp or OS error from one attempt, keeping it as the cause."""
+    translated: UpstreamError
+    if isinstance(error, aiohttp.ClientConnectorError | ConnectionRefusedError):
+        translated = ConnectFailure(str(error))
+    else:
+        translated = UpstreamReset(str(error) or type(error).__name__)
+    translated.__cause__ = error
+    return translated
+
+
+class Proxy:
+    def __init__(self, settings: SidecarSettings, recorder: Recorder) -> None:
+        self.settings = settings
+        self.recorder = recorder
+        self.routes = RouteTable(settings.timeouts)
+        self.retry = RetryPolicy(settings.retries)
+        self.retry_budget = RetryBudget(settings.retries)
+        self.breaker = CircuitBreaker(
+            settings.circuit_breaker,
+            on_change=self._on_breaker_change,
+        )
+        self.concurrency = ConcurrencyLimiter(settings.concurrency)
+        self.rate_limiter = RateLimiter(settings.rate_limit)
+        self.idle_timeout = settings.timeouts.idle
+        self.max_body = settings.server.max_request_body_bytes
+        self.upstream_base = settings.upstream.url
+        self.secret_headers = frozenset(h.lower() for h in settings.logging.secret_headers)
+        self.access_log = settings.logging.access_log
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._session: aiohttp.ClientSession | None = None
+        self._rejected_children: dict[str, object] = {}
+        recorder.inflight.set_function(lambda: self.in_flight)
+        recorder.circuit_state.set(0)
+
+    # -- life cycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        upstream = self.settings.upstream
+        connector = aiohttp.TCPConnector(
+            limit=upstream.max_connections,
+            keepalive_timeout=upstream.idle_timeout,
+            ttl_dns_cache=10,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # Never keep one user's cookies for the next user's request.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            # Send exactly the caller's headers: no invented User-Agent or Accept.
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=upstream.connect_timeout),
+            trust_env=False,
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Proxy.start() was not awaited"
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking new work and wait for requests in flight; False if time ran out."""
+        self.draining = True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _on_breaker_change(self, state: BreakerState) -> None:
+        self.recorder.circuit_state.set(int(state))
+        log.warning("circuit breaker %s", state.name.lower().replace("_", "-"))
+
+    # -- the request path -------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        exchange = Exchange(
+            method=request.method,
+            path=request.rel_url.path,
+            route=self.routes.match(request.rel_url.path),
+            request_id=request_id(request.headers.get("X-Request-ID")),
+            started=monotonic(),
+        )
+        self.in_flight += 1
+        self.retry_budget.requests_in_flight += 1
+        self._idle.clear()
+        try:
+            response = await self._serve(request, exchange)
+        except asyncio.CancelledError:
+            exchange.status = exchange.status or 499  # the client went away
+            self._finish(request, exchange)
+            raise
+        finally:
+            self.in_flight -= 1
+            self.retry_budget.requests_in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+        if self.draining:
+            response.force_close()  # tell keep-alive clients to go elsewhere
+        self._finish(request, exchange)
+        return response
+
+    async def _serve(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
+        if request.method == "CONNECT" or not request.rel_url.raw_path.startswith("/"):
+            return self._local(exchange, 400, "bad-request")
+        if self.rate_limiter.enabled:
+            key = self._client_key(request)
+            wait = self.rate_limiter.check(key)
+            if wait > 0:
+                return self._local(
+                    exchange, 429, "rate-limited", retry_after=RateLimiter.retry_after(wait)
+                )
+        deadline = exchange.started + exchange.route.request_timeout
+        if not await self.concurrency.acquire(deadline - monotonic()):
+            return self._local(exchange, 503, "concurrency-limit")
+        try:
+            if is_websocket_upgrade(request):
+                return await relay_websocket(self, request, exchange)
+            return await self._forward(request, exchange, deadline)
+        finally:
+            self.concurrency.release()
+
+    def _client_key(self, request: web.BaseRequest) -> str:
+        header = self.rate_limiter.header
+        if header is not None:
+            value = request.headers.get(header)
+            if value:
+                return "h:" + value
+        return "ip:" + (request.remote or "")
+
+    def upstream_url(self, request: web.BaseRequest) -> URL:
+        # rel_url, not the raw target: an absolute-form target ("GET http://evil/")
+        # must not choose where the request goes.
+        rel = request.rel_url
+        target = rel.raw_path + ("?" + rel.raw_query_string if rel.raw_query_string else "")
+        return URL(self.upstream_base + target, encoded=True)
+
+    def upstream_headers(self, request: web.BaseRequest, exchange: Exchange) -> CIMultiDict[str]:
+        headers = end_to_end(request.headers)
+        headers["X-Request-ID"] = exchange.request_id
+        client = request.remote
+        if client:
+            previous = headers.get("X-Forwarded-For")
+            headers["X-Forwarded-For"] = f"{previous}, {client}" if previous else client
+        headers.setdefault("X-Forwarded-Proto", request.scheme)
+        return headers
+
+    async def _forward(
+        self, request: web.BaseRequest, exchange: Exchange, deadline: float
+    ) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return self._local(exchange, 413, "body-too-large")
+        try:
+            body = await self._request_body(request, length)
+        except (TimeoutError, BodyTooLarge) as error:
+            status, reason = (
+                (408, "client-body-timeout")
+                if isinstance(error, TimeoutError)
+                else (413, "body-too-large")
+            )
+            return self._local(exchange, status, reason)
+
+        retryable = self.retry.retries_method(request.method) and not isinstance(
+            body, AsyncIterator
+        )
+        url = self.upstream_url(request)
+        headers = self.upstream_headers(request, exchange)
+        retries_done = 0
+        holding_budget = False
+        try:
+            while True:
+                permit = self.breaker.acquire() if self.breaker.enabled else None
+                if self.breaker.enabled and permit is None:
+                    return self._local(
+                        exchange, 503, "circuit-open", retry_after=self.breaker.retry_after()
+                    )
+                remaining = deadline - monotonic()
+                per_try = self.retry.per_try_timeout
+                attempt_timeout = min(remaining, per_try) if per_try else remaining
+                exchange.attempts += 1
+                attempt_started = monotonic()
+                upstream: aiohttp.ClientResponse | None = None
+                failure: UpstreamError | None = None
+                try:
+                    async with asyncio.timeout(attempt_timeout):
+                        upstream = await self.session.request(
+                            request.method,
+                            url,
+                            headers=headers,
+                            data=body,
+                            allow_redirects=False,
+                        )
+                except BodyTooLarge:
+                    if permit is not None:
+                        self.breaker.release(permit)
+                    return self._local(exchange, 413, "body-too-large")
+                except TimeoutError:
+                    failure = PerTryTimeout(f"no response within {attempt_timeout:.3f}s")
+                except (aiohttp.ClientError, OSError) as error:
+                    failure = classify_client_error(error)
+                except BaseException:
+                    if permit is not None:
+                        self.breaker.release(permit)
+                    raise
+
+                elapsed = monotonic() - attempt_started
+                if upstream is not None:
+                    self.recorder.observe_upstream(upstream.status, elapsed)
+                    if permit is not None:
+                        self.breaker.record(permit, upstream.status < 500)
+                    wants_retry = self.retry.retries_status(upstream.status)
+                else:
+                    assert failure is not None
+                    self.recorder.observe_upstream(0, elapsed)
+                    if permit is not None:
+                        self.breaker.record(permit, False)
+                    if monotonic() >= deadline:
+                        return self._local(exchange, 504, "request-timeout")
+                    wants_retry = self.retry.retries_error(failure.retry_on)
+
+                delay = self.retry.backoff(retries_done)
+                may_retry = (
+                    retryable
+                    and wants_retry
+                    and retries_done < self.retry.attempts
+                    and monotonic() + delay < deadline
+                    and (holding_budget or self.retry_budget.try_acquire())
+                )
+                if not may_retry:
+                    if upstream is not None:
+                        return await self._relay(request, upstream, exchange)
+                    assert failure is not None
+                    log.debug(
+                        "upstream attempt failed",
+                        extra={"request_id": exchange.request_id, "error": str(failure)},
+                    )
+                    return self._local(exchange, failure.status, failure.reason)
+                holding_budget = True
+                if upstream is not None:
+                    upstream.release()
+                retries_done += 1
+                self.recorder.retries.inc()
+                await asyncio.sleep(delay)
+        finally:
+            if holding_budget:
+                self.retry_budget.release()
+
+    async def _request_body(
+        self, request: web.BaseRequest, length: int | None
+    ) -> bytes | AsyncIterator[bytes] | None:
+        """The body to send: bytes when it fits the retry buffer, else a stream."""
+        if not request.body_exists:
+            return None
+        cap = self.retry.max_buffered_body
+        if length is not None and length <= cap:
+            async with asyncio.timeout(self.idle_timeout):
+                return await request.content.read()
+        prefix = bytearray()
+        if length is None:  # chunked: buffer it if it turns out small
+            while len(prefix) <= cap:
+                async with asyncio.timeout(self.idle_timeout):
+                    chunk = await request.content.readany()
+                if not chunk:
+                    return bytes(prefix)
+                prefix += chunk
+                if len(prefix) > self.max_body:
+                    raise BodyTooLarge
+        return self._stream_body(request, bytes(prefix))
+
+    async def _stream_body(self, request: web.BaseRequest, prefix: bytes) -> AsyncIterator[bytes]:
+        sent = len(prefix)
+        if prefix:
+            yield prefix
+        while True:
+            async with asyncio.timeout(self.idle_timeout):
+                chunk = await request.content.readany()
+            if not chunk:
+                return
+            sent += len(chunk)
+            if sent > self.max_body:
+                raise BodyTooLarge
+            yield chunk
+
+    async def _relay(
+        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, exchange: Exchange
+    ) -> web.StreamResponse:
+        """Send the upstream's response to the client, whole when small, else streamed."""
+        exchange.status = upstream.status
+        headers = end_to_end(upstream.headers, _RESPONSE_FRAMING)
+        headers["X-Request-ID"] = exchange.request_id
+        length = upstream.content_length
+        no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES
+        event_stream = upstream.content_type == "text/event-stream"
+        try:
+            if no_body or (length is not None and length <= _BUFFERED_RESPONSE_LIMIT):
+                if no_body:
+                    body = b""
+                    if length is not None:
+                        headers["Content-Length"] = str(length)
+                else:
+                    async with asyncio.timeout(self.idle_timeout):
+                        body = await upstream.read()
+                whole = web.Response(
+                    status=upstream.status, reason=upstream.reason, headers=headers
+                )
+                if body:
+                    whole.body = body
+                return whole
+
+            response = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason, headers=headers
+            )
+            if length is not None:
+                response.content_length = length
+            await response.prepare(request)
+            exchange.headers_sent = monotonic()
+            idle = None if event_stream else self.idle_timeout
+            try:
+                while True:
+                    async with asyncio.timeout(idle):
+                        chunk = await upstream.content.readany()
+                    if not chunk:
+                        break
+                    await response.write(chunk)
+            except (TimeoutError, aiohttp.ClientError) as error:
+                # The status line is gone already; cutting the connection is the
+                # only way left to tell the client its body is incomplete.
+                exchange.extra["body_error"] = type(error).__name__
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await response.write_eof()
+            return response
+        except (TimeoutError, aiohttp.ClientError):
+            # Failed while reading a small body, before anything was sent.
+            return self._local(exchange, 502, "upstream-reset")
+        finally:
+            upstream.release()
+
+    def _local(
+        self, exchange: Exchange, status: int, reason: str, retry_after: int | None = None
+    ) -> web.Response:
+        """An answer the sidecar makes itself, saying why in ``X-Rampart-Reason``."""
+        exchange.status = status
+        exchange.reason = reason
+        if status == 504:
+            self.recorder.timeouts.inc()
+        else:
+            child = self._rejected_children.get(reason)
+            if child is None:
+                child = self.recorder.rejected.labels(reason)
+                self._rejected_children[reason] = child
+            child.inc()  # type: ignore[attr-defined]
+        headers = {"X-Rampart-Reason": reason, "X-Request-ID": exchange.request_id}
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        return web.Response(status=status, text=reason + "\n", headers=headers)
+
+    def _finish(self, request: web.BaseRequest, exchange: Exchange) -> None:
+        now = monotonic()
+        to_headers = (exchange.headers_sent or now) - exchange.started
+        self.recorder.observe_request(
+            exchange.method, exchange.status, exchange.route.name, to_headers
+        )
+        if self.access_log:
+            extra: dict[str, object] = {
+                "request_id": exchange.request_id,
+                "method": exchange.method,
+                "path": exchange.path,  # never the query string: it may hold tokens
+                "status": exchange.status,
+                "route": exchange.route.name,
+                "duration_ms": round((now - exchange.started) * 1000, 3),
+                "attempts": exchange.attempts,
+                "client": request.remote,
+            }
+            if exchange.reason:
+                extra["reason"] = exchange.reason
+            extra.update(exchange.extra)
+            access_log.info("request", extra=extra)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request headers",
+                extra={
+                    "request_id": exchange.request_id,
+                    "headers": redact_headers(request.headers, self.secret_headers),
+                },
+            )
