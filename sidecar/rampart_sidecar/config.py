@@ -8,7 +8,7 @@ file and the validation errors all speak the same names. Durations are strings
 A minimal file::
 
     timeouts: {request: 30s, routes: [{pathPrefix: /search, request: 5s}]}
-    retries: {attempts: 2, perTryTimeout: 2s, on: [connect-failure, gateway-error]}
+    retries: {attempts: 2, perTryTimeout: 2s, retryOn: [connect-failure, gateway-error]}
     circuitBreaker: {consecutiveFailures: 5, openFor: 30s, halfOpenRequests: 3}
     concurrency: {maxInFlight: 100, maxQueued: 50}
     rateLimit: {requestsPerSecond: 200, burst: 400, key: client-ip}
@@ -19,6 +19,7 @@ limit is 0 is off (``retries.attempts: 0``, ``concurrency.maxInFlight: 0``, ...)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -52,6 +53,7 @@ __all__ = [
     "TimeoutSettings",
     "UpstreamSettings",
     "load_settings",
+    "load_yaml",
     "parse_host_port",
     "settings_from_mapping",
 ]
@@ -178,7 +180,8 @@ class RetrySettings(_Settings):
     # Retries in flight may be at most this share of requests in flight (Envoy's retry budget).
     budget_percent: float = Field(20.0, ge=0, le=100)
     min_retry_concurrency: int = Field(3, ge=0)
-    on: list[RetryCondition] = Field(
+    # Not ``on``: YAML 1.1 (and so kubectl) reads that key as the boolean true.
+    retry_on: list[RetryCondition] = Field(
         default_factory=lambda: list[RetryCondition](["connect-failure", "gateway-error"])
     )
     status_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
@@ -265,6 +268,27 @@ def parse_host_port(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with only ``true``/``false`` as booleans, as in YAML 1.2 and JSON.
+
+    PyYAML follows YAML 1.1, where ``on``, ``off``, ``yes`` and ``no`` are
+    booleans too; a key or value spelt so would silently change meaning.
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _describe(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
@@ -289,7 +313,7 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = load_yaml(path.read_text())
         except OSError as error:
             raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from error
         except yaml.YAMLError as error:

@@ -55,7 +55,42 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class BodyTooLarge(Exception):
-    """The client's body passed ``server.maxRequestBodyBytes`` while streaming."""
+    """The client's body passed ``server.maxRequestBodyBytes``."""
+
+
+class RequestBodyStream:
+    """The client's body relayed as it arrives, remembering why it stopped early.
+
+    aiohttp writes a request body in a task of its own, so an error raised here
+    may reach the caller only as a broken connection; ``failure`` keeps the real
+    reason (the client's fault, not the upstream's).
+    """
+
+    def __init__(self, request: web.BaseRequest, prefix: bytes, limit: int, idle: float) -> None:
+        self._content = request.content
+        self._prefix = prefix
+        self._limit = limit
+        self._idle = idle
+        self.failure: tuple[int, str] | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        sent = len(self._prefix)
+        if self._prefix:
+            yield self._prefix
+        while True:
+            try:
+                async with asyncio.timeout(self._idle):
+                    chunk = await self._content.readany()
+            except TimeoutError:
+                self.failure = (408, "client-body-timeout")
+                raise
+            if not chunk:
+                return
+            sent += len(chunk)
+            if sent > self._limit:
+                self.failure = (413, "body-too-large")
+                raise BodyTooLarge
+            yield chunk
 
 
 @dataclass(slots=True)
@@ -110,7 +145,8 @@ class Proxy:
         self._session: aiohttp.ClientSession | None = None
         self._rejected_children: dict[str, object] = {}
         recorder.inflight.set_function(lambda: self.in_flight)
-        recorder.circuit_state.set(0)
+        # Read at scrape time: open turns half-open by the clock, not by an event.
+        recorder.circuit_state.set_function(lambda: int(self.breaker.state))
 
     # -- life cycle -------------------------------------------------------
 
@@ -152,7 +188,6 @@ class Proxy:
         return True
 
     def _on_breaker_change(self, state: BreakerState) -> None:
-        self.recorder.circuit_state.set(int(state))
         log.warning("circuit breaker %s", state.name.lower().replace("_", "-"))
 
     # -- the request path -------------------------------------------------
@@ -245,9 +280,8 @@ class Proxy:
             )
             return self._local(exchange, status, reason)
 
-        retryable = self.retry.retries_method(request.method) and not isinstance(
-            body, AsyncIterator
-        )
+        stream = body if isinstance(body, RequestBodyStream) else None
+        retryable = stream is None and self.retry.retries_method(request.method)
         url = self.upstream_url(request)
         headers = self.upstream_headers(request, exchange)
         retries_done = 0
@@ -275,10 +309,6 @@ class Proxy:
                             data=body,
                             allow_redirects=False,
                         )
-                except BodyTooLarge:
-                    if permit is not None:
-                        self.breaker.release(permit)
-                    return self._local(exchange, 413, "body-too-large")
                 except TimeoutError:
                     failure = PerTryTimeout(f"no response within {attempt_timeout:.3f}s")
                 except (aiohttp.ClientError, OSError) as error:
@@ -288,6 +318,13 @@ class Proxy:
                         self.breaker.release(permit)
                     raise
 
+                if stream is not None and stream.failure is not None:
+                    # The client broke off its own body: not the upstream's fault.
+                    if permit is not None:
+                        self.breaker.release(permit)
+                    if upstream is not None:
+                        upstream.release()
+                    return self._local(exchange, *stream.failure)
                 elapsed = monotonic() - attempt_started
                 if upstream is not None:
                     self.recorder.observe_upstream(upstream.status, elapsed)
@@ -332,7 +369,7 @@ class Proxy:
 
     async def _request_body(
         self, request: web.BaseRequest, length: int | None
-    ) -> bytes | AsyncIterator[bytes] | None:
+    ) -> bytes | RequestBodyStream | None:
         """The body to send: bytes when it fits the retry buffer, else a stream."""
         if not request.body_exists:
             return None
@@ -350,21 +387,7 @@ class Proxy:
                 prefix += chunk
                 if len(prefix) > self.max_body:
                     raise BodyTooLarge
-        return self._stream_body(request, bytes(prefix))
-
-    async def _stream_body(self, request: web.BaseRequest, prefix: bytes) -> AsyncIterator[bytes]:
-        sent = len(prefix)
-        if prefix:
-            yield prefix
-        while True:
-            async with asyncio.timeout(self.idle_timeout):
-                chunk = await request.content.readany()
-            if not chunk:
-                return
-            sent += len(chunk)
-            if sent > self.max_body:
-                raise BodyTooLarge
-            yield chunk
+        return RequestBodyStream(request, bytes(prefix), self.max_body, self.idle_timeout)
 
     async def _relay(
         self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, exchange: Exchange

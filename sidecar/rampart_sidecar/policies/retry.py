@@ -16,7 +16,7 @@ class RetryPolicy:
     """Pure decisions; the proxy owns the loop.
 
     >>> from rampart_sidecar.config import RetrySettings
-    >>> policy = RetrySettings(attempts=2, on=["gateway-error"])
+    >>> policy = RetrySettings(attempts=2, retry_on=["gateway-error"])
     >>> p = RetryPolicy(policy)
     >>> p.retries_method("GET"), p.retries_method("POST")
     (True, False)
@@ -31,7 +31,7 @@ class RetryPolicy:
         self._base = settings.backoff.base
         self._cap = settings.backoff.max
         self._methods = frozenset(settings.methods)
-        self._conditions = frozenset(settings.on)
+        self._conditions = frozenset(settings.retry_on)
         statuses: set[int] = set(settings.status_codes)
         if "gateway-error" in self._conditions:
             statuses |= _GATEWAY_ERRORS

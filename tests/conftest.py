@@ -1,0 +1,159 @@
+"""Fixtures that start real processes on loopback and always stop them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.upstream import Upstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    """Poll ``condition`` until it holds; fail the test if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def async_wait_until(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class Sidecar:
+    """A ``rampart-sidecar`` process with its own ports and settings file."""
+
+    def __init__(self, tmp: Path, settings: dict[str, Any], upstream_url: str) -> None:
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.config = tmp / f"sidecar-{self.port}.yaml"
+        self.config.write_text(yaml.safe_dump(settings))
+        self.log_path = tmp / f"sidecar-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rampart_sidecar",
+                "--config",
+                str(self.config),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--admin",
+                f"127.0.0.1:{self.admin_port}",
+                "--upstream",
+                upstream_url,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            wait_until(self._alive, timeout=15)
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"sidecar did not start:\n{self.logs()}") from None
+
+    def _alive(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sidecar exited with {self.proc.returncode}:\n{self.logs()}")
+        try:
+            with urllib.request.urlopen(self.admin_url + "/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample, 0 when absent."""
+        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        for line in self.metrics().splitlines():
+            if line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            metric_name, _, label_text = series.partition("{")
+            if metric_name != name:
+                continue
+            found = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+            if found == wanted:
+                return float(value)
+        return 0.0
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    server = Upstream(free_port())
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
+    started: list[Sidecar] = []
+
+    def start(settings: dict[str, Any] | None = None, upstream_url: str = "") -> Sidecar:
+        sidecar = Sidecar(tmp_path, settings or {}, upstream_url or "http://127.0.0.1:1")
+        started.append(sidecar)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        sidecar.stop()
