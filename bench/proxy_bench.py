@@ -1,0 +1,324 @@
+"""One upstream, four ways, one run: direct, behind nginx, behind HAProxy, behind the sidecar.
+
+    .venv/bin/python bench/proxy_bench.py [--duration 10] [--connections 64] [--rate 1000]
+
+The upstream is an nginx answering a fixed 13-byte body, so it is never the
+bottleneck. Every proxy gets one core (``taskset``, core 0) and one worker:
+nginx ``worker_processes 1`` with a keep-alive pool to the upstream, HAProxy
+``nbthread 1``, the sidecar one process with every policy switched on (timeout,
+retries, circuit breaker, concurrency limit, rate limit, metrics). The
+upstream and the load generators share core 1. Access logs are off for all.
+
+Two measurements each:
+  * wrk at saturation (``--connections`` connections, one thread): requests/s;
+  * hey at a fixed ``--rate`` requests/s: p50/p99 latency, and what the proxy
+    adds over going direct.
+
+Installs what it needs with scripts/install when a tool is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    errors: int = 0
+    rss_mb: float = 0.0
+    cpu_per_1k: float = 0.0  # cores busy per 1,000 req/s at the fixed rate
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            stderr = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}: {stderr}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def ensure_tools() -> None:
+    if all(shutil.which(tool) for tool in ("nginx", "haproxy", "wrk", "hey", "taskset")):
+        return
+    subprocess.run([str(ROOT / "scripts" / "install")], check=True)
+
+
+@contextlib.contextmanager
+def process(args: list[str], port: int, core: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        ["taskset", "-c", core, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_port(port, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def nginx_conf(workdir: Path, port: int, upstream_port: int | None) -> list[str]:
+    """nginx as the origin (``upstream_port`` None) or as a proxy to ``upstream_port``."""
+    prefix = workdir / ("proxy" if upstream_port else "origin")
+    (prefix / "logs").mkdir(parents=True)
+    if upstream_port:
+        routing = (
+            f"upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}\n"
+            "    server {\n"
+            f"        listen 127.0.0.1:{port} backlog=4096;\n"
+            "        location / { proxy_pass http://app; proxy_http_version 1.1;"
+            " proxy_set_header Connection ''; }\n"
+            "    }"
+        )
+    else:
+        routing = (
+            "server {\n"
+            f"        listen 127.0.0.1:{port} backlog=4096;\n"
+            "        location / { return 200 'hello rampart'; }\n"
+            "    }"
+        )
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""{user}worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    {routing}
+}}
+"""
+    )
+    return ["nginx", "-p", str(prefix), "-c", str(conf)]
+
+
+def haproxy_conf(workdir: Path, port: int, upstream_port: int) -> list[str]:
+    conf = workdir / "haproxy.cfg"
+    conf.write_text(
+        f"""global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+frontend proxy
+    bind 127.0.0.1:{port}
+    default_backend app
+backend app
+    http-reuse always
+    server app 127.0.0.1:{upstream_port} maxconn 1000
+"""
+    )
+    return ["haproxy", "-f", str(conf), "-db"]
+
+
+def sidecar_conf(workdir: Path, port: int, admin: int, upstream_port: int) -> list[str]:
+    conf = workdir / "sidecar.yaml"
+    conf.write_text(
+        f"""listen: 127.0.0.1:{port}
+admin: 127.0.0.1:{admin}
+upstream: {{url: "http://127.0.0.1:{upstream_port}"}}
+timeouts: {{request: 5s}}
+retries: {{attempts: 2, perTryTimeout: 2s}}
+circuitBreaker: {{consecutiveFailures: 5, openFor: 10s}}
+concurrency: {{maxInFlight: 2000, maxQueued: 1000}}
+rateLimit: {{requestsPerSecond: 10000000, burst: 10000000}}
+logging: {{level: warning, accessLog: false}}
+"""
+    )
+    return [sys.executable, "-m", "rampart_sidecar", "--config", str(conf)]
+
+
+def run_wrk(url: str, connections: int, duration: int) -> tuple[float, int]:
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(match.group(1))
+    if match := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    ):
+        errors += sum(int(n) for n in match.groups())
+    return rps, errors
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_hey(url: str, rate: int, duration: int) -> tuple[float, float, int]:
+    workers = 20
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            "hey",
+            "-z",
+            f"{duration}s",
+            "-c",
+            str(workers),
+            "-q",
+            str(rate / workers),
+            "-disable-compression",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    p50 = float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000  # type: ignore[union-attr]
+    p99 = float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000  # type: ignore[union-attr]
+    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
+    errors = sum(int(count) for code, count in codes if code != "200")
+    return p50, p99, errors
+
+
+def measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> Result:
+    result = Result(name)
+    subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True, check=True)  # warm-up
+    result.rps, wrk_errors = run_wrk(url, args.connections, args.duration)
+    before = cpu_seconds(pid) if pid else 0.0
+    started = time.monotonic()
+    result.p50_ms, result.p99_ms, hey_errors = run_hey(url, args.rate, args.duration)
+    if pid:
+        busy = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+        result.cpu_per_1k = busy / (args.rate / 1000)
+        result.rss_mb = rss_mb(pid)
+    result.errors = wrk_errors + hey_errors
+    return result
+
+
+def table(results: list[Result], args: argparse.Namespace) -> str:
+    direct = results[0]
+    nginx = next(r for r in results if r.name.startswith("nginx"))
+    lines = [
+        f"| target | req/s (wrk, c={args.connections}) | vs nginx | p50 @{args.rate}/s | "
+        f"p99 @{args.rate}/s | added p50 | added p99 | CPU per 1k req/s | RSS | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        is_direct = r is direct
+        lines.append(
+            f"| {r.name} | {r.rps:,.0f} | "
+            f"{'' if is_direct else f'{r.rps / nginx.rps:.0%}'} | "
+            f"{r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | "
+            f"{'' if is_direct else f'{r.p50_ms - direct.p50_ms:+.2f} ms'} | "
+            f"{'' if is_direct else f'{r.p99_ms - direct.p99_ms:+.2f} ms'} | "
+            f"{'' if is_direct else f'{r.cpu_per_1k:.2f} cores'} | "
+            f"{'' if is_direct else f'{r.rss_mb:.0f} MB'} | {r.errors} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=int, default=1000, help="fixed rate for latency, req/s")
+    args = parser.parse_args()
+    ensure_tools()
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("needs 2 cores: one for the proxy, one for the upstream and the load")
+
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="rampart-bench-") as tmp:
+        workdir = Path(tmp)
+        up_port = free_port()
+        with process(nginx_conf(workdir, up_port, None), up_port, LOAD_CORE):
+            results.append(measure("direct", f"http://127.0.0.1:{up_port}/", None, args))
+            port = free_port()
+            with process(nginx_conf(workdir, port, up_port), port, PROXY_CORE) as proc:
+                worker = subprocess.run(
+                    ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+                ).stdout.split()
+                pid = int(worker[-1]) if worker else proc.pid
+                results.append(measure("nginx (1 worker)", f"http://127.0.0.1:{port}/", pid, args))
+            port = free_port()
+            with process(haproxy_conf(workdir, port, up_port), port, PROXY_CORE) as proc:
+                results.append(
+                    measure("HAProxy (1 thread)", f"http://127.0.0.1:{port}/", proc.pid, args)
+                )
+            port, admin = free_port(), free_port()
+            with process(sidecar_conf(workdir, port, admin, up_port), port, PROXY_CORE) as proc:
+                results.append(
+                    measure(
+                        "rampart-sidecar (all policies)",
+                        f"http://127.0.0.1:{port}/",
+                        proc.pid,
+                        args,
+                    )
+                )
+
+    print(
+        f"# proxy benchmark, {datetime.date.today()}, {platform.node()}, "
+        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    )
+    print(
+        f"# command: .venv/bin/python bench/proxy_bench.py --duration {args.duration} "
+        f"--connections {args.connections} --rate {args.rate}"
+    )
+    print(table(results, args))
+
+
+if __name__ == "__main__":
+    main()
