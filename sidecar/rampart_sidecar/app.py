@@ -18,6 +18,7 @@ from .admin import build_admin_app
 from .config import SidecarSettings, parse_host_port
 from .metrics import Recorder
 from .proxy import Proxy
+from .server import ProxyServer
 
 __all__ = ["run", "serve"]
 
@@ -34,8 +35,9 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
 
     proxy = Proxy(settings, Recorder())
     await proxy.start()
-    proxy_server = web.Server(
+    proxy_server = ProxyServer(
         proxy.handle,
+        on_error=proxy.count_rejection,
         keepalive_timeout=settings.server.idle_timeout,
         max_field_size=settings.server.max_header_bytes,
         max_line_size=settings.server.max_header_bytes,

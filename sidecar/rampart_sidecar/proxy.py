@@ -22,6 +22,7 @@ from time import monotonic
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from prometheus_client import Counter
 from yarl import URL
 
 from .config import SidecarSettings
@@ -143,7 +144,7 @@ class Proxy:
         self._idle = asyncio.Event()
         self._idle.set()
         self._session: aiohttp.ClientSession | None = None
-        self._rejected_children: dict[str, object] = {}
+        self._rejected_children: dict[str, Counter] = {}
         recorder.inflight.set_function(lambda: self.in_flight)
         # Read at scrape time: open turns half-open by the clock, not by an event.
         recorder.circuit_state.set_function(lambda: int(self.breaker.state))
@@ -454,15 +455,18 @@ class Proxy:
         if status == 504:
             self.recorder.timeouts.inc()
         else:
-            child = self._rejected_children.get(reason)
-            if child is None:
-                child = self.recorder.rejected.labels(reason)
-                self._rejected_children[reason] = child
-            child.inc()  # type: ignore[attr-defined]
+            self.count_rejection(reason)
         headers = {"X-Rampart-Reason": reason, "X-Request-ID": exchange.request_id}
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
         return web.Response(status=status, text=reason + "\n", headers=headers)
+
+    def count_rejection(self, reason: str) -> None:
+        child = self._rejected_children.get(reason)
+        if child is None:
+            child = self.recorder.rejected.labels(reason)
+            self._rejected_children[reason] = child
+        child.inc()
 
     def _finish(self, request: web.BaseRequest, exchange: Exchange) -> None:
         now = monotonic()

@@ -40,8 +40,11 @@ async def test_malformed_request_line_gets_400(start_sidecar, upstream):
     ):
         response = await raw_exchange(sidecar.port, garbage)
         assert 400 <= status_of(response) < 500, (garbage, response[:80])
+        assert b"X-Rampart-Reason: bad-request" in response
     assert await served(sidecar.url) == 200
     assert upstream.total_hits() == 1
+    assert sidecar.metric("rampart_rejected_total", reason="bad-request") == 3
+    assert "Traceback" not in sidecar.logs()  # one line each, no stack to flood the logs
 
 
 async def test_oversized_header_gets_4xx(start_sidecar, upstream):
