@@ -12,6 +12,10 @@ Paths:
   /upload          reads the whole body and answers its sha256 and length
   /sse?every=S&n=N N server-sent events, S seconds apart
   /ws              a WebSocket echo server that speaks the subprotocol "chat"
+  /c/NAME          a response shaped by the query, for cache tests: cc= (Cache-Control),
+                   vary=, expires= (seconds from now), cookie=1, ms=, size=, status=;
+                   the body names the request number and the varying headers, and
+                   ``failing`` makes every /c/ path answer 503
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -41,7 +46,10 @@ class Upstream:
         self.hits: Counter[str] = Counter()  # path -> requests received
         self.in_progress = 0
         self.last_request: dict[str, Any] = {}
-        self.peers: set[tuple[str, int]] = set()  # client addresses seen: one per connection
+        self.peers: set[tuple[str, int]] = set()
+        self.failing = (
+            False  # /c/ paths answer 503 while set  # client addresses seen: one per connection
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -87,6 +95,7 @@ class Upstream:
         app.router.add_post("/upload", self._upload)
         app.router.add_get("/sse", self._sse)
         app.router.add_get("/ws", self._ws)
+        app.router.add_route("*", "/c/{name}", self._shaped)
         app.middlewares.append(self._count)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
@@ -181,6 +190,41 @@ class Upstream:
             await asyncio.sleep(every)
         await response.write_eof()
         return response
+
+    async def _shaped(self, request: web.Request) -> web.Response:
+        query = request.query
+        if "ms" in query:
+            await asyncio.sleep(int(query["ms"]) / 1000)
+        if self.failing:
+            return web.Response(status=503, text="failing on purpose\n")
+        number = self.hits[request.path]
+        text = (
+            f"{request.path} #{number} lang={request.headers.get('Accept-Language', '-')} "
+            f"auth={request.headers.get('Authorization', '-')}\n"
+        )
+        body = text.encode()
+        if "size" in query:
+            body = body.ljust(int(query["size"]), b".")
+        headers = {}
+        if "cc" in query:
+            headers["Cache-Control"] = query["cc"]
+        if "vary" in query:
+            headers["Vary"] = query["vary"]
+        if "expires" in query:
+            from email.utils import formatdate
+
+            headers["Expires"] = formatdate(time.time() + int(query["expires"]), usegmt=True)
+        if query.get("cookie") == "1":
+            headers["Set-Cookie"] = f"session={number}"
+        status = int(query.get("status", "200"))
+        if query.get("chunked") == "1":
+            response = web.StreamResponse(status=status, headers=headers)
+            await response.prepare(request)
+            for start in range(0, len(body), 1000):
+                await response.write(body[start : start + 1000])
+            await response.write_eof()
+            return response  # type: ignore[return-value]
+        return web.Response(status=status, body=body, headers=headers)
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=["chat"])

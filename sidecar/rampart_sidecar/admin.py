@@ -7,6 +7,9 @@ application traffic, rate-limited, or refused by the circuit breaker.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,12 +17,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from .cache import ResponseCache
 from .policies import BreakerState
 from .proxy import Proxy
 
 __all__ = ["build_admin_app", "check_upstream", "health_report"]
 
 PROXY_KEY = web.AppKey("proxy", Proxy)
+CACHE_KEY = web.AppKey("cache", ResponseCache)
+TOKEN_ENV = "RAMPART_CACHE_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
 _CHECK_TIMEOUT = 1.0
 
 
@@ -111,9 +117,45 @@ async def _detailed(request: web.Request) -> web.Response:
     return web.json_response(await health_report(request.app[PROXY_KEY]))
 
 
-def build_admin_app(proxy: Proxy) -> web.Application:
+def cache_admin_token(cache: ResponseCache) -> str | None:
+    """Read on every call, so a rotated Secret takes effect without a restart."""
+    token = os.environ.get(TOKEN_ENV)
+    if not token and cache.settings.admin_token_file:
+        try:
+            token = Path(cache.settings.admin_token_file).read_text().strip()
+        except OSError:
+            token = None
+    return token or None
+
+
+async def _cache_stats(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[CACHE_KEY].stats())
+
+
+async def _cache_delete(request: web.Request) -> web.Response:
+    cache = request.app[CACHE_KEY]
+    token = cache_admin_token(cache)
+    offered = request.headers.get("Authorization", "").encode()
+    # With no token configured, cache-busting is off rather than open.
+    if token is None or not hmac.compare_digest(offered, f"Bearer {token}".encode()):
+        return web.json_response(
+            {"error": "a valid bearer token is required"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="rampart-cache"'},
+        )
+    prefix = request.query.get("prefix")
+    path = request.query.get("key")
+    deleted = await cache.tiers.invalidate(path_prefix=prefix, path=path)
+    return web.json_response({"deleted": deleted})
+
+
+def build_admin_app(proxy: Proxy, cache: ResponseCache | None = None) -> web.Application:
     app = web.Application()
     app[PROXY_KEY] = proxy
+    if cache is not None:
+        app[CACHE_KEY] = cache
+        app.router.add_get("/cache/stats", _cache_stats)
+        app.router.add_delete("/cache", _cache_delete)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

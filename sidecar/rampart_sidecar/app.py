@@ -15,6 +15,7 @@ import signal
 from aiohttp import web
 
 from .admin import build_admin_app
+from .cache import ResponseCache
 from .config import SidecarSettings, parse_host_port
 from .metrics import Recorder
 from .proxy import Proxy
@@ -33,8 +34,13 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
-    proxy = Proxy(settings, Recorder())
+    recorder = Recorder()
+    proxy = Proxy(settings, recorder)
     await proxy.start()
+    cache = ResponseCache(settings.cache, recorder) if settings.cache is not None else None
+    if cache is not None:
+        await cache.start()
+        proxy.cache = cache
     proxy_server = ProxyServer(
         proxy.handle,
         on_error=proxy.count_rejection,
@@ -47,7 +53,7 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
     host, port = parse_host_port(settings.listen)
     listener = await loop.create_server(proxy_server, host, port, reuse_address=True, backlog=1024)
 
-    admin_runner = web.AppRunner(build_admin_app(proxy), access_log=None)
+    admin_runner = web.AppRunner(build_admin_app(proxy, cache), access_log=None)
     await admin_runner.setup()
     admin_host, admin_port = parse_host_port(settings.admin)
     admin_site = web.TCPSite(admin_runner, admin_host, admin_port, reuse_address=True)
@@ -73,6 +79,8 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
             log.warning("drain timeout reached", extra={"in_flight": proxy.in_flight})
         await proxy_server.shutdown(timeout=1.0)
         await proxy.close()
+        if cache is not None:
+            await cache.close()
         await admin_runner.cleanup()
         log.info("stopped")
 

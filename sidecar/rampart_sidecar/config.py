@@ -41,10 +41,14 @@ from .errors import ConfigError
 
 __all__ = [
     "Backoff",
+    "CacheRoute",
+    "CacheSettings",
     "CircuitBreakerSettings",
     "ConcurrencySettings",
     "LoggingSettings",
+    "MemoryCacheSettings",
     "RateLimitSettings",
+    "RedisCacheSettings",
     "RetrySettings",
     "RouteTimeout",
     "ServerSettings",
@@ -233,6 +237,64 @@ class LoggingSettings(_Settings):
     secret_headers: list[str] = Field(default_factory=list)
 
 
+class CacheRoute(_Settings):
+    """Paths whose responses may be cached for ``ttl`` even without caching headers."""
+
+    path_prefix: str
+    ttl: Duration | None = Field(None, gt=0)
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _absolute_prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+
+class MemoryCacheSettings(_Settings):
+    max_entries: int = Field(10_000, ge=1)
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+
+
+class RedisCacheSettings(_Settings):
+    # In the file; the HardenedService refers to a Secret holding it instead.
+    # RAMPART_CACHE_REDIS_URL stands in when this is unset.
+    url: str | None = None
+    # Each command's limit: a slow Redis costs a request at most this much.
+    timeout: Duration = Field(0.05, gt=0)
+    max_connections: int = Field(64, ge=1)
+    key_prefix: str = "rampart:cache:"
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class CacheSettings(_Settings):
+    """The response cache; absent means off.
+
+    Responses with explicit freshness (``s-maxage``, ``max-age``, ``Expires``)
+    are cached on every path. Responses without caching headers are cached for
+    ``ttl`` when it is set: on every path, or only under ``routes`` when given.
+    """
+
+    ttl: Duration = Field(0.0, ge=0)
+    routes: list[CacheRoute] = Field(default_factory=list)
+    # How long past expiry an entry may still answer for a failing upstream
+    # (a response's own stale-if-error directive takes precedence).
+    stale_if_error: Duration = Field(300.0, ge=0)
+    max_body_bytes: int = Field(1024 * 1024, ge=0)
+    # How long concurrent misses for one key wait for the first one's answer.
+    coalesce_timeout: Duration = Field(5.0, gt=0)
+    memory: MemoryCacheSettings = Field(default_factory=MemoryCacheSettings)
+    redis: RedisCacheSettings = Field(default_factory=RedisCacheSettings)
+    # DELETE /cache needs a bearer token from here or RAMPART_CACHE_ADMIN_TOKEN.
+    admin_token_file: str | None = None
+
+
 class SidecarSettings(_Settings):
     listen: str = "0.0.0.0:8000"
     admin: str = "0.0.0.0:9901"
@@ -245,6 +307,7 @@ class SidecarSettings(_Settings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    cache: CacheSettings | None = None
 
     @field_validator("listen", "admin")
     @classmethod

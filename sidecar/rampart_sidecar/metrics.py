@@ -74,6 +74,36 @@ class Recorder:
             "Requests being handled by the proxy listener.",
             registry=self.registry,
         )
+        self.cache_requests = Counter(
+            "rampart_cache_requests_total",
+            "Cacheable-method requests by what the cache did: hit, miss, stale, bypass.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.cache_backend_errors = Counter(
+            "rampart_cache_backend_errors_total",
+            "Failed cache backend operations (each is served from memory or upstream).",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.cache_backend_up = Gauge(
+            "rampart_cache_backend_up",
+            "1 while the cache backend answers, 0 while it is skipped.",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.cache_entries = Gauge(
+            "rampart_cache_entries",
+            "Entries per tier (for redis: keys in its database).",
+            ["tier"],
+            registry=self.registry,
+        )
+        self.cache_bytes = Gauge(
+            "rampart_cache_bytes",
+            "Bytes per tier (for redis: its used_memory).",
+            ["tier"],
+            registry=self.registry,
+        )
         # labels() takes a lock and builds a key on each call; the hot path
         # looks the child up here instead.
         self._request_children: dict[tuple[str, int, str], Histogram] = {}

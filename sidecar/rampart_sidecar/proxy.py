@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from time import monotonic
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -42,7 +43,7 @@ from .policies import (
 )
 from .websocket import is_websocket_upgrade, relay_websocket
 
-__all__ = ["Exchange", "Proxy", "classify_client_error"]
+__all__ = ["CacheLayer", "Exchange", "Proxy", "ResponseHook", "classify_client_error"]
 
 access_log = logging.getLogger("rampart.access")
 log = logging.getLogger("rampart.proxy")
@@ -107,7 +108,34 @@ class Exchange:
     reason: str = ""  # set when the sidecar answered itself
     attempts: int = 0
     headers_sent: float = 0.0
+    cache_status: str = ""  # X-Rampart-Cache, when a cache is configured
     extra: dict[str, object] = field(default_factory=dict)
+
+
+class ResponseHook(Protocol):
+    """What the proxy asks a response cache about one upstream response."""
+
+    max_body: int
+
+    def substitute(self, status: int) -> web.StreamResponse | None:
+        """An answer to send instead of this upstream error (a stale entry), if any."""
+
+    def storable(self, upstream: aiohttp.ClientResponse) -> bool:
+        """Whether to read the body whole so it can be stored."""
+
+    async def store(self, upstream: aiohttp.ClientResponse, body: bytes) -> None:
+        """Keep the response whose whole body is ``body``."""
+
+
+class CacheLayer(Protocol):
+    async def serve(
+        self,
+        request: web.BaseRequest,
+        exchange: Exchange,
+        forward: Callable[
+            [web.BaseRequest, Exchange, ResponseHook | None], Awaitable[web.StreamResponse]
+        ],
+    ) -> web.StreamResponse: ...
 
 
 def classify_client_error(error: BaseException) -> UpstreamError:
@@ -139,6 +167,7 @@ class Proxy:
         self.upstream_base = settings.upstream.url
         self.secret_headers = frozenset(h.lower() for h in settings.logging.secret_headers)
         self.access_log = settings.logging.access_log
+        self.cache: CacheLayer | None = None  # set by the app when spec.sidecar.cache is
         self.draining = False
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -230,13 +259,20 @@ class Proxy:
                 return self._local(
                     exchange, 429, "rate-limited", retry_after=RateLimiter.retry_after(wait)
                 )
+        if self.cache is not None and not is_websocket_upgrade(request):
+            return await self.cache.serve(request, exchange, self._forward_limited)
+        return await self._forward_limited(request, exchange, None)
+
+    async def _forward_limited(
+        self, request: web.BaseRequest, exchange: Exchange, hook: ResponseHook | None
+    ) -> web.StreamResponse:
         deadline = exchange.started + exchange.route.request_timeout
         if not await self.concurrency.acquire(deadline - monotonic()):
             return self._local(exchange, 503, "concurrency-limit")
         try:
             if is_websocket_upgrade(request):
                 return await relay_websocket(self, request, exchange)
-            return await self._forward(request, exchange, deadline)
+            return await self._forward(request, exchange, deadline, hook)
         finally:
             self.concurrency.release()
 
@@ -266,7 +302,11 @@ class Proxy:
         return headers
 
     async def _forward(
-        self, request: web.BaseRequest, exchange: Exchange, deadline: float
+        self,
+        request: web.BaseRequest,
+        exchange: Exchange,
+        deadline: float,
+        hook: ResponseHook | None = None,
     ) -> web.StreamResponse:
         length = request.content_length
         if length is not None and length > self.max_body:
@@ -351,7 +391,11 @@ class Proxy:
                 )
                 if not may_retry:
                     if upstream is not None:
-                        return await self._relay(request, upstream, exchange)
+                        instead = hook.substitute(upstream.status) if hook else None
+                        if instead is not None:
+                            upstream.release()
+                            return instead
+                        return await self._relay(request, upstream, exchange, hook)
                     assert failure is not None
                     log.debug(
                         "upstream attempt failed",
@@ -391,24 +435,44 @@ class Proxy:
         return RequestBodyStream(request, bytes(prefix), self.max_body, self.idle_timeout)
 
     async def _relay(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, exchange: Exchange
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        exchange: Exchange,
+        hook: ResponseHook | None = None,
     ) -> web.StreamResponse:
         """Send the upstream's response to the client, whole when small, else streamed."""
         exchange.status = upstream.status
         headers = end_to_end(upstream.headers, _RESPONSE_FRAMING)
         headers["X-Request-ID"] = exchange.request_id
+        if exchange.cache_status:
+            headers["X-Rampart-Cache"] = exchange.cache_status
         length = upstream.content_length
         no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES
         event_stream = upstream.content_type == "text/event-stream"
+        storing = hook is not None and not event_stream and hook.storable(upstream)
+        whole_limit = (
+            max(hook.max_body, _BUFFERED_RESPONSE_LIMIT)
+            if storing and hook
+            else (_BUFFERED_RESPONSE_LIMIT)
+        )
         try:
-            if no_body or (length is not None and length <= _BUFFERED_RESPONSE_LIMIT):
-                if no_body:
-                    body = b""
-                    if length is not None:
-                        headers["Content-Length"] = str(length)
-                else:
-                    async with asyncio.timeout(self.idle_timeout):
-                        body = await upstream.read()
+            body: bytes | None = None
+            prefix = b""
+            if no_body:
+                body = b""
+                if length is not None:
+                    headers["Content-Length"] = str(length)
+            elif length is not None and length <= whole_limit:
+                async with asyncio.timeout(self.idle_timeout):
+                    body = await upstream.read()
+            elif storing and length is None:
+                # Unknown length: keep it whole if it turns out small enough to store.
+                prefix, complete = await self._read_up_to(upstream, whole_limit)
+                body = prefix if complete else None
+            if body is not None:
+                if storing and hook is not None:
+                    await hook.store(upstream, body)
                 whole = web.Response(
                     status=upstream.status, reason=upstream.reason, headers=headers
                 )
@@ -425,6 +489,8 @@ class Proxy:
             exchange.headers_sent = monotonic()
             idle = None if event_stream else self.idle_timeout
             try:
+                if prefix:
+                    await response.write(prefix)
                 while True:
                     async with asyncio.timeout(idle):
                         chunk = await upstream.content.readany()
@@ -446,6 +512,17 @@ class Proxy:
         finally:
             upstream.release()
 
+    async def _read_up_to(self, upstream: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+        """Read until the end or past ``limit``; True when the end came first."""
+        buffer = bytearray()
+        while len(buffer) <= limit:
+            async with asyncio.timeout(self.idle_timeout):
+                chunk = await upstream.content.readany()
+            if not chunk:
+                return bytes(buffer), True
+            buffer += chunk
+        return bytes(buffer), False
+
     def _local(
         self, exchange: Exchange, status: int, reason: str, retry_after: int | None = None
     ) -> web.Response:
@@ -457,6 +534,8 @@ class Proxy:
         else:
             self.count_rejection(reason)
         headers = {"X-Rampart-Reason": reason, "X-Request-ID": exchange.request_id}
+        if exchange.cache_status:
+            headers["X-Rampart-Cache"] = exchange.cache_status
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
         return web.Response(status=status, text=reason + "\n", headers=headers)
@@ -487,6 +566,8 @@ class Proxy:
             }
             if exchange.reason:
                 extra["reason"] = exchange.reason
+            if exchange.cache_status:
+                extra["cache"] = exchange.cache_status
             extra.update(exchange.extra)
             access_log.info("request", extra=extra)
         if log.isEnabledFor(logging.DEBUG):

@@ -1,0 +1,201 @@
+"""The Redis tier, shared by every replica of a service.
+
+It never fails a request: every command has a short timeout, and the first
+error marks Redis down, after which it is skipped (costing nothing) while a
+background task pings it with backoff (0.1 s doubling to 2 s) and brings it
+back. Writes happen after the response is sent, and are dropped rather than
+queued without bound when Redis falls behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from ..config import RedisCacheSettings
+from .backend import Stored
+from .entry import CacheEntry
+from .memory import _matches
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger("rampart.cache.redis")
+
+_RECONNECT_FIRST = 0.1
+_RECONNECT_MAX = 2.0
+_MAX_PENDING_WRITES = 256
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+class RedisBackend:
+    name = "redis"
+
+    def __init__(
+        self,
+        settings: RedisCacheSettings,
+        url: str,
+        on_state: Callable[[bool], None] = lambda up: None,
+        on_error: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._timeout = settings.timeout
+        self._prefix = settings.key_prefix
+        self._on_state = on_state
+        self._on_error = on_error
+        self._clock = clock
+        self._pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.max_connections,
+            timeout=settings.timeout,
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._client = Redis(connection_pool=self._pool)
+        self._up = False
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._info: dict[str, int] = {"entries": 0, "bytes": 0}
+
+    @property
+    def available(self) -> bool:
+        return self._up
+
+    async def start(self) -> None:
+        if await self._ping():
+            self._mark(up=True)
+        else:
+            self._fail("unreachable at start")
+
+    async def close(self) -> None:
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+        if self._writes:
+            await asyncio.wait(self._writes, timeout=1.0)
+        await self._client.aclose()
+        await self._pool.disconnect()
+
+    async def get(self, key: str) -> Stored | None:
+        if not self._up:
+            return None
+        try:
+            async with asyncio.timeout(self._timeout):
+                data = await self._client.get(self._prefix + key)
+        except _FAILURES as error:
+            self._fail(error)
+            return None
+        if not isinstance(data, bytes):  # None: a miss (no decode_responses, so never str)
+            return None
+        try:
+            return CacheEntry.decode(data)
+        except ValueError:
+            self._on_error()  # a foreign or corrupt value: a miss, not a failure
+            return None
+
+    async def set(self, key: str, value: Stored) -> None:
+        if not self._up:
+            return
+        ttl_ms = int((value.stale_until - self._clock()) * 1000)
+        if ttl_ms <= 0:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._client.set(self._prefix + key, value.encode(), px=ttl_ms)
+        except _FAILURES as error:
+            self._fail(error)
+
+    def set_soon(self, key: str, value: Stored) -> None:
+        """Write in the background; dropped when Redis is down or too far behind."""
+        if not self._up or len(self._writes) >= _MAX_PENDING_WRITES:
+            return
+        task = asyncio.get_running_loop().create_task(self.set(key, value))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def invalidate(self, path_prefix: str | None = None, path: str | None = None) -> int:
+        if not self._up:
+            return 0
+        deleted = 0
+        batch: list[bytes] = []
+        try:
+            async for raw in self._client.scan_iter(
+                match=_glob_escape(self._prefix) + "*", count=1000
+            ):
+                key = raw.decode(errors="replace")[len(self._prefix) :]
+                if _matches(key, path_prefix, path):
+                    batch.append(raw)
+                if len(batch) >= 500:
+                    deleted += await self._client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                deleted += await self._client.unlink(*batch)
+        except _FAILURES as error:
+            self._fail(error)
+        return deleted
+
+    async def refresh_stats(self) -> None:
+        """DBSIZE and used memory: of the whole Redis database, so give the cache its own."""
+        if not self._up:
+            return
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                entries = await self._client.dbsize()
+                memory = await self._client.info("memory")
+            self._info = {"entries": int(entries), "bytes": int(memory.get("used_memory", 0))}
+        except _FAILURES as error:
+            self._fail(error)
+
+    def stats(self) -> dict[str, float | int | str | bool]:
+        return {**self._info, "state": "up" if self._up else "down"}
+
+    # -- health ------------------------------------------------------------
+
+    async def _ping(self) -> bool:
+        try:
+            async with asyncio.timeout(max(self._timeout, 0.2)):
+                return bool(await self._client.ping())
+        except _FAILURES:
+            return False
+
+    def _mark(self, up: bool) -> None:
+        if self._up != up:
+            self._up = up
+            self._on_state(up)
+            log.warning("redis %s", "up" if up else "down")
+
+    def _fail(self, error: object) -> None:
+        self._on_error()
+        if self._up:
+            log.warning(
+                "redis error; serving from memory until it answers",
+                extra={"error": str(error) or type(error).__name__},
+            )
+        self._mark(up=False)
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        # Connections in the pool may point at a Redis that restarted: start clean.
+        with contextlib.suppress(*_FAILURES):
+            await self._pool.disconnect()
+        delay = _RECONNECT_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            if await self._ping():
+                self._mark(up=True)
+                return
+            delay = min(delay * 2, _RECONNECT_MAX)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -1,0 +1,112 @@
+"""Memory in front of Redis: the one place that knows there are two tiers."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from multidict import CIMultiDictProxy
+
+from ..config import CacheSettings
+from ..metrics import Recorder
+from .entry import CacheEntry, VaryMarker
+from .memory import MemoryBackend
+from .policy import variant_key
+from .redis import RedisBackend
+
+__all__ = ["TieredCache"]
+
+REDIS_URL_ENV = "RAMPART_CACHE_REDIS_URL"
+
+
+class TieredCache:
+    def __init__(
+        self,
+        settings: CacheSettings,
+        recorder: Recorder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.memory = MemoryBackend(settings.memory, clock)
+        self.recorder = recorder
+        self._clock = clock
+        url = settings.redis.url or os.environ.get(REDIS_URL_ENV)
+        self.redis: RedisBackend | None = None
+        if url:
+            self.redis = RedisBackend(
+                settings.redis,
+                url,
+                on_state=lambda up: recorder.cache_backend_up.labels("redis").set(int(up)),
+                on_error=recorder.cache_backend_errors.labels("redis").inc,
+                clock=clock,
+            )
+            recorder.cache_backend_up.labels("redis").set(0)
+        recorder.cache_backend_up.labels("memory").set(1)
+        recorder.cache_entries.labels("memory").set_function(lambda: len(self.memory))
+        recorder.cache_bytes.labels("memory").set_function(lambda: self.memory.bytes)
+        self.hits = {"memory": 0, "redis": 0}
+
+    async def start(self) -> None:
+        if self.redis is not None:
+            await self.redis.start()
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.close()
+
+    async def refresh_stats(self) -> None:
+        if self.redis is not None:
+            await self.redis.refresh_stats()
+            info = self.redis.stats()
+            self.recorder.cache_entries.labels("redis").set(float(info["entries"]))
+            self.recorder.cache_bytes.labels("redis").set(float(info["bytes"]))
+
+    async def _get(self, key: str) -> tuple[CacheEntry | VaryMarker, str] | None:
+        value = await self.memory.get(key)
+        if value is not None:
+            return value, "memory"
+        if self.redis is None:
+            return None
+        value = await self.redis.get(key)
+        if value is None or self._clock() >= value.stale_until:
+            return None
+        await self.memory.set(key, value)  # promote: the next hit stays local
+        return value, "redis"
+
+    async def find(
+        self, primary: str, request_headers: CIMultiDictProxy[str]
+    ) -> tuple[CacheEntry, str] | None:
+        """The entry for this request, fresh or stale, and the tier that had it."""
+        found = await self._get(primary)
+        if found is not None and isinstance(found[0], VaryMarker):
+            found = await self._get(variant_key(primary, found[0].headers, request_headers))
+        if found is None or not isinstance(found[0], CacheEntry):
+            return None
+        return found[0], found[1]
+
+    async def store(
+        self,
+        primary: str,
+        request_headers: CIMultiDictProxy[str],
+        entry: CacheEntry,
+        vary: tuple[str, ...],
+    ) -> str:
+        """Store in both tiers; returns the key the entry went under."""
+        key = primary
+        if vary:
+            marker = VaryMarker(vary, entry.stale_until, entry.path)
+            await self._set(primary, marker)
+            key = variant_key(primary, vary, request_headers)
+        await self._set(key, entry)
+        return key
+
+    async def _set(self, key: str, value: CacheEntry | VaryMarker) -> None:
+        await self.memory.set(key, value)
+        if self.redis is not None:
+            self.redis.set_soon(key, value)
+
+    async def invalidate(self, path_prefix: str | None = None, path: str | None = None) -> int:
+        deleted = await self.memory.invalidate(path_prefix, path)
+        if self.redis is not None:
+            deleted += await self.redis.invalidate(path_prefix, path)
+        return deleted

@@ -1,0 +1,380 @@
+"""The response cache against a real sidecar, a real upstream and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import async_wait_until
+
+pytestmark = pytest.mark.integration
+
+FRESH_MINUTE = "/c/{name}?cc=max-age%3D60"
+
+
+async def get(
+    client: aiohttp.ClientSession, url: str, **kwargs: Any
+) -> tuple[int, str, str, aiohttp.typedefs.CIMultiDictProxy[str]]:
+    async with client.get(url, **kwargs) as r:
+        return r.status, r.headers.get("X-Rampart-Cache", ""), await r.text(), r.headers
+
+
+async def test_hit_after_miss_then_expiry(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    url = sidecar.url + "/c/ttl?cc=max-age%3D1"
+    async with aiohttp.ClientSession() as client:
+        status, cache, first, _ = await get(client, url)
+        assert (status, cache) == (200, "MISS")
+        status, cache, second, headers = await get(client, url)
+        assert (status, cache) == (200, "HIT")
+        assert second == first
+        assert int(headers["Age"]) <= 1
+        stored_at = time.monotonic()
+
+        async def expired() -> bool:
+            return (await get(client, url))[1] == "MISS"
+
+        await async_wait_until(expired, timeout=5, interval=0.1)
+        assert time.monotonic() - stored_at >= 0.8
+    assert upstream.hits["/c/ttl"] >= 2
+    assert sidecar.metric("rampart_cache_requests_total", result="hit") >= 1
+    assert sidecar.metric("rampart_cache_requests_total", result="miss") >= 2
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cc=no-store",
+        "cc=private%2C%20max-age%3D60",
+        "cc=max-age%3D60&cookie=1",
+        "cc=no-cache%2C%20max-age%3D60",
+        "cc=max-age%3D60&vary=%2A",
+        "status=500&cc=max-age%3D60",
+    ],
+    ids=["no-store", "private", "set-cookie", "no-cache", "vary-star", "server-error"],
+)
+async def test_responses_a_shared_cache_must_not_store(start_sidecar, upstream, query):
+    sidecar = start_sidecar({"cache": {"ttl": "1h"}}, upstream.url)
+    url = sidecar.url + "/c/never?" + query
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
+        first = await get(client, url)
+        second = await get(client, url)
+    assert first[1] == second[1] == "MISS"
+    assert first[2] != second[2]  # the upstream answered twice: #1, then #2
+    assert upstream.hits["/c/never"] == 2
+
+
+async def test_request_no_store_bypasses_and_no_cache_refreshes(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    url = sidecar.url + FRESH_MINUTE.format(name="req")
+    async with aiohttp.ClientSession() as client:
+        assert (await get(client, url, headers={"Cache-Control": "no-store"}))[1] == "BYPASS"
+        assert (await get(client, url))[1] == "MISS"
+        assert (await get(client, url))[1] == "HIT"
+        refreshed = await get(client, url, headers={"Cache-Control": "no-cache"})
+        assert refreshed[1] == "MISS"
+        assert (await get(client, url))[2] == refreshed[2]  # the refresh was stored
+        assert (await get(client, url, headers={"Range": "bytes=0-3"}))[1] == "BYPASS"
+    assert upstream.hits["/c/req"] == 4
+
+
+async def test_authorized_responses_are_never_served_to_others(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {"ttl": "1h"}}, upstream.url)
+    private_url = sidecar.url + FRESH_MINUTE.format(name="mine")
+    async with aiohttp.ClientSession() as client:
+        alice = await get(client, private_url, headers={"Authorization": "Bearer alice"})
+        assert "auth=Bearer alice" in alice[2]
+        anonymous = await get(client, private_url)
+        assert "alice" not in anonymous[2]
+        bob = await get(client, private_url, headers={"Authorization": "Bearer bob"})
+        assert "alice" not in bob[2]
+        # ...unless the response says it is public.
+        public_url = sidecar.url + "/c/shared?cc=public%2C%20max-age%3D60"
+        await get(client, public_url, headers={"Authorization": "Bearer alice"})
+        assert (await get(client, public_url))[1] == "HIT"
+
+
+async def test_vary_variants_never_cross(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    url = sidecar.url + "/c/vary?cc=max-age%3D60&vary=Accept-Language"
+    async with aiohttp.ClientSession() as client:
+        english = await get(client, url, headers={"Accept-Language": "en"})
+        french = await get(client, url, headers={"Accept-Language": "fr"})
+        assert english[1] == french[1] == "MISS"
+        assert "lang=en" in english[2]
+        assert "lang=fr" in french[2]
+        again_fr = await get(client, url, headers={"Accept-Language": "fr"})
+        again_en = await get(client, url, headers={"Accept-Language": "en"})
+        none = await get(client, url)
+    assert (again_fr[1], again_fr[2]) == ("HIT", french[2])
+    assert (again_en[1], again_en[2]) == ("HIT", english[2])
+    assert none[1] == "MISS"
+    assert "lang=-" in none[2]
+    assert upstream.hits["/c/vary"] == 3
+
+
+async def test_key_covers_host_path_and_query(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    base = sidecar.url + "/c/key?cc=max-age%3D60"
+    async with aiohttp.ClientSession() as client:
+        await get(client, base)
+        assert (await get(client, base + "&page=2"))[1] == "MISS"
+        assert (await get(client, base, headers={"Host": "other.example"}))[1] == "MISS"
+        assert (await get(client, base))[1] == "HIT"
+
+
+async def test_size_limit_and_head(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {"maxBodyBytes": 2000}}, upstream.url)
+    async with aiohttp.ClientSession() as client:
+        for chunked in ("0", "1"):
+            big = sidecar.url + f"/c/big{chunked}?cc=max-age%3D60&size=5000&chunked={chunked}"
+            first, second = await get(client, big), await get(client, big)
+            assert first[1] == second[1] == "MISS"
+            assert len(second[2]) == 5000  # still relayed whole, just not stored
+            small = sidecar.url + f"/c/small{chunked}?cc=max-age%3D60&size=1500&chunked={chunked}"
+            await get(client, small)
+            hit = await get(client, small)
+            assert hit[1] == "HIT"
+            assert len(hit[2]) == 1500
+
+        head_url = sidecar.url + "/c/head?cc=max-age%3D60"
+        async with client.head(head_url) as r:
+            assert r.headers["X-Rampart-Cache"] == "MISS"
+            length = r.headers["Content-Length"]
+        async with client.head(head_url) as r:
+            assert r.headers["X-Rampart-Cache"] == "HIT"
+            assert r.headers["Content-Length"] == length
+            assert await r.read() == b""
+        # HEAD and GET are separate entries: a GET still needs the body.
+        _status, cache, body, _ = await get(client, head_url)
+        assert (cache, len(body)) == ("MISS", int(length))
+
+
+async def test_default_ttl_applies_only_to_marked_routes(start_sidecar, upstream):
+    sidecar = start_sidecar(
+        {"cache": {"ttl": "1h", "routes": [{"pathPrefix": "/c/catalog"}]}}, upstream.url
+    )
+    async with aiohttp.ClientSession() as client:
+        await get(client, sidecar.url + "/c/catalog")
+        assert (await get(client, sidecar.url + "/c/catalog"))[1] == "HIT"
+        await get(client, sidecar.url + "/c/cart")
+        assert (await get(client, sidecar.url + "/c/cart"))[1] == "MISS"
+        # Explicit freshness is honoured on any path.
+        await get(client, sidecar.url + "/c/cart2?cc=max-age%3D60")
+        assert (await get(client, sidecar.url + "/c/cart2?cc=max-age%3D60"))[1] == "HIT"
+        await get(client, sidecar.url + "/c/exp?expires=60")
+        assert (await get(client, sidecar.url + "/c/exp?expires=60"))[1] == "HIT"
+
+
+async def test_fifty_concurrent_misses_make_one_upstream_request(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}, "concurrency": {"maxInFlight": 0}}, upstream.url)
+    url = sidecar.url + "/c/herd?cc=max-age%3D60&ms=300"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as client:
+        results = await asyncio.gather(*(get(client, url) for _ in range(50)))
+    assert upstream.hits["/c/herd"] == 1
+    assert {status for status, *_ in results} == {200}
+    assert len({body for _, _, body, _ in results}) == 1
+    assert sorted(cache for _, cache, _, _ in results).count("MISS") == 1
+
+
+async def test_stale_if_error_inside_the_window_and_not_after(start_sidecar, upstream):
+    sidecar = start_sidecar(
+        {"cache": {"staleIfError": "2s"}, "retries": {"attempts": 0}}, upstream.url
+    )
+    url = sidecar.url + "/c/stale?cc=max-age%3D1"
+    async with aiohttp.ClientSession() as client:
+        original = await get(client, url)
+        assert original[1] == "MISS"
+        upstream.failing = True  # the upstream now answers 503
+
+        async def served_stale() -> bool:
+            status, cache, body, _ = await get(client, url)
+            return status == 200 and cache == "STALE" and body == original[2]
+
+        await async_wait_until(served_stale, timeout=5, interval=0.1)
+
+        async def gave_up() -> bool:
+            return (await get(client, url))[:2] == (503, "MISS")
+
+        await async_wait_until(gave_up, timeout=6, interval=0.1)
+    assert sidecar.metric("rampart_cache_requests_total", result="stale") >= 1
+
+
+async def test_stale_answers_for_a_dead_upstream_and_an_open_breaker(start_sidecar, upstream):
+    sidecar = start_sidecar(
+        {
+            "cache": {"staleIfError": "1m"},
+            "retries": {"attempts": 0},
+            "circuitBreaker": {"consecutiveFailures": 2, "openFor": "1m"},
+        },
+        upstream.url,
+    )
+    url = sidecar.url + "/c/dead?cc=max-age%3D1"
+    async with aiohttp.ClientSession() as client:
+        original = await get(client, url)
+        upstream.stop()
+
+        async def stale() -> bool:
+            return (await get(client, url))[1] == "STALE"
+
+        await async_wait_until(stale, timeout=5, interval=0.1)
+        for _ in range(3):  # connect failures open the breaker...
+            status, cache, body, _ = await get(client, url)
+            assert (status, cache, body) == (200, "STALE", original[2])
+        assert sidecar.metric("rampart_circuit_state") == 2
+        status, cache, body, _ = await get(client, url)  # ...and stale still answers
+        assert (status, cache, body) == (200, "STALE", original[2])
+        assert (await get(client, sidecar.url + "/c/uncached"))[0] == 503
+
+
+async def test_cache_bust_needs_the_token(start_sidecar, upstream, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    sidecar = start_sidecar({"cache": {"adminTokenFile": str(token_file)}}, upstream.url)
+    urls = [sidecar.url + FRESH_MINUTE.format(name=n) for n in ("a1", "a2", "b1")]
+    async with aiohttp.ClientSession() as client:
+        for url in urls:
+            await get(client, url)
+        for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            async with client.delete(sidecar.admin_url + "/cache", headers=auth) as r:
+                assert r.status == 401
+        assert [(await get(client, url))[1] for url in urls] == ["HIT"] * 3
+
+        bearer = {"Authorization": "Bearer s3cret-token"}
+        async with client.delete(sidecar.admin_url + "/cache?prefix=/c/a", headers=bearer) as r:
+            assert r.status == 200
+            assert (await r.json())["deleted"] == 2
+        assert [(await get(client, url))[1] for url in urls] == ["MISS", "MISS", "HIT"]
+        key = "/c/b1?cc=max-age%3D60"
+        async with client.delete(
+            sidecar.admin_url + "/cache", params={"key": key}, headers=bearer
+        ) as r:
+            assert (await r.json())["deleted"] == 1
+        assert (await get(client, urls[2]))[1] == "MISS"
+        async with client.delete(sidecar.admin_url + "/cache", headers=bearer) as r:
+            assert (await r.json())["deleted"] >= 3
+        assert [(await get(client, url))[1] for url in urls] == ["MISS"] * 3
+    assert "s3cret-token" not in sidecar.logs()
+
+
+async def test_cache_bust_is_off_without_a_token(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    async with (
+        aiohttp.ClientSession() as client,
+        client.delete(sidecar.admin_url + "/cache", headers={"Authorization": "Bearer "}) as r,
+    ):
+        assert r.status == 401
+
+
+async def test_redis_is_shared_between_sidecars(start_sidecar, upstream, redis_server):
+    settings = {"cache": {"redis": {"url": redis_server.url}}}
+    first = start_sidecar(settings, upstream.url)
+    second = start_sidecar(settings, upstream.url)
+    url_path = FRESH_MINUTE.format(name="shared")
+    # Replicas behind one Service see one Host; here each sidecar has its own port.
+    host = {"Host": "shop.example"}
+    async with aiohttp.ClientSession() as client:
+        stored = await get(client, first.url + url_path, headers=host)
+        assert stored[1] == "MISS"
+        await async_wait_until(lambda: b"rampart:cache:" in redis_server.command("KEYS", "*"))
+        other = await get(client, second.url + url_path, headers=host)
+        assert (other[1], other[2]) == ("HIT", stored[2])
+        async with client.get(second.admin_url + "/cache/stats") as r:
+            stats = await r.json()
+    assert upstream.hits["/c/shared"] == 1
+    assert stats["tiers"]["redis"]["state"] == "up"
+    assert stats["tiers"]["redis"]["hits"] == 1
+    assert stats["tiers"]["memory"]["entries"] == 1  # promoted into memory
+    assert second.metric("rampart_cache_backend_up", backend="redis") == 1
+
+
+async def test_redis_killed_mid_stream_fails_nothing_and_comes_back(
+    start_sidecar, upstream, redis_server
+):
+    sidecar = start_sidecar({"cache": {"redis": {"url": redis_server.url}}}, upstream.url)
+    hot = sidecar.url + FRESH_MINUTE.format(name="hot")
+    failures: list[object] = []
+    results: list[str] = []
+    async with aiohttp.ClientSession() as client:
+        await get(client, hot)
+
+        async def stream(worker: int) -> None:
+            for i in range(60):
+                url = hot if i % 2 else sidecar.url + FRESH_MINUTE.format(name=f"w{worker}-{i}")
+                try:
+                    status, cache, _, _ = await get(client, url)
+                except aiohttp.ClientError as error:
+                    failures.append(error)
+                    continue
+                if status != 200:
+                    failures.append(status)
+                results.append(cache)
+                await asyncio.sleep(0.01)
+
+        workers = asyncio.gather(*(stream(w) for w in range(4)))
+        await async_wait_until(lambda: len(results) > 40)
+        redis_server.kill()
+        await workers
+        assert failures == []
+        assert results.count("HIT") >= 100  # the hot key kept hitting, from memory
+        await async_wait_until(
+            lambda: sidecar.metric("rampart_cache_backend_up", backend="redis") == 0, timeout=5
+        )
+
+        redis_server.start()
+        back = time.monotonic()
+        await async_wait_until(
+            lambda: sidecar.metric("rampart_cache_backend_up", backend="redis") == 1, timeout=5
+        )
+        assert time.monotonic() - back < 5
+        await get(client, sidecar.url + FRESH_MINUTE.format(name="after"))
+        await async_wait_until(lambda: b"after" in redis_server.command("KEYS", "*"), timeout=5)
+    assert sidecar.metric("rampart_cache_backend_errors_total", backend="redis") >= 1
+
+
+async def test_a_slow_redis_costs_at_most_its_timeout(start_sidecar, upstream, redis_server):
+    sidecar = start_sidecar(
+        {"cache": {"redis": {"url": redis_server.url, "timeout": "50ms"}}}, upstream.url
+    )
+    async with aiohttp.ClientSession() as client:
+        await get(client, sidecar.url + "/c/warm?cc=max-age%3D60")
+        blocker = asyncio.create_task(
+            asyncio.to_thread(redis_server.command, "DEBUG", "SLEEP", "2")
+        )
+        await asyncio.sleep(0.1)  # let the DEBUG SLEEP reach Redis before measuring
+        started = time.monotonic()
+        for i in range(10):
+            status, cache, _, _ = await get(client, sidecar.url + f"/c/slow{i}?cc=max-age%3D60")
+            assert (status, cache) == (200, "MISS")
+        elapsed = time.monotonic() - started
+        await blocker
+    assert elapsed < 1.0  # ten requests while Redis sleeps 2 s
+    assert sidecar.metric("rampart_cache_backend_errors_total", backend="redis") >= 1
+
+
+async def test_stats_and_metrics(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    url = sidecar.url + FRESH_MINUTE.format(name="stats")
+    async with aiohttp.ClientSession() as client:
+        for _ in range(4):
+            await get(client, url)
+        await get(client, url, headers={"Cache-Control": "no-store"})
+        async with client.get(sidecar.admin_url + "/cache/stats") as r:
+            stats = await r.json()
+    assert stats["requests"] == {"hit": 3, "miss": 1, "stale": 0, "bypass": 1}
+    assert stats["hitRatio"] == 0.75
+    assert stats["tiers"]["memory"]["entries"] == 1
+    assert stats["tiers"]["memory"]["bytes"] > 0
+    assert "redis" not in stats["tiers"]
+    text = sidecar.metrics()
+    for series in (
+        'rampart_cache_requests_total{result="hit"} 3.0',
+        'rampart_cache_entries{tier="memory"} 1.0',
+        'rampart_cache_backend_up{backend="memory"} 1.0',
+    ):
+        assert series in text, series
+    assert "rampart_cache_bytes" in text
