@@ -9,6 +9,10 @@ nginx ``worker_processes 1`` with a keep-alive pool to the upstream, HAProxy
 retries, circuit breaker, concurrency limit, rate limit, metrics). The
 upstream and the load generators share core 1. Access logs are off for all.
 
+Then the same for cache hits: nginx with ``proxy_cache`` (``proxy_cache_valid
+200 1h``) and the sidecar with its in-memory cache (``cache.ttl: 1h``); the
+origin sends no caching headers, so each caches by its own configuration.
+
 Two measurements each:
   * wrk at saturation (``--connections`` connections, one thread): requests/s;
   * hey at a fixed ``--rate`` requests/s: p50/p99 latency, and what the proxy
@@ -92,13 +96,21 @@ def process(args: list[str], port: int, core: str) -> Iterator[subprocess.Popen[
             proc.wait()
 
 
-def nginx_conf(workdir: Path, port: int, upstream_port: int | None) -> list[str]:
-    """nginx as the origin (``upstream_port`` None) or as a proxy to ``upstream_port``."""
-    prefix = workdir / ("proxy" if upstream_port else "origin")
+def nginx_conf(
+    workdir: Path, port: int, upstream_port: int | None, cache: bool = False
+) -> list[str]:
+    """nginx as the origin (``upstream_port`` None) or as a proxy, optionally caching."""
+    prefix = workdir / ("origin" if not upstream_port else "cache" if cache else "proxy")
     (prefix / "logs").mkdir(parents=True)
     if upstream_port:
+        caching = (
+            f"proxy_cache_path {prefix}/cache keys_zone=hot:10m;\n"
+            "    proxy_cache hot; proxy_cache_valid 200 1h;\n    "
+            if cache
+            else ""
+        )
         routing = (
-            f"upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}\n"
+            caching + f"upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}\n"
             "    server {\n"
             f"        listen 127.0.0.1:{port} backlog=4096;\n"
             "        location / { proxy_pass http://app; proxy_http_version 1.1;"
@@ -158,8 +170,13 @@ backend app
     return ["haproxy", "-f", str(conf), "-db"]
 
 
-def sidecar_conf(workdir: Path, port: int, admin: int, upstream_port: int) -> list[str]:
-    conf = workdir / "sidecar.yaml"
+def sidecar_conf(
+    workdir: Path, port: int, admin: int, upstream_port: int, cache: bool = False
+) -> list[str]:
+    conf = workdir / f"sidecar-{port}.yaml"
+    # The origin sends no caching headers; the cache's default TTL makes them cacheable,
+    # as proxy_cache_valid does for nginx.
+    caching = "cache: {ttl: 1h, memory: {maxEntries: 10000}}\n" if cache else ""
     conf.write_text(
         f"""listen: 127.0.0.1:{port}
 admin: 127.0.0.1:{admin}
@@ -170,9 +187,24 @@ circuitBreaker: {{consecutiveFailures: 5, openFor: 10s}}
 concurrency: {{maxInFlight: 2000, maxQueued: 1000}}
 rateLimit: {{requestsPerSecond: 10000000, burst: 10000000}}
 logging: {{level: warning, accessLog: false}}
-"""
+{caching}"""
     )
     return [sys.executable, "-m", "rampart_sidecar", "--config", str(conf)]
+
+
+def nginx_worker_pid(master: subprocess.Popen[bytes]) -> int:
+    """The worker's pid: it does the work, so its CPU and RSS are what count.
+
+    With proxy_cache the master also has cache manager and loader children.
+    """
+    children = subprocess.run(
+        ["pgrep", "-P", str(master.pid)], capture_output=True, text=True
+    ).stdout.split()
+    for child in children:
+        with contextlib.suppress(OSError):
+            if b"worker process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    return master.pid
 
 
 def run_wrk(url: str, connections: int, duration: int) -> tuple[float, int]:
@@ -270,11 +302,45 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def proxy_targets(
+    workdir: Path, up_port: int, args: argparse.Namespace
+) -> list[tuple[str, list[str], int, bool]]:
+    """(name, command, port, is nginx) for every proxy measured, in table order."""
+    ports = [free_port() for _ in range(6)]
+    targets = [
+        ("nginx (1 worker)", nginx_conf(workdir, ports[0], up_port), ports[0], True),
+        ("HAProxy (1 thread)", haproxy_conf(workdir, ports[1], up_port), ports[1], False),
+        (
+            "rampart-sidecar (all policies)",
+            sidecar_conf(workdir, ports[2], free_port(), up_port),
+            ports[2],
+            False,
+        ),
+    ]
+    if not args.no_cache:
+        targets += [
+            (
+                "nginx proxy_cache hits",
+                nginx_conf(workdir, ports[3], up_port, cache=True),
+                ports[3],
+                True,
+            ),
+            (
+                "rampart-sidecar memory-cache hits",
+                sidecar_conf(workdir, ports[4], free_port(), up_port, cache=True),
+                ports[4],
+                False,
+            ),
+        ]
+    return targets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=1000, help="fixed rate for latency, req/s")
+    parser.add_argument("--no-cache", action="store_true", help="skip the cache-hit targets")
     args = parser.parse_args()
     ensure_tools()
     if (os.cpu_count() or 1) < 2:
@@ -286,28 +352,10 @@ def main() -> None:
         up_port = free_port()
         with process(nginx_conf(workdir, up_port, None), up_port, LOAD_CORE):
             results.append(measure("direct", f"http://127.0.0.1:{up_port}/", None, args))
-            port = free_port()
-            with process(nginx_conf(workdir, port, up_port), port, PROXY_CORE) as proc:
-                worker = subprocess.run(
-                    ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
-                ).stdout.split()
-                pid = int(worker[-1]) if worker else proc.pid
-                results.append(measure("nginx (1 worker)", f"http://127.0.0.1:{port}/", pid, args))
-            port = free_port()
-            with process(haproxy_conf(workdir, port, up_port), port, PROXY_CORE) as proc:
-                results.append(
-                    measure("HAProxy (1 thread)", f"http://127.0.0.1:{port}/", proc.pid, args)
-                )
-            port, admin = free_port(), free_port()
-            with process(sidecar_conf(workdir, port, admin, up_port), port, PROXY_CORE) as proc:
-                results.append(
-                    measure(
-                        "rampart-sidecar (all policies)",
-                        f"http://127.0.0.1:{port}/",
-                        proc.pid,
-                        args,
-                    )
-                )
+            for name, command, port, is_nginx in proxy_targets(workdir, up_port, args):
+                with process(command, port, PROXY_CORE) as proc:
+                    pid = nginx_worker_pid(proc) if is_nginx else proc.pid
+                    results.append(measure(name, f"http://127.0.0.1:{port}/", pid, args))
 
     print(
         f"# proxy benchmark, {datetime.date.today()}, {platform.node()}, "
