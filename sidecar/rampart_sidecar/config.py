@@ -31,6 +31,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -71,10 +72,14 @@ def _seconds(value: Any) -> Any:
     return value
 
 
+DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+)$"
+
 Duration = Annotated[
     float,
     BeforeValidator(_seconds),
     PlainSerializer(format_duration, return_type=str),
+    # In the CRD a duration is a string; the marker lets the generator format defaults.
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "x-rampart-duration": True}),
 ]
 
 RetryCondition = Literal["connect-failure", "reset", "timeout", "gateway-error", "5xx"]

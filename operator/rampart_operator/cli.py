@@ -1,0 +1,108 @@
+"""``rampart-operator``: run the operator, or render and validate resources offline.
+
+    rampart-operator run [--namespace NS]... [--liveness URL] [--peering NAME]
+    rampart-operator render -f FILE     the exact manifests the operator would apply
+    rampart-operator validate -f FILE   every problem, with its field path
+    rampart-operator crd                the CustomResourceDefinition
+
+``render`` and ``validate`` read every HardenedService in FILE (a YAML stream;
+``-`` is standard input) and exit 1 when any is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .crd import KIND, crd
+from .render import render
+from .settings import OperatorSettings
+from .validation import validate
+
+__all__ = ["main"]
+
+
+def _documents(path: str) -> list[dict[str, Any]]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    return [d for d in docs if d.get("kind") == KIND]
+
+
+def _check(path: str) -> tuple[list[dict[str, Any]], bool]:
+    resources = _documents(path)
+    ok = True
+    for resource in resources:
+        name = resource.get("metadata", {}).get("name", "?")
+        for problem in validate(resource):
+            print(f"{path}: {KIND}/{name}: {problem}", file=sys.stderr)
+            ok = False
+    if not resources:
+        print(f"{path}: no {KIND} found", file=sys.stderr)
+        ok = False
+    return resources, ok
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rampart-operator", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="reconcile HardenedServices in the cluster")
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only these namespaces (default: all, or RAMPART_NAMESPACES)",
+    )
+    run.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8081/healthz",
+        help="liveness endpoint URL ('' to turn off)",
+    )
+    run.add_argument(
+        "--peering", default=None, help="KopfPeering name, for several replicas with one active"
+    )
+    for name in ("render", "validate"):
+        sub = commands.add_parser(name)
+        sub.add_argument("-f", "--file", required=True)
+    commands.add_parser("crd", help="print the CustomResourceDefinition")
+    args = parser.parse_args(argv)
+
+    if args.command == "crd":
+        print(yaml.safe_dump(crd(), sort_keys=False), end="")
+    elif args.command == "validate":
+        resources, ok = _check(args.file)
+        for resource in resources if ok else []:
+            print(f"{KIND}/{resource['metadata']['name']}: valid")
+        sys.exit(0 if ok else 1)
+    elif args.command == "render":
+        resources, ok = _check(args.file)
+        if not ok:
+            sys.exit(1)
+        settings = OperatorSettings.from_env()
+        manifests = [m for r in resources for m in render(r, settings)]
+        print(yaml.safe_dump_all(manifests, sort_keys=False), end="")
+    else:
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    import kopf
+
+    from .handlers import Runtime, register
+
+    settings = OperatorSettings.from_env()
+    namespaces = tuple(args.namespace) or settings.namespaces
+    registry = kopf.OperatorRegistry()
+    register(registry, Runtime(settings))
+    kopf.run(
+        registry=registry,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness or None,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+    )

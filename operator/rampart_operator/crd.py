@@ -1,0 +1,291 @@
+"""The HardenedService CustomResourceDefinition, built in one place.
+
+``spec.sidecar`` is generated from the sidecar's own settings model, so the
+CRD, the sidecar's file and its validation errors cannot drift apart. Three
+file fields are the operator's to fill in and are replaced in the API:
+
+  upstream.url          always http://127.0.0.1:<spec.port>
+  cache.redis.url       cache.redis.urlSecretRef (a Secret key; never inline)
+  cache.adminTokenFile  cache.adminTokenSecretRef
+
+``crds/hardenedservice.yaml`` is this module's output (``rampart-operator crd``);
+a test fails when the two differ.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from rampart_sidecar.config import SidecarSettings
+from rampart_sidecar.durations import format_duration
+
+__all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "crd", "sidecar_schema"]
+
+GROUP = "rampart.dev"
+VERSION = "v1alpha1"
+KIND = "HardenedService"
+PLURAL = "hardenedservices"
+
+Schema = dict[str, Any]
+
+SECRET_KEY_REF: Schema = {
+    "type": "object",
+    "description": "A key of a Secret in the HardenedService's namespace.",
+    "required": ["name", "key"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 253},
+        "key": {"type": "string", "minLength": 1, "maxLength": 253},
+    },
+}
+INT_OR_STRING: Schema = {
+    "x-kubernetes-int-or-string": True,
+    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+%$"}],
+}
+
+
+def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
+    """pydantic's JSON Schema → a Kubernetes structural schema (OpenAPI v3.0 subset)."""
+    nullable = False
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) == 1:
+            nullable = len(options) < len(node["anyOf"])
+            node = {**options[0], **{k: v for k, v in node.items() if k != "anyOf"}}
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[1]]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    if nullable:
+        node = {**node, "nullable": True}
+    out: Schema = {}
+    for key, value in node.items():
+        if key in ("title", "additionalProperties", "$defs", "default", "x-rampart-duration"):
+            continue
+        if key in ("exclusiveMinimum", "gt"):
+            out["minimum"] = value
+            out["exclusiveMinimum"] = True
+        elif key == "properties":
+            out["properties"] = {name: _structural(child, defs) for name, child in value.items()}
+        elif key == "items":
+            out["items"] = _structural(value, defs)
+        else:
+            out[key] = value
+    if "default" in node and node["default"] not in (None, [], {}):
+        default = node["default"]
+        if node.get("x-rampart-duration") and isinstance(default, int | float):
+            default = format_duration(default)
+        out["description"] = (out.get("description", "") + f" Default: {default}.").strip()
+    return out
+
+
+def sidecar_schema() -> Schema:
+    raw = SidecarSettings.model_json_schema(by_alias=True)
+    schema = _structural(raw, raw.get("$defs", {}))
+    properties = schema["properties"]
+    del properties["upstream"]["properties"]["url"]
+    cache = properties["cache"]
+    cache["description"] = "The response cache; absent means off. `cache: {}` turns it on."
+    del cache["properties"]["adminTokenFile"]
+    cache["properties"]["adminTokenSecretRef"] = copy.deepcopy(SECRET_KEY_REF)
+    redis = cache["properties"]["redis"]
+    del redis["properties"]["url"]
+    redis["properties"]["urlSecretRef"] = copy.deepcopy(SECRET_KEY_REF)
+    schema["description"] = (
+        "The sidecar's settings: the keys of its settings file (docs/sidecar.md), "
+        "less the fields the operator fills in."
+    )
+    return schema
+
+
+def _condition() -> Schema:
+    return {
+        "type": "object",
+        "required": ["type", "status"],
+        "properties": {
+            "type": {"type": "string"},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+        },
+    }
+
+
+def _spec() -> Schema:
+    return {
+        "type": "object",
+        "description": "The desired hardened workload.",
+        "x-kubernetes-validations": [
+            {
+                "rule": "has(self.image) || has(self.template)",
+                "message": "set spec.image or spec.template",
+                "fieldPath": ".image",
+            },
+            {
+                "rule": "!(has(self.image) && has(self.template))",
+                "message": "set spec.image or spec.template, not both",
+                "fieldPath": ".image",
+            },
+        ],
+        "properties": {
+            "image": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Shortcut for a template with one container of this image.",
+            },
+            "template": {
+                "type": "object",
+                "description": "The application's PodTemplateSpec; the sidecar is added to it.",
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+            "replicas": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 2},
+            "port": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 65535,
+                "default": 8080,
+                "description": "The application's port; the sidecar listens in front of it.",
+            },
+            "service": {
+                "type": "object",
+                "default": {},
+                "properties": {
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 80},
+                    "type": {
+                        "type": "string",
+                        "enum": ["ClusterIP", "NodePort", "LoadBalancer"],
+                        "default": "ClusterIP",
+                    },
+                },
+            },
+            "podDisruptionBudget": {
+                "type": "object",
+                "description": "Default: maxUnavailable 1.",
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "!(has(self.maxUnavailable) && has(self.minAvailable))",
+                        "message": "set maxUnavailable or minAvailable, not both",
+                    }
+                ],
+                "properties": {
+                    "enabled": {"type": "boolean", "default": True},
+                    "maxUnavailable": copy.deepcopy(INT_OR_STRING),
+                    "minAvailable": copy.deepcopy(INT_OR_STRING),
+                },
+            },
+            "networkPolicy": {
+                "type": "object",
+                "description": "When enabled, only these peers reach the service port, "
+                "and only Prometheus' peers the admin port.",
+                "properties": {
+                    "enabled": {"type": "boolean", "default": False},
+                    "from": {
+                        "type": "array",
+                        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    },
+                    "metricsFrom": {
+                        "type": "array",
+                        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    },
+                },
+            },
+            "sidecarResources": {
+                "type": "object",
+                "description": "The sidecar container's ResourceRequirements.",
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+            "sidecar": sidecar_schema(),
+        },
+    }
+
+
+def _status() -> Schema:
+    return {
+        "type": "object",
+        "properties": {
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "phase": {
+                "type": "string",
+                "enum": ["Healthy", "Progressing", "Degraded", "RolledBack", "Failed"],
+            },
+            "conditions": {
+                "type": "array",
+                "items": _condition(),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+            "children": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "kind": {"type": "string"},
+                        "name": {"type": "string"},
+                        "ready": {"type": "boolean"},
+                    },
+                },
+            },
+            "canary": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {"weight": {"type": "integer"}},
+            },
+        },
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+
+
+def crd() -> Schema:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "rampart"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "plural": PLURAL,
+                "singular": "hardenedservice",
+                "listKind": f"{KIND}List",
+                "shortNames": ["hsvc"],
+                "categories": ["rampart"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Weight", "type": "integer", "jsonPath": ".status.canary.weight"},
+                        {
+                            "name": "Ready",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A hardened HTTP service.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": _spec(),
+                                "status": _status(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }

@@ -1,0 +1,138 @@
+"""Bring the cluster in line with one HardenedService: the only place children are written.
+
+Order: validate (a problem leaves every child untouched), check the Secrets
+the pods will need, then create or patch each rendered child. An object that
+already carries a child's name but is not owned by this HardenedService is
+never overwritten. Children the spec no longer asks for (a NetworkPolicy
+switched off) are deleted. The result is an ``Observation`` for the status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .kube import KubeClient, NotOwnedError
+from .render import render
+from .render.sidecar import secret_names
+from .schema import apply_defaults
+from .settings import OperatorSettings
+from .status import Observation, deployment_ready
+from .validation import validate
+
+__all__ = ["Action", "contains", "reconcile"]
+
+log = logging.getLogger("rampart.reconcile")
+
+# Kinds rendered only when the spec asks for them, so they may need deleting.
+OPTIONAL_KINDS = (("networking.k8s.io/v1", "NetworkPolicy"), ("policy/v1", "PodDisruptionBudget"))
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: str  # created, updated, deleted
+    kind: str
+    name: str
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Whether ``live`` already has every field ``desired`` sets (servers add defaults)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            key in live and contains(live[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(contains(a, b) for a, b in zip(live, desired, strict=True))
+        )
+    return bool(live == desired)
+
+
+def _owned_by(live: dict[str, Any], owner: dict[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    name = owner["metadata"]["name"]
+    for ref in live.get("metadata", {}).get("ownerReferences", []):
+        if (
+            ref.get("kind") == owner["kind"]
+            and ref.get("name") == name
+            and (not uid or not ref.get("uid") or ref.get("uid") == uid)
+        ):
+            return True
+    return False
+
+
+async def apply(
+    client: KubeClient, owner: dict[str, Any], desired: dict[str, Any]
+) -> Action | None:
+    meta = desired["metadata"]
+    live = await client.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    if live is None:
+        await client.create(desired)
+        return Action("created", desired["kind"], meta["name"])
+    if not _owned_by(live, owner):
+        raise NotOwnedError(
+            409,
+            f"{desired['kind']} {meta['name']} exists and is not owned by "
+            f"this HardenedService; rename or remove it",
+        )
+    if contains(live, desired):
+        return None
+    await client.merge_patch(
+        desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"], desired
+    )
+    return Action("updated", desired["kind"], meta["name"])
+
+
+async def reconcile(
+    client: KubeClient,
+    resource: dict[str, Any],
+    settings: OperatorSettings,
+    on_action: Callable[[Action], None] = lambda action: None,
+) -> Observation:
+    meta = resource["metadata"]
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    seen = Observation(generation=meta.get("generation"))
+    problems = validate(resource)
+    if problems:
+        seen.problems = [str(p) for p in problems]
+        return seen
+    spec = apply_defaults(resource)["spec"]
+    for secret in secret_names(spec):
+        if await client.get("v1", "Secret", namespace, secret) is None:
+            seen.problems.append(f"spec.sidecar.cache: Secret {secret} not found in {namespace}")
+    if seen.problems:
+        return seen
+
+    manifests = render(resource, settings)
+    try:
+        for manifest in manifests:
+            action = await apply(client, resource, manifest)
+            if action is not None:
+                on_action(action)
+    except NotOwnedError as error:
+        seen.problems.append(f"metadata.name: {error.message}")
+        return seen
+    rendered = {(m["apiVersion"], m["kind"]) for m in manifests}
+    for api_version, kind in OPTIONAL_KINDS:
+        if (api_version, kind) in rendered:
+            continue
+        live = await client.get(api_version, kind, namespace, name)
+        if live is not None and _owned_by(live, resource):
+            await client.delete(api_version, kind, namespace, name)
+            on_action(Action("deleted", kind, name))
+
+    deployment = await client.get("apps/v1", "Deployment", namespace, name)
+    seen.workload_ready, seen.workload_message = deployment_ready(deployment)
+    seen.children = [
+        {
+            "kind": m["kind"],
+            "name": m["metadata"]["name"],
+            **({"ready": seen.workload_ready} if m["kind"] == "Deployment" else {}),
+        }
+        for m in manifests
+    ]
+    return seen

@@ -1,0 +1,100 @@
+"""The stable Deployment and the ConfigMap holding its sidecar's settings."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import yaml
+
+from ..settings import OperatorSettings
+from .names import child_metadata, selector_labels
+from .security import harden_container, harden_pod
+from .sidecar import (
+    CONFIG_KEY,
+    SIDECAR_NAME,
+    config_hash,
+    drain_seconds,
+    sidecar_container,
+    sidecar_file,
+)
+
+__all__ = ["config_map", "deployment", "pod_template"]
+
+Manifest = dict[str, Any]
+
+
+def config_map(owner: Manifest, spec: dict[str, Any]) -> Manifest:
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(owner, f"{name}-sidecar", "sidecar-config"),
+        "data": {CONFIG_KEY: yaml.safe_dump(sidecar_file(spec), sort_keys=True)},
+    }
+
+
+def _app_template(spec: dict[str, Any]) -> dict[str, Any]:
+    if "template" in spec:
+        return copy.deepcopy(spec["template"])
+    return {
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": spec["image"],
+                    "ports": [{"name": "app", "containerPort": spec["port"], "protocol": "TCP"}],
+                }
+            ]
+        }
+    }
+
+
+def pod_template(
+    owner: Manifest, spec: dict[str, Any], settings: OperatorSettings, track: str
+) -> dict[str, Any]:
+    name = owner["metadata"]["name"]
+    template = _app_template(spec)
+    pod = harden_pod(template.get("spec") or {})
+    sidecar, volume = sidecar_container(spec, settings, f"{name}-sidecar")
+    containers = [harden_container(c) for c in pod.get("containers", [])]
+    init_containers = [harden_container(c) for c in pod.get("initContainers", [])]
+    if settings.sidecar_mode == "native":
+        init_containers = [*init_containers, sidecar]
+    else:
+        containers = [sidecar, *containers]
+    pod["containers"] = containers
+    if init_containers:
+        pod["initContainers"] = init_containers
+    pod["volumes"] = [*pod.get("volumes", []), volume]
+    # Room for the sidecar's drain before the kubelet's SIGKILL.
+    pod.setdefault("terminationGracePeriodSeconds", math.ceil(drain_seconds(spec)) + 5)
+    metadata = copy.deepcopy(template.get("metadata") or {})
+    metadata["labels"] = {**metadata.get("labels", {}), **selector_labels(name, track)}
+    metadata["annotations"] = {
+        **metadata.get("annotations", {}),
+        "rampart.dev/sidecar-config": config_hash(sidecar_file(spec)),
+        # Tells the admission webhook this pod already has its sidecar.
+        "rampart.dev/injected": SIDECAR_NAME,
+    }
+    return {"metadata": metadata, "spec": pod}
+
+
+def deployment(owner: Manifest, spec: dict[str, Any], settings: OperatorSettings) -> Manifest:
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(owner, name, "workload", track="stable"),
+        "spec": {
+            "replicas": spec["replicas"],
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector_labels(name, "stable")},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+            },
+            "template": pod_template(owner, spec, settings, "stable"),
+        },
+    }

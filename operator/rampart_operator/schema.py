@@ -1,0 +1,99 @@
+"""The CRD's schema put to work offline: defaulting and validation, as the API server would.
+
+Validation is stricter than a server that prunes unknown fields: an unknown
+field is reported (as ``kubectl apply --validate=strict`` does), because a
+typo in a resilience setting should not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+import jsonschema
+
+from .crd import crd
+
+__all__ = ["apply_defaults", "openapi_schema", "schema_problems"]
+
+Schema = dict[str, Any]
+
+
+@cache
+def openapi_schema() -> Schema:
+    schema: Schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def apply_defaults(value: Any, schema: Schema | None = None) -> Any:
+    """A copy of ``value`` with the schema's ``default``s filled in where fields are absent."""
+    schema = openapi_schema() if schema is None else schema
+    if isinstance(value, dict) and "properties" in schema:
+        result = dict(value)
+        for name, child in schema["properties"].items():
+            if name not in result and "default" in child:
+                result[name] = copy.deepcopy(child["default"])
+            if name in result:
+                result[name] = apply_defaults(result[name], child)
+        return result
+    if isinstance(value, list) and "items" in schema:
+        return [apply_defaults(item, schema["items"]) for item in value]
+    return value
+
+
+def _to_json_schema(node: Schema) -> Schema:
+    """OpenAPI v3.0 structural schema → JSON Schema draft 2020-12."""
+    out: Schema = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {name: _to_json_schema(child) for name, child in value.items()}
+        elif key == "items":
+            out[key] = _to_json_schema(value)
+        elif key == "anyOf":
+            out[key] = [_to_json_schema(option) for option in value]
+        elif key in (
+            "nullable",
+            "x-kubernetes-validations",
+            "exclusiveMinimum",
+            "format",
+            "x-kubernetes-list-type",
+            "x-kubernetes-list-map-keys",
+        ):
+            continue
+        else:
+            out[key] = value
+    if node.get("exclusiveMinimum") is True and "minimum" in node:
+        out["exclusiveMinimum"] = out.pop("minimum")
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+    if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = _to_json_schema(openapi_schema())
+    schema["properties"]["metadata"] = {"type": "object"}
+    schema["properties"].pop("status", None)
+    schema["additionalProperties"] = True  # status and the rest are the server's
+    return jsonschema.Draft202012Validator(schema)
+
+
+def schema_problems(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every schema violation as (field path, reason), in a stable order."""
+    problems = []
+    for error in _validator().iter_errors(resource):
+        path = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        if error.validator == "additionalProperties":
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            for name in extra:
+                problems.append(
+                    (f"{path}.{name}" if path != "(top level)" else name, "unknown field")
+                )
+            continue
+        problems.append((path, error.message))
+    return sorted(problems)

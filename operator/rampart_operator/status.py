@@ -1,0 +1,100 @@
+"""The HardenedService's status, computed from what the reconciler saw; no I/O.
+
+Conditions follow kstatus, so Flux and Argo CD read them without plugins:
+``Ready`` when the workload is available, ``Reconciling`` while it is getting
+there, ``Stalled`` when the operator cannot proceed until the spec or the
+cluster changes (with the field and reason in the message).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Observation", "compute_status", "deployment_ready"]
+
+
+@dataclass
+class Observation:
+    generation: int | None
+    problems: list[str] = field(default_factory=list)  # why nothing was applied
+    children: list[dict[str, Any]] = field(default_factory=list)  # kind, name, ready
+    workload_ready: bool = False
+    workload_message: str = ""
+
+
+def deployment_ready(live: dict[str, Any] | None) -> tuple[bool, str]:
+    """Whether a Deployment has rolled out its current spec to every replica."""
+    if live is None:
+        return False, "the Deployment does not exist yet"
+    wanted = live.get("spec", {}).get("replicas", 1)
+    status = live.get("status") or {}
+    generation = live.get("metadata", {}).get("generation")
+    if generation is not None and status.get("observedGeneration", 0) < generation:
+        return False, "the Deployment controller has not seen the latest spec"
+    updated = status.get("updatedReplicas", 0)
+    available = status.get("availableReplicas", 0)
+    if updated < wanted or available < wanted:
+        return False, f"{available} of {wanted} replicas available, {updated} updated"
+    return True, f"{available} of {wanted} replicas available"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(
+    previous: dict[str, dict[str, Any]],
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+) -> dict[str, Any]:
+    value = "True" if status else "False"
+    before = previous.get(kind)
+    changed = before is None or before.get("status") != value
+    condition = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": _now() if changed else before["lastTransitionTime"],  # type: ignore[index]
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def compute_status(seen: Observation, previous: dict[str, Any] | None) -> dict[str, Any]:
+    before = {c["type"]: c for c in (previous or {}).get("conditions", []) if "type" in c}
+    gen = seen.generation
+    if seen.problems:
+        message = "; ".join(seen.problems)
+        phase = "Failed"
+        conditions = [
+            _condition(before, "Ready", False, "InvalidSpec", message, gen),
+            _condition(before, "Reconciling", False, "InvalidSpec", message, gen),
+            _condition(before, "Stalled", True, "InvalidSpec", message, gen),
+        ]
+    elif seen.workload_ready:
+        phase = "Healthy"
+        conditions = [
+            _condition(before, "Ready", True, "Available", seen.workload_message, gen),
+            _condition(before, "Reconciling", False, "Available", seen.workload_message, gen),
+            _condition(before, "Stalled", False, "Available", seen.workload_message, gen),
+        ]
+    else:
+        phase = "Progressing"
+        conditions = [
+            _condition(before, "Ready", False, "RollingOut", seen.workload_message, gen),
+            _condition(before, "Reconciling", True, "RollingOut", seen.workload_message, gen),
+            _condition(before, "Stalled", False, "RollingOut", seen.workload_message, gen),
+        ]
+    status: dict[str, Any] = {"phase": phase, "conditions": conditions}
+    if seen.children:
+        status["children"] = seen.children
+    if gen is not None:
+        status["observedGeneration"] = gen
+    return status

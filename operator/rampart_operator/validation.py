@@ -1,0 +1,85 @@
+"""Every problem with a HardenedService, each with its field path.
+
+The same checks serve ``rampart-operator validate``, the reconciler (which
+refuses to touch children while any problem stands) and the admission webhook.
+Schema violations come first; then the rules the schema cannot express: the
+CRD's CEL rules again (so they hold offline too), and those that need the
+sidecar's own settings model or several fields at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rampart_sidecar.config import parse_host_port, settings_from_mapping
+from rampart_sidecar.errors import ConfigError
+
+from .render.sidecar import SIDECAR_NAME, sidecar_file
+from .schema import apply_defaults, schema_problems
+
+__all__ = ["Problem", "validate"]
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def validate(resource: dict[str, Any]) -> list[Problem]:
+    problems = [Problem(path, message) for path, message in schema_problems(resource)]
+    if problems:
+        return problems  # later rules assume the shape is right
+    spec = apply_defaults(resource)["spec"]
+    return sorted(_spec_problems(spec))
+
+
+def _spec_problems(spec: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    if ("image" in spec) == ("template" in spec):
+        problems.append(Problem("spec.image", "set spec.image or spec.template, exactly one"))
+    pdb = spec.get("podDisruptionBudget") or {}
+    if "maxUnavailable" in pdb and "minAvailable" in pdb:
+        problems.append(
+            Problem("spec.podDisruptionBudget", "set maxUnavailable or minAvailable, not both")
+        )
+    template = spec.get("template")
+    if template is not None:
+        containers = (template.get("spec") or {}).get("containers")
+        if not isinstance(containers, list) or not containers:
+            problems.append(
+                Problem(
+                    "spec.template.spec.containers", "the template needs at least one container"
+                )
+            )
+        else:
+            for index, container in enumerate(containers):
+                if isinstance(container, dict) and container.get("name") == SIDECAR_NAME:
+                    problems.append(
+                        Problem(
+                            f"spec.template.spec.containers.{index}.name",
+                            f"{SIDECAR_NAME} is the sidecar's name",
+                        )
+                    )
+    try:
+        settings = settings_from_mapping(sidecar_file(spec))
+    except ConfigError as error:
+        problems.extend(
+            Problem("spec.sidecar." + line.split(":", 1)[0], line.split(":", 1)[1].strip())
+            for line in error.problems
+        )
+        return problems
+    sidecar_ports = {
+        "spec.sidecar.listen": parse_host_port(settings.listen)[1],
+        "spec.sidecar.admin": parse_host_port(settings.admin)[1],
+    }
+    for path, port in sidecar_ports.items():
+        if port == spec["port"]:
+            problems.append(
+                Problem("spec.port", f"{port} is also the sidecar's port ({path}); pick another")
+            )
+    return problems
