@@ -122,10 +122,6 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
         if runtime.settings.metrics_port:
             runtime.metrics.serve(runtime.settings.metrics_port)
 
-    @kopf.on.cleanup(registry=registry)
-    async def close(**_: Any) -> None:
-        await runtime.close()
-
     @kopf.on.login(registry=registry)
     def authenticate(**kwargs: Any) -> kopf.ConnectionInfo | None:
         if login is not None:

@@ -1,0 +1,180 @@
+"""The API: the CRD file, the examples, and what validation refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rampart_operator.crd import crd
+from rampart_operator.reconcile import contains
+from rampart_operator.schema import apply_defaults
+from rampart_operator.status import Observation, compute_status, deployment_ready
+from rampart_operator.validation import validate
+from rampart_sidecar.config import SidecarSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+INVALID = sorted((ROOT / "examples" / "invalid").glob("*.yaml"))
+
+
+def resource(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "rampart.dev/v1alpha1",
+        "kind": "HardenedService",
+        "metadata": {"name": "x", "namespace": "ns"},
+        "spec": spec,
+    }
+
+
+def test_the_committed_crd_is_the_generated_one():
+    committed = yaml.safe_load((ROOT / "crds" / "hardenedservice.yaml").read_text())
+    assert committed == crd(), "run: .venv/bin/rampart-operator crd > crds/hardenedservice.yaml"
+
+
+def test_crd_sidecar_fields_are_the_sidecar_files_fields():
+    """Names cannot drift: every settings field is in the CRD, less the operator's own."""
+    sidecar = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]["sidecar"]["properties"]
+    assert set(sidecar) == {f.alias or n for n, f in SidecarSettings.model_fields.items()}
+    assert "url" not in sidecar["upstream"]["properties"]
+    assert "urlSecretRef" in sidecar["cache"]["properties"]["redis"]["properties"]
+    retries = sidecar["retries"]["properties"]
+    assert retries["perTryTimeout"]["type"] == "string"
+    assert retries["perTryTimeout"]["nullable"] is True
+    assert "Default: 2." in retries["attempts"]["description"]
+
+
+def test_crd_has_status_printer_columns_and_short_name():
+    version = crd()["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Phase",
+        "Weight",
+        "Ready",
+        "Age",
+    ]
+    assert crd()["spec"]["names"]["shortNames"] == ["hsvc"]
+    rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+    assert any("has(self.image)" in rule["rule"] for rule in rules)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_is_valid(path):
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc and doc.get("kind") == "HardenedService":
+            assert validate(doc) == []
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
+def test_every_invalid_example_is_refused_naming_its_field(path):
+    text = path.read_text()
+    expected_path = text.splitlines()[0].removeprefix("# ").split(":")[0]
+    problems = validate(yaml.safe_load(text))
+    assert problems, "accepted"
+    assert expected_path in [p.path for p in problems], problems
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "fragment"),
+    [
+        ({}, "spec.image", "exactly one"),
+        (
+            {"image": "a", "template": {"spec": {"containers": [{"name": "a"}]}}},
+            "spec.image",
+            "exactly one",
+        ),
+        ({"template": {"spec": {}}}, "spec.template.spec.containers", "at least one"),
+        (
+            {"template": {"spec": {"containers": [{"name": "rampart-sidecar", "image": "x"}]}}},
+            "spec.template.spec.containers.0.name",
+            "sidecar",
+        ),
+        ({"image": "a", "port": 8000}, "spec.port", "spec.sidecar.listen"),
+        (
+            {"image": "a", "port": 7000, "sidecar": {"admin": "0.0.0.0:7000"}},
+            "spec.port",
+            "spec.sidecar.admin",
+        ),
+        (
+            {"image": "a", "podDisruptionBudget": {"maxUnavailable": 1, "minAvailable": 1}},
+            "spec.podDisruptionBudget",
+            "not both",
+        ),
+        (
+            {"image": "a", "sidecar": {"timeouts": {"request": "0s"}}},
+            "spec.sidecar.timeouts.request",
+            "greater than 0",
+        ),
+        (
+            {"image": "a", "sidecar": {"retries": {"backoff": {"base": "1s", "max": "1ms"}}}},
+            "spec.sidecar.retries.backoff",
+            "max must not be below base",
+        ),
+    ],
+)
+def test_rules_beyond_the_schema(spec, path, fragment):
+    problems = validate(resource(**spec))
+    assert any(p.path == path and fragment in p.message for p in problems), problems
+
+
+def test_defaults_come_from_the_crd():
+    defaulted = apply_defaults(resource(image="a"))
+    assert defaulted["spec"]["replicas"] == 2
+    assert defaulted["spec"]["port"] == 8080
+    assert defaulted["spec"]["service"] == {"port": 80, "type": "ClusterIP"}
+    assert "sidecar" not in defaulted["spec"]  # the sidecar applies its own
+
+
+def test_contains_ignores_what_the_server_adds():
+    desired = {"spec": {"replicas": 2, "ports": [{"port": 80}]}}
+    assert contains(
+        {"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}], "strategy": {}}},
+        desired,
+    )
+    assert not contains({"spec": {"replicas": 3, "ports": [{"port": 80}]}}, desired)
+    assert not contains({"spec": {"replicas": 2, "ports": []}}, desired)
+    assert not contains({"spec": {"replicas": 2}}, desired)
+
+
+def test_deployment_readiness():
+    assert deployment_ready(None)[0] is False
+    rolled = {
+        "metadata": {"generation": 3},
+        "spec": {"replicas": 2},
+        "status": {"observedGeneration": 3, "updatedReplicas": 2, "availableReplicas": 2},
+    }
+    assert deployment_ready(rolled) == (True, "2 of 2 replicas available")
+    stale = {**rolled, "status": {**rolled["status"], "observedGeneration": 2}}
+    assert deployment_ready(stale)[0] is False
+    short = {**rolled, "status": {**rolled["status"], "availableReplicas": 1}}
+    assert deployment_ready(short) == (False, "1 of 2 replicas available, 2 updated")
+
+
+def conditions(status: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status["conditions"]}
+
+
+def test_status_is_kstatus_shaped():
+    progressing = compute_status(Observation(4, workload_message="0 of 2"), None)
+    assert progressing["phase"] == "Progressing"
+    assert progressing["observedGeneration"] == 4
+    assert conditions(progressing) == {"Ready": "False", "Reconciling": "True", "Stalled": "False"}
+    ready = compute_status(Observation(4, workload_ready=True), progressing)
+    assert ready["phase"] == "Healthy"
+    assert conditions(ready) == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    stalled = compute_status(Observation(5, problems=["spec.port: clash"]), ready)
+    assert stalled["phase"] == "Failed"
+    assert conditions(stalled)["Stalled"] == "True"
+    assert "spec.port: clash" in stalled["conditions"][2]["message"]
+
+
+def test_transition_times_change_only_on_transitions():
+    first = compute_status(Observation(1), None)
+    first["conditions"][0]["lastTransitionTime"] = "2020-01-01T00:00:00Z"
+    again = compute_status(Observation(2), first)
+    assert again["conditions"][0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    flipped = compute_status(Observation(2, workload_ready=True), first)
+    assert flipped["conditions"][0]["lastTransitionTime"] != "2020-01-01T00:00:00Z"

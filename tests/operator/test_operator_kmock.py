@@ -1,0 +1,228 @@
+"""The operator against the kmock emulator: create, update, drift, bad input, API errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.operator.conftest import HSVC, eventually
+
+pytestmark = pytest.mark.integration
+
+NS = "shop"
+
+
+def hardened(name: str = "checkout", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "rampart.dev/v1alpha1",
+        "kind": "HardenedService",
+        # kopf patches with a test of resourceVersion; kmock keeps it as given.
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "resourceVersion": "1",
+        },
+        "spec": {"image": "ghcr.io/acme/checkout:1", "replicas": 3, **spec},
+    }
+
+
+def obj(cluster, resource: str, name: str) -> dict[str, Any] | None:
+    # Indexing, not `in`: kmock 0.8's __contains__ does not parse string resource keys.
+    try:
+        found = cluster.objects[resource, NS, name]
+    except KeyError:
+        return None
+    return None if found.deleted else dict(found.raw)
+
+
+def status(cluster, name: str = "checkout") -> dict[str, Any]:
+    return obj(cluster, HSVC, name).get("status") or {}
+
+
+async def test_create_gives_every_child(cluster, operator):
+    cluster.objects[HSVC, NS, "checkout"] = hardened(networkPolicy={"enabled": True})
+    deployment = await eventually(lambda: obj(cluster, "apps/v1/deployments", "checkout"))
+    for resource, name in [
+        ("v1/configmaps", "checkout-sidecar"),
+        ("v1/services", "checkout"),
+        ("policy/v1/poddisruptionbudgets", "checkout"),
+        ("networking.k8s.io/v1/networkpolicies", "checkout"),
+    ]:
+        await eventually(lambda r=resource, n=name: obj(cluster, r, n))
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "uid-checkout"
+    init = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert init[0]["name"] == "rampart-sidecar"
+    current = await eventually(lambda: status(cluster).get("phase") and status(cluster))
+    assert current["phase"] == "Progressing"  # no controller here makes the pods available
+    assert {c["type"]: c["status"] for c in current["conditions"]}["Reconciling"] == "True"
+    assert {c["kind"] for c in current["children"]} >= {"Deployment", "Service", "ConfigMap"}
+
+
+async def api(cluster, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+    """A call to the emulator over HTTP, as kubectl would make it (watchers see it)."""
+    async with (
+        aiohttp.ClientSession() as client,
+        client.request(
+            method,
+            str(cluster.url).rstrip("/") + path,
+            json=body,
+            headers={"Content-Type": "application/merge-patch+json"} if body is not None else {},
+        ) as response,
+    ):
+        return response.status
+
+
+HSVC_PATH = f"/apis/rampart.dev/v1alpha1/namespaces/{NS}/hardenedservices"
+
+
+async def create_and_settle(cluster, resource: dict[str, Any]) -> None:
+    cluster.objects[HSVC, NS, resource["metadata"]["name"]] = resource
+    await eventually(lambda: status(cluster, resource["metadata"]["name"]).get("phase"))
+
+
+async def test_spec_change_updates_children(cluster, operator):
+    await create_and_settle(cluster, hardened())
+    before = obj(cluster, "v1/configmaps", "checkout-sidecar")
+    changed = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 5, "sidecar": {"timeouts": {"request": "3s"}}},
+    }
+    assert await api(cluster, "PATCH", f"{HSVC_PATH}/checkout", changed) == 200
+    await eventually(
+        lambda: obj(cluster, "apps/v1/deployments", "checkout")["spec"]["replicas"] == 5
+    )
+    after = obj(cluster, "v1/configmaps", "checkout-sidecar")
+    assert "request: 3s" in after["data"]["sidecar.yaml"]
+    assert after != before
+    await eventually(lambda: status(cluster).get("observedGeneration") == 2)
+
+
+async def test_deleted_child_comes_back_and_hand_edits_are_undone(cluster, operator):
+    await create_and_settle(cluster, hardened())
+    assert await api(cluster, "DELETE", f"/api/v1/namespaces/{NS}/services/checkout") == 200
+    assert obj(cluster, "v1/services", "checkout") is None
+    await eventually(lambda: obj(cluster, "v1/services", "checkout"), timeout=5)
+
+    edit = {"spec": {"replicas": 0}}
+    assert (
+        await api(cluster, "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/checkout", edit)
+        == 200
+    )
+    assert obj(cluster, "apps/v1/deployments", "checkout")["spec"]["replicas"] == 0
+    # The drift timer runs every 0.5 s in these tests (30 s by default).
+    await eventually(
+        lambda: obj(cluster, "apps/v1/deployments", "checkout")["spec"]["replicas"] == 3, timeout=5
+    )
+
+
+async def test_invalid_spec_stalls_and_touches_nothing(cluster, operator):
+    cluster.objects[HSVC, NS, "broken"] = hardened("broken", port=8000)
+    current = await eventually(
+        lambda: status(cluster, "broken").get("phase") and status(cluster, "broken")
+    )
+    stalled = {c["type"]: c for c in current["conditions"]}["Stalled"]
+    assert stalled["status"] == "True"
+    assert "spec.port" in stalled["message"]
+    assert current["phase"] == "Failed"
+    assert obj(cluster, "apps/v1/deployments", "broken") is None
+    assert obj(cluster, "v1/configmaps", "broken-sidecar") is None
+
+
+async def test_invalid_update_leaves_existing_children_alone(cluster, operator):
+    await create_and_settle(cluster, hardened())
+    deployment = obj(cluster, "apps/v1/deployments", "checkout")
+    bad = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 9, "sidecar": {"retries": {"attempts": 99}}},
+    }
+    assert await api(cluster, "PATCH", f"{HSVC_PATH}/checkout", bad) == 200
+    await eventually(lambda: status(cluster).get("phase") == "Failed")
+    message = {c["type"]: c for c in status(cluster)["conditions"]}["Stalled"]["message"]
+    assert "spec.sidecar.retries.attempts" in message
+    assert obj(cluster, "apps/v1/deployments", "checkout") == deployment  # untouched
+
+
+async def test_missing_secret_stalls_until_it_exists(cluster, operator):
+    cache = {"cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}}}}
+    cluster.objects[HSVC, NS, "cached"] = hardened("cached", sidecar=cache)
+    await eventually(lambda: status(cluster, "cached").get("phase") == "Failed")
+    assert "Secret redis not found" in str(status(cluster, "cached")["conditions"])
+    assert obj(cluster, "apps/v1/deployments", "cached") is None
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "redis", "namespace": NS},
+        "data": {"url": "eA=="},
+    }
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            str(cluster.url).rstrip("/") + f"/api/v1/namespaces/{NS}/secrets", json=secret
+        ) as response,
+    ):
+        assert response.status == 200
+    await eventually(lambda: obj(cluster, "apps/v1/deployments", "cached"), timeout=5)
+
+
+async def test_objects_owned_by_someone_else_are_never_overwritten(cluster, operator):
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "checkout", "namespace": NS, "labels": {"team": "other"}},
+        "spec": {"ports": [{"port": 1234}]},
+    }
+    cluster.objects["v1/services", NS, "checkout"] = foreign
+    cluster.objects[HSVC, NS, "checkout"] = hardened()
+    await eventually(lambda: status(cluster).get("phase") == "Failed")
+    assert "not owned by this HardenedService" in str(status(cluster)["conditions"])
+    assert obj(cluster, "v1/services", "checkout") == foreign
+
+
+async def test_api_errors_are_retried(cluster, operator):
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments/checkout"
+    cluster[f"get {path}"][:3] << 500  # three failures: retried inline with backoff
+    cluster[f"patch {path}"][:2] << 409  # two conflicts: retried by the handler
+    cluster.objects[HSVC, NS, "checkout"] = hardened()
+    await eventually(lambda: obj(cluster, "apps/v1/deployments", "checkout"))
+    changed = {"metadata": {"generation": 2}, "spec": {"replicas": 4}}
+    assert await api(cluster, "PATCH", f"{HSVC_PATH}/checkout", changed) == 200
+    await eventually(
+        lambda: obj(cluster, "apps/v1/deployments", "checkout")["spec"]["replicas"] == 4, timeout=10
+    )
+    await eventually(lambda: status(cluster).get("observedGeneration") == 2, timeout=10)
+    assert status(cluster)["phase"] == "Progressing"
+    errors = operator.metrics.reconciliations.labels("error")._value.get()
+    assert errors >= 1  # the conflicts reached the handler and were retried
+
+
+async def test_ready_when_the_deployment_is_available(cluster, operator):
+    await create_and_settle(cluster, hardened())
+    # kmock has no Deployment controller: play its part.
+    available = {
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 3,
+            "updatedReplicas": 3,
+            "availableReplicas": 3,
+            "readyReplicas": 3,
+        }
+    }
+    assert (
+        await api(
+            cluster, "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/checkout", available
+        )
+        == 200
+    )
+    current = await eventually(
+        lambda: status(cluster).get("phase") == "Healthy" and status(cluster), timeout=5
+    )
+    assert {c["type"]: c["status"] for c in current["conditions"]} == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+    }

@@ -1,0 +1,191 @@
+"""The pure render functions, on the shipped examples."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from rampart_operator.render import render
+from rampart_operator.render.sidecar import SIDECAR_NAME
+from rampart_operator.settings import OperatorSettings
+from rampart_sidecar.config import settings_from_mapping
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def load(name: str) -> dict[str, Any]:
+    doc = yaml.safe_load((ROOT / "examples" / name).read_text())
+    doc["metadata"]["uid"] = "1234-uid"
+    return doc
+
+
+def by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["kind"]: m for m in manifests}
+
+
+def pod(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    return by_kind(manifests)["Deployment"]["spec"]["template"]["spec"]
+
+
+HARDENED = [path.name for path in EXAMPLES if "kind: HardenedService" in path.read_text()]
+
+
+@pytest.mark.parametrize("version", ["1.29", "1.33"])
+@pytest.mark.parametrize("mode", ["native", "container"])
+@pytest.mark.parametrize("example", HARDENED)
+def test_every_rendered_object_is_valid_kubernetes(example, mode, version):
+    for manifest in render(load(example), OperatorSettings(sidecar_mode=mode)):
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_children_have_names_labels_and_owner_references():
+    manifests = render(load("checkout.yaml"), OperatorSettings())
+    assert [m["kind"] for m in manifests] == [
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ]
+    for manifest in manifests:
+        meta = manifest["metadata"]
+        assert meta["namespace"] == "shop"
+        assert meta["name"] in ("checkout", "checkout-sidecar")
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "rampart"
+        assert meta["labels"]["rampart.dev/hardenedservice"] == "checkout"
+        (owner,) = meta["ownerReferences"]
+        assert owner == {
+            "apiVersion": "rampart.dev/v1alpha1",
+            "kind": "HardenedService",
+            "name": "checkout",
+            "uid": "1234-uid",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    assert render(load("checkout.yaml"), OperatorSettings()) == manifests  # deterministic
+
+
+def test_native_sidecar_is_a_restartable_init_container():
+    spec = pod(render(load("checkout.yaml"), OperatorSettings(sidecar_mode="native")))
+    (sidecar,) = spec["initContainers"]
+    assert sidecar["name"] == SIDECAR_NAME
+    assert sidecar["restartPolicy"] == "Always"
+    assert [c["name"] for c in spec["containers"]] == ["app"]
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert sidecar["image"] == OperatorSettings().sidecar_image
+    assert sidecar["resources"] == {
+        "requests": {"cpu": "100m", "memory": "64Mi"},
+        "limits": {"memory": "128Mi"},
+    }
+
+
+def test_regular_container_mode():
+    spec = pod(render(load("checkout.yaml"), OperatorSettings(sidecar_mode="container")))
+    assert [c["name"] for c in spec["containers"]] == [SIDECAR_NAME, "app"]
+    assert "initContainers" not in spec
+    assert "restartPolicy" not in spec["containers"][0]
+
+
+def test_secrets_reach_the_sidecar_as_env_never_in_the_config_map():
+    manifests = by_kind(render(load("checkout.yaml"), OperatorSettings()))
+    file = yaml.safe_load(manifests["ConfigMap"]["data"]["sidecar.yaml"])
+    assert "url" not in file["cache"]["redis"]
+    assert "urlSecretRef" not in file["cache"]["redis"]
+    assert "adminTokenSecretRef" not in file["cache"]
+    env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in pod(list(manifests.values()))["initContainers"][0]["env"]
+    }
+    assert env == {
+        "RAMPART_CACHE_REDIS_URL": {"name": "redis", "key": "url"},
+        "RAMPART_CACHE_ADMIN_TOKEN": {"name": "rampart-cache-admin", "key": "token"},
+    }
+
+
+def test_config_map_is_a_valid_sidecar_file_pointing_at_the_app():
+    manifests = by_kind(render(load("catalog-template.yaml"), OperatorSettings()))
+    file = yaml.safe_load(manifests["ConfigMap"]["data"]["sidecar.yaml"])
+    settings = settings_from_mapping(file)
+    assert settings.upstream.url == "http://127.0.0.1:9000"
+    assert settings.timeouts.request == 10.0
+
+
+def test_config_changes_roll_the_pods():
+    original = load("minimal.yaml")
+    changed = copy.deepcopy(original)
+    changed["spec"]["sidecar"] = {"timeouts": {"request": "3s"}}
+
+    def annotation(resource: dict[str, Any]) -> str:
+        deployment = by_kind(render(resource, OperatorSettings()))["Deployment"]
+        return str(
+            deployment["spec"]["template"]["metadata"]["annotations"]["rampart.dev/sidecar-config"]
+        )
+
+    assert annotation(original) != annotation(changed)
+    assert annotation(original) == annotation(copy.deepcopy(original))
+
+
+def test_restricted_defaults_fill_only_what_the_user_left_unset():
+    spec = pod(render(load("catalog-template.yaml"), OperatorSettings()))
+    app = spec["containers"][0]["securityContext"]
+    assert app["runAsUser"] == 10001  # the user's
+    assert app == {
+        "runAsUser": 10001,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert spec["serviceAccountName"] == "catalog"
+    assert spec["automountServiceAccountToken"] is False
+    user_set = load("catalog-template.yaml")
+    user_set["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {
+        "readOnlyRootFilesystem": False,
+        "capabilities": {"add": ["NET_BIND_SERVICE"]},
+    }
+    app = pod(render(user_set, OperatorSettings()))["containers"][0]["securityContext"]
+    assert app["readOnlyRootFilesystem"] is False
+    assert app["capabilities"] == {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}
+
+
+def test_user_template_is_kept():
+    deployment = by_kind(render(load("catalog-template.yaml"), OperatorSettings()))["Deployment"]
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["team"] == "catalog"
+    app = template["spec"]["containers"][0]
+    assert app["env"] == [{"name": "LOG_LEVEL", "value": "info"}]
+    assert {v["name"] for v in template["spec"]["volumes"]} == {"tmp", "rampart-config"}
+    assert deployment["spec"]["replicas"] == 3
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= template["metadata"]["labels"].items()
+
+
+def test_service_goes_through_the_sidecar_and_policies_follow_the_spec():
+    manifests = by_kind(render(load("checkout.yaml"), OperatorSettings()))
+    (port,) = manifests["Service"]["spec"]["ports"]
+    assert port["targetPort"] == "rampart-http"
+    assert port["port"] == 80
+    policy = manifests["NetworkPolicy"]["spec"]
+    assert [rule["ports"][0]["port"] for rule in policy["ingress"]] == [8000, 9901]
+    assert policy["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
+    assert manifests["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    minimal = by_kind(render(load("minimal.yaml"), OperatorSettings()))
+    assert "NetworkPolicy" not in minimal
+    assert minimal["Deployment"]["spec"]["replicas"] == 2  # the CRD's default
+    no_pdb = load("minimal.yaml")
+    no_pdb["spec"]["podDisruptionBudget"] = {"enabled": False}
+    assert "PodDisruptionBudget" not in by_kind(render(no_pdb, OperatorSettings()))
