@@ -47,7 +47,10 @@ def _check(path: str) -> tuple[list[dict[str, Any]], bool]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="rampart-operator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="rampart-operator",
+        description="Run the Rampart operator, or render and validate HardenedServices offline.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="reconcile HardenedServices in the cluster")
     run.add_argument(
@@ -65,9 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument(
         "--peering", default=None, help="KopfPeering name, for several replicas with one active"
     )
-    for name in ("render", "validate"):
-        sub = commands.add_parser(name)
-        sub.add_argument("-f", "--file", required=True)
+    for name, text in (
+        ("render", "print the manifests the operator would apply"),
+        ("validate", "report every problem with its field path"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("-f", "--file", required=True, help="YAML stream, or - for stdin")
     commands.add_parser("crd", help="print the CustomResourceDefinition")
     args = parser.parse_args(argv)
 
