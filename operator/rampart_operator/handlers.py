@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 from collections.abc import Callable
 from time import monotonic
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from .crd import GROUP, KIND, PLURAL, VERSION
+from .events import post_event
 from .kube import ApiError, KubeClient
 from .metrics import OperatorMetrics
 from .reconcile import Action, reconcile
 from .render.names import MANAGED_BY, OWNER_LABEL
-from .settings import OperatorSettings
+from .settings import OperatorSettings, mode_for_server
 from .status import Observation, compute_status
 
 __all__ = ["Runtime", "register"]
@@ -68,6 +70,10 @@ class Runtime:
         lock = self._locks.setdefault(key, asyncio.Lock())
         actions: list[Action] = []
         async with lock:
+            if self.settings.sidecar_mode == "auto":
+                mode = mode_for_server(await self.client.version())
+                self.settings = dataclasses.replace(self.settings, sidecar_mode=mode)
+                log.info("sidecar mode %s for this cluster", mode)
             started = monotonic()
             try:
                 seen = await reconcile(self.client, body, self.settings, actions.append)
@@ -80,28 +86,24 @@ class Runtime:
                 self.metrics.duration.observe(monotonic() - started)
         for action in actions:
             self.metrics.changes.labels(action.verb, action.kind).inc()
-            kopf.info(
-                _as_body(body),
-                reason=action.verb.capitalize(),
-                message=f"{action.verb} {action.kind} {action.name}",
+            await post_event(
+                self.client,
+                body,
+                "Normal",
+                action.verb.capitalize(),
+                f"{action.verb} {action.kind} {action.name}",
             )
         previous = body.get("status") or {}
         status = compute_status(seen, previous)
         if seen.problems:
             self.metrics.reconciliations.labels("stalled").inc()
             was = {c.get("type"): c for c in previous.get("conditions", [])}.get("Stalled", {})
-            if (
-                was.get("status") != "True"
-                or was.get("message") != status["conditions"][2]["message"]
-            ):
-                kopf.warn(_as_body(body), reason="Stalled", message="; ".join(seen.problems))
+            message = "; ".join(seen.problems)
+            if was.get("status") != "True" or was.get("message") != message:
+                await post_event(self.client, body, "Warning", "Stalled", message)
         else:
             self.metrics.reconciliations.labels("applied").inc()
         return status
-
-
-def _as_body(raw: dict[str, Any]) -> kopf.Body:
-    return kopf.Body(cast(kopf.RawBody, raw))
 
 
 def _raw(body: kopf.Body) -> dict[str, Any]:
@@ -117,7 +119,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="rampart.dev", key="last-handled-configuration"
         )
-        # Explicit events only (kopf.info/warn); handler logs stay logs.
+        # kopf posts only handler failures as Events; the operator posts its own.
         settings.posting.level = logging.ERROR
         if runtime.settings.metrics_port:
             runtime.metrics.serve(runtime.settings.metrics_port)

@@ -36,6 +36,7 @@ PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "Service"): "services",
     ("v1", "Secret"): "secrets",
+    ("v1", "Event"): "events",
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
@@ -143,6 +144,10 @@ class KubeClient:
             await asyncio.sleep(min(wait, 10.0))
             delay *= 2
         raise AssertionError("unreachable")
+
+    async def version(self) -> dict[str, str]:
+        result: dict[str, str] = await self._request("GET", "/version")
+        return result
 
     async def get(
         self, api_version: str, kind: str, namespace: str | None, name: str

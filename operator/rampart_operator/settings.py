@@ -11,9 +11,9 @@ from typing import Literal
 
 from . import __version__
 
-__all__ = ["OperatorSettings"]
+__all__ = ["OperatorSettings", "mode_for_server"]
 
-SidecarMode = Literal["native", "container"]
+SidecarMode = Literal["auto", "native", "container"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class OperatorSettings:
     sidecar_image: str = f"ghcr.io/rampart-dev/rampart:{__version__}"
     # "native": an init container with restartPolicy Always (Kubernetes >= 1.29),
     # started before and stopped after the app. "container": a plain container.
-    sidecar_mode: SidecarMode = "native"
+    # "auto": native when the API server is 1.29 or newer (and when rendering offline).
+    sidecar_mode: SidecarMode = "auto"
     # Seconds between drift checks: a child deleted or edited by hand is restored
     # at most this long after (deletions are seen sooner, through watch events).
     drift_interval: float = 30.0
@@ -31,13 +32,17 @@ class OperatorSettings:
     # Port of the operator's /metrics; 0 turns it off.
     metrics_port: int = 8080
 
+    @property
+    def native_sidecar(self) -> bool:
+        return self.sidecar_mode != "container"
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
         env = dict(os.environ if env is None else env)
         defaults = cls()
         mode = env.get("RAMPART_SIDECAR_MODE", defaults.sidecar_mode)
-        if mode not in ("native", "container"):
-            raise ValueError(f"RAMPART_SIDECAR_MODE: {mode!r} is not native or container")
+        if mode not in ("auto", "native", "container"):
+            raise ValueError(f"RAMPART_SIDECAR_MODE: {mode!r} is not auto, native or container")
         namespaces = tuple(n for n in env.get("RAMPART_NAMESPACES", "").split(",") if n.strip())
         return cls(
             sidecar_image=env.get("RAMPART_SIDECAR_IMAGE", defaults.sidecar_image),
@@ -46,3 +51,19 @@ class OperatorSettings:
             namespaces=namespaces,
             metrics_port=int(env.get("RAMPART_METRICS_PORT", defaults.metrics_port)),
         )
+
+
+def mode_for_server(version: dict[str, str]) -> SidecarMode:
+    """Native sidecars are on by default from Kubernetes 1.29 (beta) and GA in 1.33.
+
+    >>> mode_for_server({"major": "1", "minor": "29+"})
+    'native'
+    >>> mode_for_server({"major": "1", "minor": "28"})
+    'container'
+    """
+    try:
+        major = int(version.get("major", "0").rstrip("+"))
+        minor = int(version.get("minor", "0").rstrip("+"))
+    except ValueError:
+        return "container"  # an unknown server gets the mode every version supports
+    return "native" if (major, minor) >= (1, 29) else "container"

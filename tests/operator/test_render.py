@@ -12,7 +12,7 @@ import yaml
 
 from rampart_operator.render import render
 from rampart_operator.render.sidecar import SIDECAR_NAME
-from rampart_operator.settings import OperatorSettings
+from rampart_operator.settings import OperatorSettings, mode_for_server
 from rampart_sidecar.config import settings_from_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +84,25 @@ def test_native_sidecar_is_a_restartable_init_container():
         "requests": {"cpu": "100m", "memory": "64Mi"},
         "limits": {"memory": "128Mi"},
     }
+
+
+@pytest.mark.parametrize(
+    ("version", "mode"),
+    [
+        ({"major": "1", "minor": "33"}, "native"),
+        ({"major": "1", "minor": "29+"}, "native"),
+        ({"major": "1", "minor": "28"}, "container"),
+        ({"major": "2", "minor": "0"}, "native"),
+        ({"major": "1", "minor": "x"}, "container"),
+    ],
+)
+def test_auto_mode_follows_the_server_version(version, mode):
+    assert mode_for_server(version) == mode
+
+
+def test_auto_renders_native_offline():
+    assert OperatorSettings().sidecar_mode == "auto"
+    assert "initContainers" in pod(render(load("minimal.yaml"), OperatorSettings()))
 
 
 def test_regular_container_mode():

@@ -132,7 +132,7 @@ def sidecar_container(
         "resources": spec.get("sidecarResources") or DEFAULT_RESOURCES,
         "volumeMounts": [{"name": "rampart-config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
     }
-    if settings.sidecar_mode == "native":
+    if settings.native_sidecar:
         # A restartable init container: up before the app, down after it.
         container["restartPolicy"] = "Always"
     volume = {

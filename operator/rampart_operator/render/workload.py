@@ -60,7 +60,7 @@ def pod_template(
     sidecar, volume = sidecar_container(spec, settings, f"{name}-sidecar")
     containers = [harden_container(c) for c in pod.get("containers", [])]
     init_containers = [harden_container(c) for c in pod.get("initContainers", [])]
-    if settings.sidecar_mode == "native":
+    if settings.native_sidecar:
         init_containers = [*init_containers, sidecar]
     else:
         containers = [sidecar, *containers]
