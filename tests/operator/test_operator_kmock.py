@@ -146,9 +146,13 @@ async def test_invalid_spec_stalls_and_touches_nothing(cluster, operator):
     assert current["phase"] == "Failed"
     assert obj(cluster, "apps/v1/deployments", "broken") is None
     assert obj(cluster, "v1/configmaps", "broken-sidecar") is None
-    warnings = await eventually(lambda: [
-        dict(o.raw) for key, o in cluster.objects.items()
-        if key[0].plural == "events" and o.raw.get("type") == "Warning"])
+    warnings = await eventually(
+        lambda: [
+            dict(o.raw)
+            for key, o in cluster.objects.items()
+            if key[0].plural == "events" and o.raw.get("type") == "Warning"
+        ]
+    )
     assert warnings[0]["reason"] == "Stalled"
     assert "spec.port" in warnings[0]["message"]
 
