@@ -196,6 +196,80 @@ def _spec() -> Schema:
                 "x-kubernetes-preserve-unknown-fields": True,
             },
             "sidecar": sidecar_schema(),
+            "alerts": _alerts(),
+            "monitoring": _monitoring(),
+        },
+    }
+
+
+DURATION: Schema = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"}
+LABELS: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _alerts() -> Schema:
+    return {
+        "type": "object",
+        "description": "A PrometheusRule with threshold and SLO alerts (docs/alerts.md); "
+        "absent means none.",
+        "properties": {
+            "enabled": {"type": "boolean", "default": True},
+            "errorRate": {
+                "type": "number",
+                "minimum": 0,
+                "exclusiveMinimum": True,
+                "maximum": 1,
+                "default": 0.05,
+                "description": "Share of 5xx answers over 5 minutes that alerts.",
+            },
+            "latencyP95": {**DURATION, "default": "800ms"},
+            "circuitOpenFor": {
+                **DURATION,
+                "default": "3m",
+                "description": "How long a breaker may stay open unalerted.",
+            },
+            "slo": {
+                "type": "object",
+                "required": ["objective"],
+                "properties": {
+                    "objective": {
+                        "type": "number",
+                        "minimum": 50,
+                        "maximum": 99.999,
+                        "description": "Percent of requests answered without 5xx.",
+                    },
+                    "window": {**DURATION, "default": "30d"},
+                },
+            },
+            "labels": {
+                **LABELS,
+                "description": "Copied onto the PrometheusRule (for "
+                "Prometheus' ruleSelector) and onto every alert (for routing).",
+            },
+            "runbookBaseURL": {"type": "string"},
+        },
+    }
+
+
+def _monitoring() -> Schema:
+    return {
+        "type": "object",
+        "description": "Scraping of the sidecars' admin port; with spec.alerts set and this "
+        "absent, a PodMonitor is rendered.",
+        "properties": {
+            "podMonitor": {
+                "type": "object",
+                "properties": {"enabled": {"type": "boolean", "default": True}},
+            },
+            "serviceMonitor": {
+                "type": "object",
+                "properties": {"enabled": {"type": "boolean", "default": False}},
+            },
+            "interval": {**DURATION, "default": "30s"},
+            "labels": {
+                **LABELS,
+                "description": "Copied onto the PodMonitor/ServiceMonitor "
+                "(for Prometheus' podMonitorSelector).",
+            },
         },
     }
 

@@ -37,6 +37,9 @@ CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
     ("policy", "v1", "poddisruptionbudgets"),
     ("networking.k8s.io", "v1", "networkpolicies"),
+    ("monitoring.coreos.com", "v1", "prometheusrules"),
+    ("monitoring.coreos.com", "v1", "podmonitors"),
+    ("monitoring.coreos.com", "v1", "servicemonitors"),
 )
 Login = Callable[..., kopf.ConnectionInfo | None]
 

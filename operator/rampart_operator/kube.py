@@ -40,6 +40,9 @@ PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     (f"{GROUP}/{VERSION}", KIND): PLURAL,
 }
 RETRIABLE = frozenset({429, 500, 502, 503, 504})

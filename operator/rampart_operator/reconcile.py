@@ -27,7 +27,14 @@ __all__ = ["Action", "contains", "reconcile"]
 log = logging.getLogger("rampart.reconcile")
 
 # Kinds rendered only when the spec asks for them, so they may need deleting.
-OPTIONAL_KINDS = (("networking.k8s.io/v1", "NetworkPolicy"), ("policy/v1", "PodDisruptionBudget"))
+OPTIONAL_KINDS = (
+    ("networking.k8s.io/v1", "NetworkPolicy", ""),
+    ("policy/v1", "PodDisruptionBudget", ""),
+    ("monitoring.coreos.com/v1", "PrometheusRule", ""),
+    ("monitoring.coreos.com/v1", "PodMonitor", ""),
+    ("monitoring.coreos.com/v1", "ServiceMonitor", ""),
+    ("v1", "Service", "-metrics"),
+)
 
 
 @dataclass(frozen=True)
@@ -116,14 +123,15 @@ async def reconcile(
     except NotOwnedError as error:
         seen.problems.append(f"metadata.name: {error.message}")
         return seen
-    rendered = {(m["apiVersion"], m["kind"]) for m in manifests}
-    for api_version, kind in OPTIONAL_KINDS:
-        if (api_version, kind) in rendered:
+    rendered = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in manifests}
+    for api_version, kind, suffix in OPTIONAL_KINDS:
+        child = name + suffix
+        if (api_version, kind, child) in rendered:
             continue
-        live = await client.get(api_version, kind, namespace, name)
+        live = await client.get(api_version, kind, namespace, child)
         if live is not None and _owned_by(live, resource):
-            await client.delete(api_version, kind, namespace, name)
-            on_action(Action("deleted", kind, name))
+            await client.delete(api_version, kind, namespace, child)
+            on_action(Action("deleted", kind, child))
 
     deployment = await client.get("apps/v1", "Deployment", namespace, name)
     seen.workload_ready, seen.workload_message = deployment_ready(deployment)

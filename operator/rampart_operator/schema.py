@@ -15,7 +15,7 @@ import jsonschema
 
 from .crd import crd
 
-__all__ = ["apply_defaults", "openapi_schema", "schema_problems"]
+__all__ = ["apply_defaults", "openapi_schema", "schema_problems", "to_json_schema"]
 
 Schema = dict[str, Any]
 
@@ -42,16 +42,16 @@ def apply_defaults(value: Any, schema: Schema | None = None) -> Any:
     return value
 
 
-def _to_json_schema(node: Schema) -> Schema:
+def to_json_schema(node: Schema) -> Schema:
     """OpenAPI v3.0 structural schema → JSON Schema draft 2020-12."""
     out: Schema = {}
     for key, value in node.items():
         if key == "properties":
-            out[key] = {name: _to_json_schema(child) for name, child in value.items()}
+            out[key] = {name: to_json_schema(child) for name, child in value.items()}
         elif key == "items":
-            out[key] = _to_json_schema(value)
+            out[key] = to_json_schema(value)
         elif key == "anyOf":
-            out[key] = [_to_json_schema(option) for option in value]
+            out[key] = [to_json_schema(option) for option in value]
         elif key in (
             "nullable",
             "x-kubernetes-validations",
@@ -76,7 +76,7 @@ def _to_json_schema(node: Schema) -> Schema:
 
 @cache
 def _validator() -> jsonschema.Draft202012Validator:
-    schema = _to_json_schema(openapi_schema())
+    schema = to_json_schema(openapi_schema())
     schema["properties"]["metadata"] = {"type": "object"}
     schema["properties"].pop("status", None)
     schema["additionalProperties"] = True  # status and the rest are the server's

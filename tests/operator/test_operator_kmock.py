@@ -250,3 +250,22 @@ async def test_ready_when_the_deployment_is_available(cluster, operator):
         "Reconciling": "False",
         "Stalled": "False",
     }
+
+
+async def test_alerts_come_and_go_with_the_spec(cluster, operator):
+    alerts = {"slo": {"objective": 99.5}, "labels": {"team": "shop"}}
+    await create_and_settle(cluster, hardened(alerts=alerts))
+    rule = await eventually(
+        lambda: obj(cluster, "monitoring.coreos.com/v1/prometheusrules", "checkout")
+    )
+    assert rule["metadata"]["labels"]["team"] == "shop"
+    assert obj(cluster, "monitoring.coreos.com/v1/podmonitors", "checkout")
+    off = {
+        "metadata": {"generation": 2},
+        "spec": {"alerts": {"enabled": False}, "monitoring": {"podMonitor": {"enabled": False}}},
+    }
+    assert await api(cluster, "PATCH", f"{HSVC_PATH}/checkout", off) == 200
+    for resource in ("prometheusrules", "podmonitors"):
+        await eventually(
+            lambda r=resource: obj(cluster, f"monitoring.coreos.com/v1/{r}", "checkout") is None
+        )

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..schema import apply_defaults
 from ..settings import OperatorSettings
+from .monitoring import metrics_service, pod_monitor, prometheus_rule, service_monitor
 from .network import network_policy, service
 from .pdb import pod_disruption_budget
 from .workload import config_map, deployment
@@ -28,5 +29,9 @@ def render(resource: dict[str, Any], settings: OperatorSettings) -> list[dict[st
         deployment(owner, spec, settings),
         pod_disruption_budget(owner, spec),
         network_policy(owner, spec),
+        metrics_service(owner, spec),
+        pod_monitor(owner, spec),
+        service_monitor(owner, spec),
+        prometheus_rule(owner, spec),
     ]
     return [m for m in manifests if m is not None]

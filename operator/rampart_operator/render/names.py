@@ -9,6 +9,7 @@ from ..crd import GROUP, KIND, VERSION
 __all__ = [
     "MANAGED_BY",
     "OWNER_LABEL",
+    "TRACK_LABEL",
     "child_labels",
     "owner_reference",
     "selector_labels",

@@ -1,0 +1,212 @@
+"""Prometheus rules for one HardenedService, from the sidecar's own metrics; no I/O.
+
+Every alert carries ``namespace`` and ``hardenedservice`` labels (what
+Alertmanager routes on, and what the operator's automatic rollback matches),
+a ``severity`` (``critical`` pages, ``warning`` makes a ticket), the user's
+``alerts.labels``, and ``summary``, ``description`` and ``runbook_url``
+annotations. Every rule is evaluated on series the sidecar exports and the
+PodMonitor labels; docs/alerts.md explains each alert and what to do.
+
+SLO alerts follow the multi-window, multi-burn-rate method of the Google SRE
+workbook: an alert fires when both a long and a short window burn the error
+budget faster than a factor, the short window making it stop soon after the
+burning does. The workbook's factors (14.4, 6, 3, 1) are for a 30-day window;
+they are derived here from the share of the budget each pair may consume
+(2% in 1h, 5% in 6h, 10% in 1d, 10% in 3d), so any window scales correctly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rampart_sidecar.durations import format_duration, parse_duration
+
+__all__ = ["BURN_WINDOWS", "RULE_NAMES", "burn_factor", "rule_groups"]
+
+REQUESTS = "rampart_http_request_duration_seconds_count"
+BUCKETS = "rampart_http_request_duration_seconds_bucket"
+CIRCUIT = "rampart_circuit_state"
+CACHE = "rampart_cache_requests_total"
+BY = "namespace, hardenedservice"
+DEFAULT_RUNBOOK = "https://github.com/rampart-dev/rampart/blob/main/docs/alerts.md"
+
+
+@dataclass(frozen=True)
+class BurnWindow:
+    long: str
+    short: str
+    budget_share: float  # of the whole window's error budget, spent within ``long``
+
+
+BURN_WINDOWS = {
+    "RampartSLOBurnRateFast": (
+        "critical",
+        (BurnWindow("1h", "5m", 0.02), BurnWindow("6h", "30m", 0.05)),
+    ),
+    "RampartSLOBurnRateSlow": (
+        "warning",
+        (BurnWindow("1d", "2h", 0.10), BurnWindow("3d", "6h", 0.10)),
+    ),
+}
+RULE_NAMES = (
+    "RampartHighErrorRate",
+    "RampartHighLatencyP95",
+    "RampartCircuitOpen",
+    "RampartCacheHitRatioCollapse",
+    *BURN_WINDOWS,
+)
+
+
+def burn_factor(window: BurnWindow, slo_window: str) -> float:
+    """How many times faster than "exactly on budget" the long window may burn.
+
+    >>> burn_factor(BurnWindow("1h", "5m", 0.02), "30d")
+    14.4
+    """
+    return round(window.budget_share * parse_duration(slo_window) / parse_duration(window.long), 6)
+
+
+def _anchor(alert: str) -> str:
+    """GitHub's anchor for the heading ``## <alert>`` in docs/alerts.md."""
+    return "#" + alert.lower()
+
+
+def _ratio(selector: str, numerator: str, denominator: str, window: str, offset: str = "") -> str:
+    shift = f" offset {offset}" if offset else ""
+    return (
+        f"sum by ({BY}) (rate({numerator}[{window}]{shift}))\n"
+        f"/\nsum by ({BY}) (rate({denominator}[{window}]{shift}))"
+    )
+
+
+def rule_groups(namespace: str, name: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The PrometheusRule's ``spec.groups`` (also a file for ``promtool``)."""
+    alerts = spec.get("alerts") or {}
+    sel = f'namespace="{namespace}", hardenedservice="{name}"'
+    runbook = alerts.get("runbookBaseURL", DEFAULT_RUNBOOK)
+    static = {"namespace": namespace, "hardenedservice": name, **(alerts.get("labels") or {})}
+    what = f"{namespace}/{name}"
+
+    def alert(
+        name_: str, expr: str, severity: str, duration: str, summary: str, description: str
+    ) -> dict[str, Any]:
+        rule: dict[str, Any] = {
+            "alert": name_,
+            "expr": expr,
+            "labels": {**static, "severity": severity},
+            "annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": runbook + _anchor(name_),
+            },
+        }
+        if duration:
+            rule["for"] = duration
+        return rule
+
+    error_rate = float(alerts.get("errorRate", 0.05))
+    latency = alerts.get("latencyP95", "800ms")
+    circuit_for = alerts.get("circuitOpenFor", "3m")
+    errors = f'{REQUESTS}{{{sel}, code=~"5.."}}'
+    everything = f"{REQUESTS}{{{sel}}}"
+    threshold = [
+        alert(
+            "RampartHighErrorRate",
+            f"(\n{_ratio(sel, errors, everything, '5m')}\n) > {error_rate}",
+            "critical",
+            "5m",
+            f"{what} answers more than {error_rate:.2%} of requests with 5xx",
+            "{{ $value | humanizePercentage }} of requests to " + what + " failed with a "
+            "5xx over the last 5 minutes (threshold " + f"{error_rate:.2%}).",
+        ),
+        alert(
+            "RampartHighLatencyP95",
+            f"histogram_quantile(0.95, sum by ({BY}, le) (rate({BUCKETS}{{{sel}}}[5m])))\n"
+            f"> {parse_duration(latency)}",
+            "warning",
+            "10m",
+            f"{what} p95 latency is above {latency}",
+            "The 95th percentile of request time through the sidecar is "
+            "{{ $value | humanizeDuration }} (threshold " + f"{latency}).",
+        ),
+        alert(
+            "RampartCircuitOpen",
+            f"min by ({BY}, pod) (min_over_time({CIRCUIT}{{{sel}}}[{circuit_for}])) >= 1",
+            "critical",
+            "1m",
+            f"{what}: a sidecar's circuit breaker has not closed for {circuit_for}",
+            "The sidecar in pod {{ $labels.pod }} has refused requests to its "
+            f"application for {circuit_for}: the application keeps failing its trials.",
+        ),
+    ]
+    if (spec.get("sidecar") or {}).get("cache") is not None:
+        hits = f'{CACHE}{{{sel}, result="hit"}}'
+        lookups = f'{CACHE}{{{sel}, result=~"hit|miss|stale"}}'
+        threshold.append(
+            alert(
+                "RampartCacheHitRatioCollapse",
+                f"(\n{_ratio(sel, hits, lookups, '10m')}\n)\n< 0.5 * (\n"
+                f"{_ratio(sel, hits, lookups, '1h', offset='1h')}\n)\n"
+                f"and sum by ({BY}) (rate({lookups}[10m])) > 0.1",
+                "warning",
+                "10m",
+                f"{what} cache hit ratio fell below half of what it was",
+                "The response cache now answers {{ $value | humanizePercentage }} of lookups, "
+                "under half its hit ratio of the hour before, while requests keep coming.",
+            )
+        )
+    groups = [{"name": f"rampart.{namespace}.{name}.alerts", "rules": threshold}]
+
+    slo = alerts.get("slo")
+    if slo:
+        objective = float(slo.get("objective", 99.9))
+        budget = round(1 - objective / 100, 10)
+        window = slo.get("window", "30d")
+        window_text = format_duration(parse_duration(window))
+        windows = sorted(
+            {
+                w
+                for _, pairs in BURN_WINDOWS.values()
+                for pair in pairs
+                for w in (pair.long, pair.short)
+            },
+            key=parse_duration,
+        )
+        groups.append(
+            {
+                "name": f"rampart.{namespace}.{name}.slo-recording",
+                "rules": [
+                    {
+                        "record": f"rampart:sli_error_ratio:rate{w}",
+                        "expr": _ratio(sel, errors, everything, w),
+                        "labels": {"slo_objective": str(objective)},
+                    }
+                    for w in windows
+                ],
+            }
+        )
+        burn_alerts = []
+        for alert_name, (severity, pairs) in BURN_WINDOWS.items():
+            clauses = []
+            for pair in pairs:
+                factor = burn_factor(pair, window)
+                limit = round(factor * budget, 10)
+                clauses.append(
+                    f"(rampart:sli_error_ratio:rate{pair.long}{{{sel}}} > {limit}\n"
+                    f" and rampart:sli_error_ratio:rate{pair.short}{{{sel}}} > {limit})"
+                )
+            speeds = ", ".join(f"{burn_factor(p, window):g}x over {p.long}" for p in pairs)
+            burn_alerts.append(
+                alert(
+                    alert_name,
+                    "\nor\n".join(clauses),
+                    severity,
+                    "",
+                    f"{what} is burning its {objective}% / {window_text} error budget too fast",
+                    f"Errors are using up the error budget at {speeds} or more; at this pace "
+                    "the SLO will be missed. Error ratio: {{ $value | humanizePercentage }}.",
+                )
+            )
+        groups.append({"name": f"rampart.{namespace}.{name}.slo", "rules": burn_alerts})
+    return groups
