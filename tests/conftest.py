@@ -205,6 +205,120 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+class PostgresServer:
+    """A real PostgreSQL cluster in a temporary directory, on a loopback port.
+
+    PostgreSQL refuses to run as root: as root, the server runs as the
+    ``postgres`` user (created by Debian's package) in a directory it owns.
+    """
+
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not versions:
+            raise RuntimeError("PostgreSQL is not installed: run scripts/install")
+        self.bin = Path(versions[-1])
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="rampart-pg-", dir="/tmp"))
+        self.dir.chmod(0o755)
+        self.as_user: list[str] = []
+        self.user = os.environ.get("USER", "postgres")
+        if os.geteuid() == 0:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            self.user = "postgres"
+        data = self.dir / "data"
+        subprocess.run(
+            [
+                *self.as_user,
+                str(self.bin / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                self.user,
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self.proc = subprocess.Popen(
+            [
+                *self.as_user,
+                str(self.bin / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ready, timeout=30, interval=0.1)
+        self.url = f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def ready(self) -> bool:
+        return (
+            subprocess.run(
+                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
+
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        result = subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                database,
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
     server = Upstream(free_port())

@@ -198,6 +198,88 @@ def _spec() -> Schema:
             "sidecar": sidecar_schema(),
             "alerts": _alerts(),
             "monitoring": _monitoring(),
+            "backup": _backup(),
+        },
+    }
+
+
+def _backup() -> Schema:
+    keep = {"type": "integer", "minimum": 0, "maximum": 1000}
+    return {
+        "type": "object",
+        "description": "Scheduled, encrypted backups: one CronJob per source (docs/backups.md).",
+        "required": ["schedule", "sources", "destination", "encryption"],
+        "properties": {
+            "schedule": {"type": "string", "minLength": 9, "description": "Cron schedule."},
+            "timeZone": {"type": "string"},
+            "suspend": {"type": "boolean", "default": False},
+            "sources": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 10,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "[has(self.postgres), has(self.redis), has(self.path)]"
+                            ".filter(x, x).size() == 1",
+                            "message": "set exactly one of postgres, redis, path",
+                        }
+                    ],
+                    "properties": {
+                        "name": {
+                            "type": "string",
+                            "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                            "maxLength": 20,
+                        },
+                        "postgres": {
+                            "type": "object",
+                            "required": ["urlSecretRef"],
+                            "properties": {"urlSecretRef": copy.deepcopy(SECRET_KEY_REF)},
+                        },
+                        "redis": {
+                            "type": "object",
+                            "required": ["urlSecretRef"],
+                            "properties": {"urlSecretRef": copy.deepcopy(SECRET_KEY_REF)},
+                        },
+                        "path": {
+                            "type": "object",
+                            "required": ["claimName"],
+                            "properties": {
+                                "claimName": {"type": "string", "minLength": 1},
+                                "path": {"type": "string", "default": "/"},
+                            },
+                        },
+                    },
+                },
+            },
+            "destination": {
+                "type": "object",
+                "required": ["pvc"],
+                "properties": {"pvc": {"type": "string", "minLength": 1}},
+            },
+            "retention": {
+                "type": "object",
+                "properties": {
+                    "keepLast": keep,
+                    "keepDaily": keep,
+                    "keepWeekly": keep,
+                    "keepMonthly": keep,
+                },
+            },
+            "encryption": {
+                "type": "object",
+                "required": ["keySecretRef"],
+                "properties": {"keySecretRef": copy.deepcopy(SECRET_KEY_REF)},
+            },
+            "resources": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "pushgateway": {
+                "type": "string",
+                "description": "Pushgateway URL for the run's metrics.",
+            },
         },
     }
 

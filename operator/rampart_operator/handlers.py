@@ -40,6 +40,7 @@ CHILD_RESOURCES = (
     ("monitoring.coreos.com", "v1", "prometheusrules"),
     ("monitoring.coreos.com", "v1", "podmonitors"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
+    ("batch", "v1", "cronjobs"),
 )
 Login = Callable[..., kopf.ConnectionInfo | None]
 

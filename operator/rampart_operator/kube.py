@@ -37,6 +37,7 @@ PLURALS = {
     ("v1", "Service"): "services",
     ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
+    ("batch/v1", "CronJob"): "cronjobs",
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
@@ -164,6 +165,19 @@ class KubeClient:
                 return None
             raise
         return result
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        path = resource_path(api_version, kind, namespace)
+        try:
+            result = await self._request("GET", f"{path}?labelSelector={label_selector}")
+        except ApiError as error:
+            if error.status == 404:  # the kind is not served here
+                return []
+            raise
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
 
     async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]

@@ -16,10 +16,12 @@ from typing import Any
 
 from .kube import KubeClient, NotOwnedError
 from .render import render
+from .render.backup import backup_secret_names
+from .render.names import OWNER_LABEL
 from .render.sidecar import secret_names
 from .schema import apply_defaults
 from .settings import OperatorSettings
-from .status import Observation, deployment_ready
+from .status import Observation, backup_status, deployment_ready
 from .validation import validate
 
 __all__ = ["Action", "contains", "reconcile"]
@@ -108,9 +110,11 @@ async def reconcile(
         seen.problems = [str(p) for p in problems]
         return seen
     spec = apply_defaults(resource)["spec"]
-    for secret in secret_names(spec):
+    for field, secret in [("spec.sidecar.cache", s) for s in secret_names(spec)] + [
+        ("spec.backup", s) for s in backup_secret_names(spec)
+    ]:
         if await client.get("v1", "Secret", namespace, secret) is None:
-            seen.problems.append(f"spec.sidecar.cache: Secret {secret} not found in {namespace}")
+            seen.problems.append(f"{field}: Secret {secret} not found in {namespace}")
     if seen.problems:
         return seen
 
@@ -132,6 +136,23 @@ async def reconcile(
         if live is not None and _owned_by(live, resource):
             await client.delete(api_version, kind, namespace, child)
             on_action(Action("deleted", kind, child))
+
+    # Backup CronJobs of sources no longer in the spec.
+    for live in await client.list("batch/v1", "CronJob", namespace, f"{OWNER_LABEL}={name}"):
+        child = live["metadata"]["name"]
+        if ("batch/v1", "CronJob", child) not in rendered and _owned_by(live, resource):
+            await client.delete("batch/v1", "CronJob", namespace, child)
+            on_action(Action("deleted", "CronJob", child))
+    seen.backups = [
+        {
+            "source": m["metadata"]["name"].removeprefix(f"{name}-backup-"),
+            **backup_status(
+                await client.get("batch/v1", "CronJob", namespace, m["metadata"]["name"])
+            ),
+        }
+        for m in manifests
+        if m["kind"] == "CronJob"
+    ]
 
     deployment = await client.get("apps/v1", "Deployment", namespace, name)
     seen.workload_ready, seen.workload_message = deployment_ready(deployment)

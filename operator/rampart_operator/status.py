@@ -12,7 +12,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Observation", "compute_status", "deployment_ready"]
+__all__ = ["Observation", "backup_status", "compute_status", "deployment_ready"]
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Observation:
     children: list[dict[str, Any]] = field(default_factory=list)  # kind, name, ready
     workload_ready: bool = False
     workload_message: str = ""
+    backups: list[dict[str, Any]] = field(default_factory=list)  # per source
 
 
 def deployment_ready(live: dict[str, Any] | None) -> tuple[bool, str]:
@@ -38,6 +39,28 @@ def deployment_ready(live: dict[str, Any] | None) -> tuple[bool, str]:
     if updated < wanted or available < wanted:
         return False, f"{available} of {wanted} replicas available, {updated} updated"
     return True, f"{available} of {wanted} replicas available"
+
+
+def backup_status(cron_job: dict[str, Any] | None) -> dict[str, Any]:
+    """The last run of a backup CronJob, as the CronJob controller reports it."""
+    status = (cron_job or {}).get("status") or {}
+    last_schedule = status.get("lastScheduleTime")
+    last_success = status.get("lastSuccessfulTime")
+    outcome = (
+        "Running"
+        if status.get("active")
+        else "NeverRun"
+        if not last_schedule
+        else "Succeeded"
+        if last_success and last_success >= last_schedule
+        else "Failed"
+    )
+    result = {"lastOutcome": outcome}
+    if last_schedule:
+        result["lastScheduleTime"] = last_schedule
+    if last_success:
+        result["lastSuccessfulTime"] = last_success
+    return result
 
 
 def _now() -> str:
@@ -95,6 +118,8 @@ def compute_status(seen: Observation, previous: dict[str, Any] | None) -> dict[s
     status: dict[str, Any] = {"phase": phase, "conditions": conditions}
     if seen.children:
         status["children"] = seen.children
+    if seen.backups:
+        status["backups"] = seen.backups
     if gen is not None:
         status["observedGeneration"] = gen
     return status

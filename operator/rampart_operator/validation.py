@@ -65,6 +65,21 @@ def _spec_problems(spec: dict[str, Any]) -> list[Problem]:
                             f"{SIDECAR_NAME} is the sidecar's name",
                         )
                     )
+    backup = spec.get("backup")
+    if backup:
+        names = [source["name"] for source in backup["sources"]]
+        for index, source in enumerate(backup["sources"]):
+            kinds = [k for k in ("postgres", "redis", "path") if k in source]
+            if len(kinds) != 1:
+                problems.append(
+                    Problem(
+                        f"spec.backup.sources.{index}", "set exactly one of postgres, redis, path"
+                    )
+                )
+            if names.count(source["name"]) > 1:
+                problems.append(
+                    Problem(f"spec.backup.sources.{index}.name", f"{source['name']} appears twice")
+                )
     try:
         settings = settings_from_mapping(sidecar_file(spec))
     except ConfigError as error:

@@ -32,6 +32,7 @@ RESOURCES = {
     "monitoring.coreos.com/v1/prometheusrules": ("PrometheusRule", True, set()),
     "monitoring.coreos.com/v1/podmonitors": ("PodMonitor", True, set()),
     "monitoring.coreos.com/v1/servicemonitors": ("ServiceMonitor", True, set()),
+    "batch/v1/cronjobs": ("CronJob", True, {"status"}),
     "v1/events": ("Event", True, set()),
     "v1/namespaces": ("Namespace", False, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),

@@ -269,3 +269,59 @@ async def test_alerts_come_and_go_with_the_spec(cluster, operator):
         await eventually(
             lambda r=resource: obj(cluster, f"monitoring.coreos.com/v1/{r}", "checkout") is None
         )
+
+
+async def test_backups_become_cron_jobs_and_report_their_runs(cluster, operator):
+    backup = {
+        "schedule": "0 2 * * *",
+        "sources": [
+            {"name": "db", "postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+            {"name": "files", "path": {"claimName": "files"}},
+        ],
+        "destination": {"pvc": "backups"},
+        "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+    }
+    cluster.objects[HSVC, NS, "checkout"] = hardened(backup=backup)
+    await eventually(lambda: status(cluster).get("phase") == "Failed")
+    assert "spec.backup: Secret backup-key not found" in str(status(cluster)["conditions"])
+    for secret in ("db", "backup-key"):
+        cluster.objects["v1/secrets", NS, secret] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret, "namespace": NS},
+            "data": {"url": "eA==", "key": "eA=="},
+        }
+    for source in ("db", "files"):
+        await eventually(
+            lambda s=source: obj(cluster, "batch/v1/cronjobs", f"checkout-backup-{s}"), 5
+        )
+    # kmock has no CronJob controller: report a run as it would.
+    ran = {
+        "status": {
+            "lastScheduleTime": "2026-11-23T02:00:00Z",
+            "lastSuccessfulTime": "2026-11-23T02:01:00Z",
+        }
+    }
+    path = f"/apis/batch/v1/namespaces/{NS}/cronjobs/checkout-backup-db"
+    assert await api(cluster, "PATCH", path, ran) == 200
+    backups = await eventually(
+        lambda: (
+            {b["source"]: b for b in status(cluster).get("backups", [])}.get("db", {}).get(
+                "lastOutcome"
+            )
+            == "Succeeded"
+            and status(cluster)["backups"]
+        ),
+        timeout=5,
+    )
+    assert {b["source"]: b["lastOutcome"] for b in backups} == {
+        "db": "Succeeded",
+        "files": "NeverRun",
+    }
+    fewer = {
+        "metadata": {"generation": 2},
+        "spec": {"backup": {**backup, "sources": backup["sources"][:1]}},
+    }
+    assert await api(cluster, "PATCH", f"{HSVC_PATH}/checkout", fewer) == 200
+    await eventually(lambda: obj(cluster, "batch/v1/cronjobs", "checkout-backup-files") is None)
+    assert obj(cluster, "batch/v1/cronjobs", "checkout-backup-db")

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..schema import apply_defaults
 from ..settings import OperatorSettings
+from .backup import backup_cron_jobs
 from .monitoring import metrics_service, pod_monitor, prometheus_rule, service_monitor
 from .network import network_policy, service
 from .pdb import pod_disruption_budget
@@ -33,5 +34,6 @@ def render(resource: dict[str, Any], settings: OperatorSettings) -> list[dict[st
         pod_monitor(owner, spec),
         service_monitor(owner, spec),
         prometheus_rule(owner, spec),
+        *backup_cron_jobs(owner, spec, settings),
     ]
     return [m for m in manifests if m is not None]

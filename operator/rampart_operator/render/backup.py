@@ -1,0 +1,178 @@
+"""One backup CronJob per source in ``spec.backup``; no I/O.
+
+The agent runs from the same image as the sidecar. Its key and every source
+credential come from Secrets (a mounted key file, ``secretKeyRef``
+environment variables), never inline in the CronJob.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..settings import OperatorSettings
+from .names import child_labels, child_metadata
+from .security import harden_container, harden_pod
+
+__all__ = ["BACKUP_UID", "backup_cron_jobs", "backup_job_name", "backup_secret_names"]
+
+KEY_DIR = "/var/run/rampart/backup-key"
+DEST_DIR = "/backups"
+SOURCE_DIR = "/source"
+BACKUP_UID = 65532  # the image's non-root user; fsGroup lets it write the PVC
+DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+
+
+def backup_job_name(owner_name: str, source: str) -> str:
+    return f"{owner_name}-backup-{source}"
+
+
+def backup_secret_names(spec: dict[str, Any]) -> list[str]:
+    backup = spec.get("backup")
+    if not backup:
+        return []
+    names = {backup["encryption"]["keySecretRef"]["name"]}
+    for source in backup["sources"]:
+        for kind in ("postgres", "redis"):
+            if kind in source:
+                names.add(source[kind]["urlSecretRef"]["name"])
+    return sorted(names)
+
+
+def _source_env_and_volumes(source: dict[str, Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    for kind in ("postgres", "redis"):
+        if kind in source:
+            ref = source[kind]["urlSecretRef"]
+            return (
+                [
+                    {
+                        "name": "RAMPART_BACKUP_SOURCE",
+                        "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}},
+                    }
+                ],
+                [],
+                [],
+            )
+    path = source["path"]
+    subpath = path.get("path", "/").strip("/")
+    url = f"file://{SOURCE_DIR}/{subpath}".rstrip("/")
+    return (
+        [{"name": "RAMPART_BACKUP_SOURCE", "value": url}],
+        [{"name": "source", "mountPath": SOURCE_DIR, "readOnly": True}],
+        [
+            {
+                "name": "source",
+                "persistentVolumeClaim": {"claimName": path["claimName"], "readOnly": True},
+            }
+        ],
+    )
+
+
+def _cron_job(
+    owner: dict[str, Any],
+    backup: dict[str, Any],
+    source: dict[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    owner_name = owner["metadata"]["name"]
+    name = backup_job_name(owner_name, source["name"])
+    retention = backup.get("retention") or {}
+    args = [
+        "rampart-backup",
+        "run",
+        "--dest",
+        f"{DEST_DIR}/{owner_name}/{source['name']}",
+        "--key-file",
+        f"{KEY_DIR}/key",
+        "--name",
+        name,
+    ]
+    for field, flag in (
+        ("keepLast", "--keep-last"),
+        ("keepDaily", "--keep-daily"),
+        ("keepWeekly", "--keep-weekly"),
+        ("keepMonthly", "--keep-monthly"),
+    ):
+        if retention.get(field):
+            args += [flag, str(retention[field])]
+    if backup.get("pushgateway"):
+        args += ["--pushgateway", backup["pushgateway"]]
+    env, source_mounts, source_volumes = _source_env_and_volumes(source)
+    key_ref = backup["encryption"]["keySecretRef"]
+    container = harden_container(
+        {
+            "name": "backup",
+            "image": settings.sidecar_image,
+            "imagePullPolicy": "IfNotPresent",
+            "args": args,
+            "env": env,
+            "resources": backup.get("resources") or DEFAULT_RESOURCES,
+            "volumeMounts": [
+                {"name": "backups", "mountPath": DEST_DIR},
+                {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
+                {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - staging, read-only root
+                *source_mounts,
+            ],
+        }
+    )
+    labels = child_labels(owner_name, "backup")
+    pod = harden_pod(
+        {
+            "restartPolicy": "Never",
+            "securityContext": {
+                "runAsUser": BACKUP_UID,
+                "runAsGroup": BACKUP_UID,
+                "fsGroup": BACKUP_UID,
+            },
+            "containers": [container],
+            "volumes": [
+                {
+                    "name": "backups",
+                    "persistentVolumeClaim": {"claimName": backup["destination"]["pvc"]},
+                },
+                {
+                    "name": "key",
+                    "secret": {
+                        "secretName": key_ref["name"],
+                        "defaultMode": 0o400,
+                        "items": [{"key": key_ref["key"], "path": "key"}],
+                    },
+                },
+                {"name": "tmp", "emptyDir": {}},
+                *source_volumes,
+            ],
+        }
+    )
+    spec: dict[str, Any] = {
+        "schedule": backup["schedule"],
+        "suspend": bool(backup.get("suspend", False)),
+        # Never two runs of one source at once: the second would race the first's pruning.
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": 3600,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "backoffLimit": 2,
+                "activeDeadlineSeconds": 6 * 3600,
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        },
+    }
+    if backup.get("timeZone"):
+        spec["timeZone"] = backup["timeZone"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": child_metadata(owner, name, "backup"),
+        "spec": spec,
+    }
+
+
+def backup_cron_jobs(
+    owner: dict[str, Any], spec: dict[str, Any], settings: OperatorSettings
+) -> list[dict[str, Any]]:
+    backup = spec.get("backup")
+    if not backup:
+        return []
+    return [_cron_job(owner, backup, source, settings) for source in backup["sources"]]
