@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--name", default="backup", help="job name in the metrics")
     run.add_argument("--metrics-file", type=Path)
     run.add_argument("--pushgateway")
+    run.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra label on the run's metrics (repeatable)",
+    )
     _policy(run)
     listing = commands.add_parser("list", help="the backups in DEST, oldest first (JSON lines)")
     listing.add_argument("--dest", type=Path, required=True)
@@ -79,6 +86,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         source = _url(args.source, "RAMPART_BACKUP_SOURCE", "source")
         key = load_key(args.key_file)
         policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
+        dict(item.split("=", 1) for item in args.label if "=" in item)
         started = time.monotonic()
         try:
             backup = run_backup(source, args.dest, key, policy)

@@ -5,7 +5,8 @@ textfile collector; ``--pushgateway`` pushes the same to a Pushgateway. Either
 way the series are ``rampart_backup_last_run_success``,
 ``rampart_backup_last_success_timestamp_seconds``,
 ``rampart_backup_last_duration_seconds`` and ``rampart_backup_last_size_bytes``,
-labelled with the source kind and the job name.
+labelled ``backup`` (the run's name), ``kind`` (of source) and whatever
+``--label`` adds (the operator adds ``namespace`` and ``hardenedservice``).
 """
 
 from __future__ import annotations

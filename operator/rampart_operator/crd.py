@@ -328,6 +328,12 @@ def _alerts() -> Schema:
                 "Prometheus' ruleSelector) and onto every alert (for routing).",
             },
             "runbookBaseURL": {"type": "string"},
+            "backupMaxAge": {
+                **DURATION,
+                "default": "26h",
+                "description": "Age of the newest good backup that alerts "
+                "(needs spec.backup.pushgateway).",
+            },
         },
     }
 

@@ -41,6 +41,13 @@ SERVICE = {
             "labels": {"team": "payments"},
         },
         "monitoring": {"serviceMonitor": {"enabled": True}, "labels": {"release": "kube-prom"}},
+        "backup": {
+            "schedule": "0 2 * * *",
+            "pushgateway": "http://pushgateway.monitoring:9091",
+            "sources": [{"name": "db", "postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}],
+            "destination": {"pvc": "backups"},
+            "encryption": {"keySecretRef": {"name": "k", "key": "k"}},
+        },
     },
 }
 LABELS = {"namespace": "shop", "hardenedservice": "checkout"}
@@ -114,7 +121,7 @@ def test_everything_is_off_cleanly_when_disabled():
 
 def test_no_cache_no_cache_alert_and_no_slo_no_burn_alerts():
     plain = copy.deepcopy(SERVICE)
-    del plain["spec"]["sidecar"], plain["spec"]["alerts"]["slo"]
+    del plain["spec"]["sidecar"], plain["spec"]["alerts"]["slo"], plain["spec"]["backup"]
     names = {
         r.get("alert")
         for m in render(plain, OperatorSettings())
@@ -125,22 +132,24 @@ def test_no_cache_no_cache_alert_and_no_slo_no_burn_alerts():
     assert names == {"RampartHighErrorRate", "RampartHighLatencyP95", "RampartCircuitOpen"}
 
 
-def test_rules_use_only_metrics_the_sidecar_exports():
+def test_rules_use_only_metrics_that_are_exported(tmp_path):
+    from rampart_backup.metrics import record
     from rampart_sidecar.metrics import Recorder
 
     exported = {metric.name for metric in Recorder().registry.collect()}
+    record("db", "postgresql", True, 1.0, 10, tmp_path / "m.prom", None)
+    exported |= {
+        line.split()[2]
+        for line in (tmp_path / "m.prom").read_text().splitlines()
+        if line.startswith("# TYPE")
+    }
     text = yaml.safe_dump(manifests()["PrometheusRulecheckout"]["spec"])
-    for metric in (
-        "rampart_http_request_duration_seconds",
-        "rampart_circuit_state",
-        "rampart_cache_requests",
-    ):
-        assert metric in exported
     used = {
         word.split("{")[0]
         for word in text.replace("(", " ").split()
         if word.startswith("rampart_") and "{" in word
     }
+    assert {"rampart_backup_last_run_success", "rampart_circuit_state"} <= used
     for name in used:
         base = name.removesuffix("_count").removesuffix("_bucket").removesuffix("_total")
         assert base in exported, name
@@ -221,6 +230,14 @@ def circuit(values: str) -> list[dict[str, str]]:
     return [series("rampart_circuit_state", values, pod="checkout-1")]
 
 
+def backups(success: str, last_success: str) -> list[dict[str, str]]:
+    labels = {"backup": "db", "kind": "postgresql"}
+    return [
+        series("rampart_backup_last_run_success", success, **labels),
+        series("rampart_backup_last_success_timestamp_seconds", last_success, **labels),
+    ]
+
+
 def expected(name: str, value: str, **extra_labels: str) -> dict[str, Any]:
     """The alert as it should fire: its labels, and its annotations with the value filled in."""
     item = rule(name)
@@ -228,6 +245,7 @@ def expected(name: str, value: str, **extra_labels: str) -> dict[str, Any]:
         k: v.replace("{{ $value | humanizePercentage }}", value)
         .replace("{{ $value | humanizeDuration }}", value)
         .replace("{{ $labels.pod }}", extra_labels.get("pod", ""))
+        .replace("{{ $labels.backup }}", extra_labels.get("backup", ""))
         for k, v in item["annotations"].items()
     }
     return {"exp_labels": {**item["labels"], **extra_labels}, "exp_annotations": annotations}
@@ -283,11 +301,22 @@ SCENARIOS: dict[str, tuple[list[dict[str, str]], str, dict[str, list[dict[str, A
             "RampartCacheHitRatioCollapse": [expected("RampartCacheHitRatioCollapse", "10%")],
         },
     ),
+    "a backup run failed": (
+        backups("1x10 0x20", "0+60x30"),
+        "25m",
+        {"RampartBackupFailed": [expected("RampartBackupFailed", "", backup="db")]},
+    ),
+    "no good backup for 26h": (
+        backups("1x1620", "0x1620"),
+        "26h30m",
+        {"RampartBackupStale": [expected("RampartBackupStale", "1d 2h 30m 0s", backup="db")]},
+    ),
     "healthy": (
         requests(3998, 2, 180)
         + latency(4000, "0.5", 180)
         + circuit("0x180")
-        + cache([(3600, 400, 180)]),
+        + cache([(3600, 400, 180)])
+        + backups("1x180", "0+60x180"),
         "170m",
         {},
     ),

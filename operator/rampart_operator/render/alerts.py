@@ -54,6 +54,8 @@ RULE_NAMES = (
     "RampartHighLatencyP95",
     "RampartCircuitOpen",
     "RampartCacheHitRatioCollapse",
+    "RampartBackupFailed",
+    "RampartBackupStale",
     *BURN_WINDOWS,
 )
 
@@ -156,6 +158,31 @@ def rule_groups(namespace: str, name: str, spec: dict[str, Any]) -> list[dict[st
                 "under half its hit ratio of the hour before, while requests keep coming.",
             )
         )
+    backup = spec.get("backup") or {}
+    if backup.get("pushgateway"):  # the runs' metrics reach Prometheus only through it
+        max_age = alerts.get("backupMaxAge", "26h")
+        threshold += [
+            alert(
+                "RampartBackupFailed",
+                f"max by ({BY}, backup) (rampart_backup_last_run_success{{{sel}}}) == 0",
+                "warning",
+                "",
+                f"{what}: the last backup of {{{{ $labels.backup }}}} failed",
+                "The last run of the backup job for {{ $labels.backup }} failed; the one "
+                "before it is the newest good backup.",
+            ),
+            alert(
+                "RampartBackupStale",
+                f"time() - max by ({BY}, backup) "
+                f"(rampart_backup_last_success_timestamp_seconds{{{sel}}})\n"
+                f"> {parse_duration(max_age)}",
+                "critical",
+                "",
+                f"{what}: no successful backup of {{{{ $labels.backup }}}} for {max_age}",
+                "The newest good backup of {{ $labels.backup }} is "
+                "{{ $value | humanizeDuration }} old (limit " + f"{max_age}).",
+            ),
+        ]
     groups = [{"name": f"rampart.{namespace}.{name}.alerts", "rules": threshold}]
 
     slo = alerts.get("slo")
