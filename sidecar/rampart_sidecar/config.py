@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -82,6 +83,15 @@ Duration = Annotated[
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "x-rampart-duration": True}),
 ]
 
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must start with /")
+    return value
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+
 RetryCondition = Literal["connect-failure", "reset", "timeout", "gateway-error", "5xx"]
 IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE")
 
@@ -106,7 +116,7 @@ class UpstreamSettings(_Settings):
     idle_timeout: Duration = Field(1.5, gt=0)
     max_connections: int = Field(1024, ge=1)
     # GET this path for readiness; when unset, a TCP connect is the check.
-    health_path: str | None = None
+    health_path: AbsolutePath | None = None
 
     @field_validator("url")
     @classmethod
@@ -114,13 +124,6 @@ class UpstreamSettings(_Settings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
-
-    @field_validator("health_path")
-    @classmethod
-    def _absolute_path(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            raise ValueError("must start with /")
-        return value
 
 
 class ServerSettings(_Settings):
@@ -137,15 +140,8 @@ class RouteTimeout(_Settings):
     """A timeout for every path under ``pathPrefix``; the longest prefix wins."""
 
     name: str | None = Field(None, pattern=r"^[a-zA-Z0-9_.:-]{1,63}$")
-    path_prefix: str
+    path_prefix: AbsolutePath
     request: Duration = Field(gt=0)
-
-    @field_validator("path_prefix")
-    @classmethod
-    def _absolute_prefix(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with /")
-        return value
 
     @property
     def route_name(self) -> str:
@@ -245,15 +241,8 @@ class LoggingSettings(_Settings):
 class CacheRoute(_Settings):
     """Paths whose responses may be cached for ``ttl`` even without caching headers."""
 
-    path_prefix: str
+    path_prefix: AbsolutePath
     ttl: Duration | None = Field(None, gt=0)
-
-    @field_validator("path_prefix")
-    @classmethod
-    def _absolute_prefix(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with /")
-        return value
 
 
 class MemoryCacheSettings(_Settings):
