@@ -28,7 +28,7 @@ from yarl import URL
 
 from .config import SidecarSettings
 from .errors import ConnectFailure, PerTryTimeout, UpstreamError, UpstreamReset
-from .headers import end_to_end, request_id
+from .headers import end_to_end, request_id, request_target
 from .logs import redact_headers
 from .metrics import Recorder
 from .policies import (
@@ -285,11 +285,7 @@ class Proxy:
         return "ip:" + (request.remote or "")
 
     def upstream_url(self, request: web.BaseRequest) -> URL:
-        # rel_url, not the raw target: an absolute-form target ("GET http://evil/")
-        # must not choose where the request goes.
-        rel = request.rel_url
-        target = rel.raw_path + ("?" + rel.raw_query_string if rel.raw_query_string else "")
-        return URL(self.upstream_base + target, encoded=True)
+        return URL(self.upstream_base + request_target(request.rel_url), encoded=True)
 
     def upstream_headers(self, request: web.BaseRequest, exchange: Exchange) -> CIMultiDict[str]:
         headers = end_to_end(request.headers)

@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config import CacheSettings
-from ..headers import end_to_end
+from ..headers import end_to_end, request_target
 from ..metrics import Recorder
 from .entry import CacheEntry
 from .policy import (
@@ -105,8 +105,7 @@ class ResponseCache:
         if not plan.store:
             self._count(exchange, "BYPASS")
             return await forward(request, exchange, None)
-        rel = request.rel_url
-        target = rel.raw_path + ("?" + rel.raw_query_string if rel.raw_query_string else "")
+        target = request_target(request.rel_url)
         key = primary_key(request.method, request.host, target)
         stale: CacheEntry | None = None
         leading: asyncio.Future[_Shared | None] | None = None
