@@ -1,8 +1,10 @@
 """kopf handlers: thin, each says what a failure means, all logic elsewhere.
 
-A HardenedService is reconciled when created, changed or resumed, on a timer
-(drift: a child edited by hand is restored within ``drift_interval``), and at
-once when one of its children is deleted. One lock per object keeps these from
+A HardenedService is reconciled when created, changed or resumed; at once when
+one of its children is deleted or edited so that it no longer matches (the
+children are watched, as controller-runtime's ``Owns`` does); and on a timer,
+``drift_interval``, as a safety net for missed events and for what is not a
+child (a Secret that appears). One lock per object keeps these from
 running into each other.
 """
 
@@ -22,10 +24,12 @@ from .crd import GROUP, KIND, PLURAL, VERSION
 from .events import post_event
 from .kube import ApiError, KubeClient
 from .metrics import OperatorMetrics
-from .reconcile import Action, reconcile
+from .reconcile import Action, contains, reconcile
+from .render import render
 from .render.names import MANAGED_BY, OWNER_LABEL
 from .settings import OperatorSettings, mode_for_server
 from .status import Observation, compute_status
+from .validation import validate
 
 __all__ = ["Runtime", "register"]
 
@@ -66,6 +70,14 @@ class Runtime:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+    def drifted(self, owner: dict[str, Any], child: dict[str, Any]) -> bool:
+        """Whether a child no longer has what the owner's spec renders for it."""
+        if validate(owner):
+            return False  # a stalled owner is left alone; the timer looks again
+        wanted = {(m["kind"], m["metadata"]["name"]): m for m in render(owner, self.settings)}
+        desired = wanted.get((child.get("kind", ""), child["metadata"]["name"]))
+        return desired is not None and not contains(child, desired)
 
     async def reconcile(self, body: dict[str, Any]) -> dict[str, Any]:
         """Reconcile one HardenedService and return its new status."""
@@ -165,9 +177,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
             labels={"app.kubernetes.io/managed-by": MANAGED_BY},
         )
         async def child_event(event: kopf.RawEvent, **_: Any) -> None:
-            if event["type"] != "DELETED":
+            if event["type"] not in ("DELETED", "MODIFIED"):
                 return
-            meta = event["object"].get("metadata", {})
+            child = dict(event["object"])
+            meta = child.get("metadata", {})
             owner_name = meta.get("labels", {}).get(OWNER_LABEL)
             if not owner_name:
                 return
@@ -175,6 +188,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
             owner = await runtime.client.get(f"{GROUP}/{VERSION}", KIND, namespace, owner_name)
             if owner is None or owner.get("metadata", {}).get("deletionTimestamp"):
                 return  # the owner is going too: garbage collection, not drift
+            if event["type"] == "MODIFIED" and not runtime.drifted(owner, child):
+                return  # most often the operator's own write coming back
             status = await runtime.reconcile(owner)
             await runtime.client.merge_patch(
                 f"{GROUP}/{VERSION}", KIND, namespace, owner_name, {"status": status}, "status"

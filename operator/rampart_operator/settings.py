@@ -24,9 +24,11 @@ class OperatorSettings:
     # started before and stopped after the app. "container": a plain container.
     # "auto": native when the API server is 1.29 or newer (and when rendering offline).
     sidecar_mode: SidecarMode = "auto"
-    # Seconds between drift checks: a child deleted or edited by hand is restored
-    # at most this long after (deletions are seen sooner, through watch events).
-    drift_interval: float = 30.0
+    # Seconds between full re-checks of every HardenedService. Children deleted or
+    # edited by hand are restored at once through watch events; this timer is the
+    # safety net (and what notices a Secret that appeared), so it can be long:
+    # each tick reads every child of every HardenedService.
+    drift_interval: float = 300.0
     # Namespaces to watch; empty means all.
     namespaces: tuple[str, ...] = field(default_factory=tuple)
     # Port of the operator's /metrics; 0 turns it off.

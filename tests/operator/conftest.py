@@ -53,13 +53,18 @@ def kmock_info(kind: str, namespaced: bool, subresources: set[str]) -> kmock.Res
 
 
 @pytest.fixture
-async def operator(cluster: kmock.KubernetesEmulator) -> AsyncIterator[Runtime]:
+async def operator(
+    cluster: kmock.KubernetesEmulator, request: pytest.FixtureRequest
+) -> AsyncIterator[Runtime]:
     """The operator on an event loop of its own, in a thread.
 
     On stop, kopf waits for and then cancels every task of the loop it runs
     in; on the test's loop that would include kmock's own server tasks.
+    The drift timer ticks every 0.5 s unless a test marks another interval.
     """
-    runtime = Runtime(OperatorSettings(drift_interval=0.5, metrics_port=0))
+    marker = request.node.get_closest_marker("drift_interval")
+    interval = float(marker.args[0]) if marker else 0.5
+    runtime = Runtime(OperatorSettings(drift_interval=interval, metrics_port=0))
     registry = kopf.OperatorRegistry()
     register(
         registry,
