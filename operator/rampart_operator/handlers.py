@@ -179,7 +179,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
         async def child_event(event: kopf.RawEvent, **_: Any) -> None:
             if event["type"] not in ("DELETED", "MODIFIED"):
                 return
-            child = dict(event["object"])
+            child: dict[str, Any] = dict(event["object"])
             meta = child.get("metadata", {})
             owner_name = meta.get("labels", {}).get(OWNER_LABEL)
             if not owner_name:
