@@ -59,6 +59,16 @@ RESOURCES = {
 }
 
 
+def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
+    for key, (kind, namespaced, sub) in RESOURCES.items():
+        emulator.resources[key] = kmock.ResourceInfo(
+            kind=kind,
+            namespaced=namespaced,
+            subresources=sub,
+            verbs={"list", "watch", "get", "create", "patch", "update", "delete"},
+        )
+
+
 def hardened(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "rampart.dev/v1alpha1",
@@ -154,13 +164,7 @@ def percentile(values: list[float], share: float) -> float:
 
 async def creation_latency(count: int) -> dict[str, float]:
     async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
-        for key, (kind, namespaced, sub) in RESOURCES.items():
-            emulator.resources[key] = kmock.ResourceInfo(
-                kind=kind,
-                namespaced=namespaced,
-                subresources=sub,
-                verbs={"list", "watch", "get", "create", "patch", "update", "delete"},
-            )
+        declare_resources(emulator)
         with tempfile.TemporaryDirectory() as tmp:
             operator = await start_operator(emulator, Path(tmp))
             try:
@@ -193,13 +197,7 @@ async def creation_latency(count: int) -> dict[str, float]:
 
 async def fleet_startup(count: int, idle_seconds: float) -> dict[str, float]:
     async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
-        for key, (kind, namespaced, sub) in RESOURCES.items():
-            emulator.resources[key] = kmock.ResourceInfo(
-                kind=kind,
-                namespaced=namespaced,
-                subresources=sub,
-                verbs={"list", "watch", "get", "create", "patch", "update", "delete"},
-            )
+        declare_resources(emulator)
         for index in range(count):
             emulator.objects[HSVC, NS, f"svc-{index}"] = hardened(f"svc-{index}")
         names = [f"svc-{index}" for index in range(count)]
