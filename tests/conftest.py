@@ -174,9 +174,9 @@ class RedisServer:
         )
         wait_until(self.answers, timeout=10)
 
-    def answers(self) -> bool:
+    def answers(self, within: float = 0.5) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=within) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:

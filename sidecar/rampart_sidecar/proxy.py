@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import monotonic
 from typing import Protocol
 
@@ -109,7 +109,7 @@ class Exchange:
     attempts: int = 0
     headers_sent: float = 0.0
     cache_status: str = ""  # X-Rampart-Cache, when a cache is configured
-    extra: dict[str, object] = field(default_factory=dict)
+    body_error: str = ""  # why a streamed body was cut short
 
 
 class ResponseHook(Protocol):
@@ -377,14 +377,13 @@ class Proxy:
                         return self._local(exchange, 504, "request-timeout")
                     wants_retry = self.retry.retries_error(failure.retry_on)
 
-                delay = self.retry.backoff(retries_done)
-                may_retry = (
-                    retryable
-                    and wants_retry
-                    and retries_done < self.retry.attempts
-                    and monotonic() + delay < deadline
-                    and (holding_budget or self.retry_budget.try_acquire())
-                )
+                # Cheapest checks first: most attempts succeed and go straight to the relay.
+                may_retry = retryable and wants_retry and retries_done < self.retry.attempts
+                if may_retry:
+                    delay = self.retry.backoff(retries_done)
+                    may_retry = monotonic() + delay < deadline and (
+                        holding_budget or self.retry_budget.try_acquire()
+                    )
                 if not may_retry:
                     if upstream is not None:
                         instead = hook.substitute(upstream.status) if hook else None
@@ -496,7 +495,7 @@ class Proxy:
             except (TimeoutError, aiohttp.ClientError) as error:
                 # The status line is gone already; cutting the connection is the
                 # only way left to tell the client its body is incomplete.
-                exchange.extra["body_error"] = type(error).__name__
+                exchange.body_error = type(error).__name__
                 if request.transport is not None:
                     request.transport.abort()
                 return response
@@ -564,7 +563,8 @@ class Proxy:
                 extra["reason"] = exchange.reason
             if exchange.cache_status:
                 extra["cache"] = exchange.cache_status
-            extra.update(exchange.extra)
+            if exchange.body_error:
+                extra["body_error"] = exchange.body_error
             access_log.info("request", extra=extra)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(

@@ -345,7 +345,8 @@ async def test_a_slow_redis_costs_at_most_its_timeout(start_sidecar, upstream, r
         blocker = asyncio.create_task(
             asyncio.to_thread(redis_server.command, "DEBUG", "SLEEP", "2")
         )
-        await asyncio.sleep(0.1)  # let the DEBUG SLEEP reach Redis before measuring
+        # Measure only once Redis really is stuck in DEBUG SLEEP.
+        await async_wait_until(lambda: not redis_server.answers(within=0.05), timeout=2)
         started = time.monotonic()
         for i in range(10):
             status, cache, _, _ = await get(client, sidecar.url + f"/c/slow{i}?cc=max-age%3D60")
