@@ -199,6 +199,7 @@ def _spec() -> Schema:
             "alerts": _alerts(),
             "monitoring": _monitoring(),
             "backup": _backup(),
+            "canary": _canary(),
         },
     }
 
@@ -338,6 +339,153 @@ def _alerts() -> Schema:
     }
 
 
+def _canary() -> Schema:
+    return {
+        "type": "object",
+        "description": "Progressive delivery: a canary Deployment promoted step by step while "
+        "analysis passes, rolled back on failed analysis or a firing alert (docs/canary.md). "
+        "A new rollout starts when the version the spec asks for changes: the pod template, "
+        "this image or template, or a ConfigMap or Secret the pods read.",
+        "required": ["steps"],
+        "x-kubernetes-validations": [
+            {
+                "rule": "!(has(self.image) && has(self.template))",
+                "message": "set canary.image or canary.template, not both",
+                "fieldPath": ".image",
+            }
+        ],
+        "properties": {
+            "image": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The version to move to: spec's template with this image "
+                "in its first container.",
+            },
+            "template": {
+                "type": "object",
+                "description": "The version to move to, as a whole PodTemplateSpec.",
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+            "steps": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 20,
+                "description": "Traffic weights in order; after the last, the canary is promoted.",
+                "items": {
+                    "type": "object",
+                    "required": ["weight"],
+                    "properties": {
+                        "weight": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "pause": {
+                            **DURATION,
+                            "description": "Time at this weight before the next step "
+                            "(and at least one passing analysis). Default: 0s.",
+                        },
+                    },
+                },
+            },
+            "analysis": {
+                "type": "object",
+                "default": {},
+                "properties": {
+                    "interval": {**DURATION, "default": "1m"},
+                    "window": {
+                        **DURATION,
+                        "description": "Range of the built-in queries. Default: the interval "
+                        "(at least 4 scrape intervals make a rate).",
+                    },
+                    "failureLimit": {"type": "integer", "minimum": 1, "default": 2},
+                    "progressDeadline": {
+                        **DURATION,
+                        "default": "10m",
+                        "description": "How long a rollout may go without a passing analysis "
+                        "or a new step before it is rolled back.",
+                    },
+                    "minRequests": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "default": 10,
+                        "description": "Fewer canary requests in the window is no data.",
+                    },
+                    "prometheus": {
+                        "type": "object",
+                        "required": ["url"],
+                        "properties": {"url": {"type": "string", "pattern": "^https?://"}},
+                    },
+                    "thresholds": {
+                        "type": "object",
+                        "properties": {
+                            "errorRate": {"type": "number", "minimum": 0, "maximum": 1},
+                            "latencyP95": DURATION,
+                        },
+                    },
+                    "metrics": {
+                        "type": "array",
+                        "maxItems": 20,
+                        "description": "Own PromQL checks; {{namespace}}, {{name}}, {{window}} "
+                        "are filled in. One number or an empty result (no data).",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "query"],
+                            "properties": {
+                                "name": {"type": "string", "pattern": "^[a-zA-Z][a-zA-Z0-9_]*$"},
+                                "query": {"type": "string", "minLength": 1},
+                                "max": {"type": "number"},
+                                "min": {"type": "number"},
+                            },
+                        },
+                    },
+                },
+            },
+            "rollbackOnAlerts": {
+                "type": "boolean",
+                "default": True,
+                "description": "Any firing alert labelled namespace and hardenedservice for this "
+                "service rolls the canary back.",
+            },
+            "bakeWindow": {
+                **DURATION,
+                "default": "5m",
+                "description": "After promotion, an alert within this time rolls back to the "
+                "previous revision.",
+            },
+            "revisionHistory": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+            "traffic": {
+                "type": "object",
+                "default": {},
+                "properties": {
+                    "router": {
+                        "type": "string",
+                        "enum": ["replicas", "gatewayAPI", "ingressNginx"],
+                        "default": "replicas",
+                    },
+                    "gatewayAPI": {
+                        "type": "object",
+                        "required": ["parentRefs"],
+                        "properties": {
+                            "parentRefs": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                },
+                            },
+                            "hostnames": {"type": "array", "items": {"type": "string"}},
+                            "path": {"type": "string", "pattern": "^/", "default": "/"},
+                        },
+                    },
+                    "ingressNginx": {
+                        "type": "object",
+                        "required": ["ingress"],
+                        "properties": {"ingress": {"type": "string", "minLength": 1}},
+                    },
+                },
+            },
+        },
+    }
+
+
 def _monitoring() -> Schema:
     return {
         "type": "object",
@@ -390,8 +538,22 @@ def _status() -> Schema:
             },
             "canary": {
                 "type": "object",
+                "description": "The rollout's state; the operator resumes from it after a restart.",
                 "x-kubernetes-preserve-unknown-fields": True,
-                "properties": {"weight": {"type": "integer"}},
+                "properties": {
+                    "phase": {"type": "string"},
+                    "weight": {"type": "integer"},
+                    "step": {"type": "integer"},
+                    "stable": {"type": "string"},
+                    "revision": {"type": "string"},
+                    "failedChecks": {"type": "integer"},
+                    "message": {"type": "string"},
+                },
+            },
+            "revisions": {
+                "type": "array",
+                "description": "Known revisions, stable first: template and config checksum.",
+                "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
             },
         },
         "x-kubernetes-preserve-unknown-fields": True,

@@ -11,15 +11,21 @@ running into each other.
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from time import monotonic
 from typing import Any
 
+import aiohttp
 import kopf
+from aiohttp import web
 
+from .alertmanager import AlertPoller, AlertStore, receiver_app
+from .analysis import analyze
+from .analysis.prometheus import PrometheusProvider
+from .canary import Policy, Rollout, analysis_due
 from .crd import GROUP, KIND, PLURAL, VERSION
 from .events import post_event
 from .kube import ApiError, KubeClient
@@ -27,6 +33,9 @@ from .metrics import OperatorMetrics
 from .reconcile import Action, contains, reconcile
 from .render import render
 from .render.names import MANAGED_BY, OWNER_LABEL
+from .render.placement import placement_from_status
+from .rollout import Analysis
+from .schema import apply_defaults
 from .settings import OperatorSettings, mode_for_server
 from .status import Observation, compute_status
 from .validation import validate
@@ -50,14 +59,30 @@ Login = Callable[..., kopf.ConnectionInfo | None]
 
 
 class Runtime:
-    """What the handlers share: settings, the API client, metrics and per-object locks."""
+    """What the handlers share: settings, the API client, metrics, alerts and per-object locks.
 
-    def __init__(self, settings: OperatorSettings, metrics: OperatorMetrics | None = None) -> None:
+    Every reconciliation of one HardenedService runs under its lock, starts
+    from a fresh read of it and ends by writing its status, so a timer, a
+    watch event and an alert never act on each other's stale picture.
+    """
+
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        metrics: OperatorMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or OperatorMetrics()
+        self.clock = clock
+        self.alerts = AlertStore()
         self.connection: kopf.ConnectionInfo | None = None
         self._client: KubeClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._alerted: dict[tuple[str, str], float] = {}  # monotonic time an alert arrived
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._receiver: web.AppRunner | None = None
 
     @property
     def client(self) -> KubeClient:
@@ -67,39 +92,164 @@ class Runtime:
             self._client = KubeClient(self.connection)
         return self._client
 
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
+        if self._http is not None:
+            await self._http.close()
 
     def drifted(self, owner: dict[str, Any], child: dict[str, Any]) -> bool:
         """Whether a child no longer has what the owner's spec renders for it."""
         if validate(owner):
             return False  # a stalled owner is left alone; the timer looks again
-        wanted = {(m["kind"], m["metadata"]["name"]): m for m in render(owner, self.settings)}
+        spec = apply_defaults(owner)["spec"]
+        placement = placement_from_status(spec, owner.get("status"))
+        rendered = render(owner, self.settings, placement)
+        wanted = {(m["kind"], m["metadata"]["name"]): m for m in rendered}
         desired = wanted.get((child.get("kind", ""), child["metadata"]["name"]))
+        if desired is not None and child.get("kind") == "Ingress":
+            return False  # its rules copy the user's Ingress, which render cannot see
         return desired is not None and not contains(child, desired)
 
-    async def reconcile(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Reconcile one HardenedService and return its new status."""
-        meta = body["metadata"]
-        key = (meta.get("namespace", "default"), meta["name"])
+    async def on_firing(self, keys: set[tuple[str, str]], received: float) -> None:
+        """Alerts are firing for these HardenedServices: look at each now, not at the next tick."""
+        self.metrics.alerts.inc(len(keys))
+        for key in keys:
+            self._alerted.setdefault(key, received)
+            self.spawn(self.reconcile_named(*key))
+
+    async def start_alerts(self) -> None:
+        """The webhook receiver (with a token) and the Alertmanager poller (with a URL)."""
+        settings = self.settings
+        if settings.alert_port and settings.alert_token:
+            app = receiver_app(self.alerts, settings.alert_token, self.on_firing, monotonic)
+            self._receiver = web.AppRunner(app, access_log=None)
+            await self._receiver.setup()
+            await web.TCPSite(self._receiver, settings.alert_host, settings.alert_port).start()
+            log.info("Alertmanager webhook receiver on port %d", settings.alert_port)
+        elif settings.alert_port:
+            log.warning("no RAMPART_ALERT_TOKEN: the Alertmanager webhook receiver is off")
+        if settings.alertmanager_url:
+            poller = AlertPoller(
+                self.alerts,
+                settings.alertmanager_url,
+                settings.alert_poll_interval,
+                self.on_firing,
+                monotonic,
+            )
+            self.spawn(poller.run())
+
+    async def stop_alerts(self) -> None:
+        if self._receiver is not None:
+            await self._receiver.cleanup()
+            self._receiver = None
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def tick(self, namespace: str, name: str) -> None:
+        """A rollout's periodic look: analysis if due (outside the lock), then a reconcile."""
+        body = await self.client.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
+        if body is None or validate(body):
+            return
+        spec = apply_defaults(body)["spec"]
+        rollout = Rollout.from_status((body.get("status") or {}).get("canary"))
+        analysis = None
+        if spec.get("canary") and rollout is not None:
+            policy = Policy.from_spec(spec["canary"])
+            now = self.clock()
+            if analysis_due(policy, rollout, now):
+                settings = spec["canary"]["analysis"]
+                provider = PrometheusProvider(self.http, settings["prometheus"]["url"])
+                verdict = await analyze(provider, namespace, name, settings, now)
+                analysis = Analysis(verdict, rollout.revision, rollout.step)
+                for check, value in verdict.values.items():
+                    self.metrics.analysis.labels(namespace, name, check).set(value)
+        await self.reconcile_named(namespace, name, analysis=analysis)
+
+    async def reconcile_named(
+        self, namespace: str, name: str, analysis: Analysis | None = None
+    ) -> dict[str, Any] | None:
+        """Reconcile one HardenedService, write its status and return it (None if it is gone)."""
+        key = (namespace, name)
         lock = self._locks.setdefault(key, asyncio.Lock())
         actions: list[Action] = []
         async with lock:
+            body = await self.client.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                self._alerted.pop(key, None)
+                return None
             if self.settings.sidecar_mode == "auto":
                 mode = mode_for_server(await self.client.version())
                 self.settings = dataclasses.replace(self.settings, sidecar_mode=mode)
                 log.info("sidecar mode %s for this cluster", mode)
             started = monotonic()
+            alerted = self._alerted.pop(key, None)
             try:
-                seen = await reconcile(self.client, body, self.settings, actions.append)
+                seen = await reconcile(
+                    self.client,
+                    body,
+                    self.settings,
+                    actions.append,
+                    firing=self.alerts.firing(namespace, name),
+                    analysis=analysis,
+                    now=self.clock(),
+                )
             except ApiError as error:
                 if error.transient:
                     self.metrics.reconciliations.labels("error").inc()
                     raise kopf.TemporaryError(f"API: {error}", delay=2) from error
-                seen = Observation(meta.get("generation"), problems=[f"API: {error}"])
+                seen = Observation(body["metadata"].get("generation"), problems=[f"API: {error}"])
             finally:
                 self.metrics.duration.observe(monotonic() - started)
+            previous = body.get("status") or {}
+            status = compute_status(seen, previous)
+            await self.client.merge_patch(
+                f"{GROUP}/{VERSION}", KIND, namespace, name, {"status": status}, "status"
+            )
+        await self._report(body, seen, actions, previous, alerted)
+        return status
+
+    async def _report(
+        self,
+        body: dict[str, Any],
+        seen: Observation,
+        actions: list[Action],
+        previous: dict[str, Any],
+        alerted: float | None,
+    ) -> None:
+        meta = body["metadata"]
+        namespace, name = meta.get("namespace", "default"), meta["name"]
+        notes = seen.rollout.notes if seen.rollout is not None else []
+        rolled_back = any(note.reason == "RolledBack" for note in notes)
+        if alerted is not None and seen.traffic_applied is not None and rolled_back:
+            self.metrics.alert_to_rollback.observe(seen.traffic_applied - alerted)
+        if seen.rollout is not None:
+            rollout = seen.rollout.rollout
+            self.metrics.weight.labels(namespace, name).set(rollout.weight)
+            for note in notes:
+                if note.reason in ("RolledBack", "Promoted"):
+                    self.metrics.rollouts.labels(note.reason).inc()
+        for note in notes:
+            log.log(
+                logging.WARNING if note.type == "Warning" else logging.INFO,
+                "%s/%s: %s",
+                namespace,
+                name,
+                note.message,
+            )
+            await post_event(self.client, body, note.type, note.reason, note.message)
         for action in actions:
             self.metrics.changes.labels(action.verb, action.kind).inc()
             await post_event(
@@ -109,8 +259,6 @@ class Runtime:
                 action.verb.capitalize(),
                 f"{action.verb} {action.kind} {action.name}",
             )
-        previous = body.get("status") or {}
-        status = compute_status(seen, previous)
         if seen.problems:
             self.metrics.reconciliations.labels("stalled").inc()
             was = {c.get("type"): c for c in previous.get("conditions", [])}.get("Stalled", {})
@@ -119,11 +267,19 @@ class Runtime:
                 await post_event(self.client, body, "Warning", "Stalled", message)
         else:
             self.metrics.reconciliations.labels("applied").inc()
-        return status
 
 
-def _raw(body: kopf.Body) -> dict[str, Any]:
-    return {key: copy.deepcopy(value) for key, value in body.items()}
+def rollout_active(body: kopf.Body, clock: Callable[[], float] = time.time) -> bool:
+    """Whether a HardenedService needs its rollout looked at on every tick."""
+    spec = body.get("spec") or {}
+    rollout = Rollout.from_status(dict((body.get("status") or {}).get("canary") or {}))
+    if not spec.get("canary") or rollout is None:
+        return False
+    if rollout.active:
+        return True
+    # Within the bake window an alert may still roll a promotion back.
+    policy = Policy.from_spec(apply_defaults(dict(body))["spec"]["canary"])
+    return rollout.promoted_at is not None and clock() - rollout.promoted_at <= policy.bake_window
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | None = None) -> None:
@@ -139,6 +295,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
         settings.posting.level = logging.ERROR
         if runtime.settings.metrics_port:
             runtime.metrics.serve(runtime.settings.metrics_port)
+        await runtime.start_alerts()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        await runtime.stop_alerts()
 
     @kopf.on.login(registry=registry)
     def authenticate(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -152,8 +313,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    async def changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        patch.status.update(await runtime.reconcile(_raw(body)))
+    async def changed(name: str, namespace: str | None, **_: Any) -> None:
+        await runtime.reconcile_named(namespace or "default", name)
 
     @kopf.timer(
         GROUP,
@@ -163,8 +324,19 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
         initial_delay=runtime.settings.drift_interval,
         registry=registry,
     )
-    async def drift(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        patch.status.update(await runtime.reconcile(_raw(body)))
+    async def drift(name: str, namespace: str | None, **_: Any) -> None:
+        await runtime.reconcile_named(namespace or "default", name)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=runtime.settings.rollout_tick,
+        when=lambda body, **_: rollout_active(body, runtime.clock),
+        registry=registry,
+    )
+    async def rollout(name: str, namespace: str | None, **_: Any) -> None:
+        await runtime.tick(namespace or "default", name)
 
     for group, version, plural in CHILD_RESOURCES:
 
@@ -190,7 +362,4 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
                 return  # the owner is going too: garbage collection, not drift
             if event["type"] == "MODIFIED" and not runtime.drifted(owner, child):
                 return  # most often the operator's own write coming back
-            status = await runtime.reconcile(owner)
-            await runtime.client.merge_patch(
-                f"{GROUP}/{VERSION}", KIND, namespace, owner_name, {"status": status}, "status"
-            )
+            await runtime.reconcile_named(namespace, owner_name)

@@ -44,6 +44,8 @@ PLURALS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
+    ("networking.k8s.io/v1", "Ingress"): "ingresses",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     (f"{GROUP}/{VERSION}", KIND): PLURAL,
 }
 RETRIABLE = frozenset({429, 500, 502, 503, 504})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = ["OperatorMetrics"]
 
@@ -26,6 +26,36 @@ class OperatorMetrics:
             "rampart_operator_child_changes_total",
             "Children created, updated (including drift restored) or deleted.",
             ["verb", "kind"],
+            registry=self.registry,
+        )
+
+        self.alerts = Counter(
+            "rampart_operator_alert_notifications_total",
+            "HardenedServices with newly firing alerts, from the webhook or polling.",
+            registry=self.registry,
+        )
+        self.weight = Gauge(
+            "rampart_operator_canary_weight",
+            "Percent of traffic routed to the canary.",
+            ["namespace", "name"],
+            registry=self.registry,
+        )
+        self.analysis = Gauge(
+            "rampart_operator_canary_analysis_value",
+            "The last value of each analysis check.",
+            ["namespace", "name", "check"],
+            registry=self.registry,
+        )
+        self.rollouts = Counter(
+            "rampart_operator_rollouts_total",
+            "Rollouts ended, by result: Promoted or RolledBack.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.alert_to_rollback = Histogram(
+            "rampart_operator_alert_to_rollback_seconds",
+            "From an alert reaching the operator to the canary's weight 0 written to the API.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
 

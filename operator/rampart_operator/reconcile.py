@@ -10,15 +10,20 @@ switched off) are deleted. The result is an ``Observation`` for the status.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .crd import GROUP, KIND, VERSION
 from .kube import KubeClient, NotOwnedError
 from .render import render
 from .render.backup import backup_secret_names
 from .render.names import OWNER_LABEL
+from .render.placement import initial_placement
 from .render.sidecar import secret_names
+from .rollout import Analysis, plan_rollout
+from .routers import router_for
 from .schema import apply_defaults
 from .settings import OperatorSettings
 from .status import Observation, backup_status, deployment_ready
@@ -36,7 +41,12 @@ OPTIONAL_KINDS = (
     ("monitoring.coreos.com/v1", "PodMonitor", ""),
     ("monitoring.coreos.com/v1", "ServiceMonitor", ""),
     ("v1", "Service", "-metrics"),
+    ("apps/v1", "Deployment", "-canary"),
+    ("v1", "Service", "-canary"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute", ""),
+    ("networking.k8s.io/v1", "Ingress", "-canary"),
 )
+TRAFFIC_KINDS = frozenset({"Deployment", "HTTPRoute", "Ingress"})
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,12 @@ async def reconcile(
     resource: dict[str, Any],
     settings: OperatorSettings,
     on_action: Callable[[Action], None] = lambda action: None,
+    *,
+    firing: tuple[str, ...] = (),
+    analysis: Analysis | None = None,
+    now: float | None = None,
 ) -> Observation:
+    """``firing`` (alert names) and ``analysis`` are what the runtime knows of a rollout."""
     meta = resource["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     seen = Observation(generation=meta.get("generation"))
@@ -115,18 +130,47 @@ async def reconcile(
     ]:
         if await client.get("v1", "Secret", namespace, secret) is None:
             seen.problems.append(f"{field}: Secret {secret} not found in {namespace}")
+    placement = initial_placement(spec)
+    if spec.get("canary"):
+        router = router_for(spec)
+        reads = {ref: await client.get(*ref[:2], namespace, ref[2]) for ref in router.reads(spec)}
+        owner = apply_defaults(resource)
+        seen.problems += [f"{p}: {m}" for p, m in router.problems(owner, spec, reads)]
+        if seen.problems:
+            return seen
+        plan = await plan_rollout(
+            client, resource, spec, reads, time.time() if now is None else now, firing, analysis
+        )
+        if plan.changed:
+            # The new state is stored before any child moves: a restart resumes from it.
+            await client.merge_patch(
+                f"{GROUP}/{VERSION}", KIND, namespace, name, {"status": plan.status()}, "status"
+            )
+        seen.rollout = plan
+        placement = plan.placement
     if seen.problems:
         return seen
 
-    manifests = render(resource, settings)
+    manifests = render(resource, settings, placement)
+    last_traffic = max(i for i, m in enumerate(manifests) if m["kind"] in TRAFFIC_KINDS)
     try:
-        for manifest in manifests:
+        for index, manifest in enumerate(manifests):
             action = await apply(client, resource, manifest)
             if action is not None:
                 on_action(action)
+            if index == last_traffic:
+                seen.traffic_applied = time.monotonic()
     except NotOwnedError as error:
         seen.problems.append(f"metadata.name: {error.message}")
         return seen
+    if seen.rollout is not None and seen.rollout.acted_on:
+        await client.merge_patch(
+            f"{GROUP}/{VERSION}",
+            KIND,
+            namespace,
+            name,
+            {"metadata": {"annotations": dict.fromkeys(seen.rollout.acted_on)}},
+        )
     rendered = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in manifests}
     for api_version, kind, suffix in OPTIONAL_KINDS:
         child = name + suffix
@@ -156,11 +200,17 @@ async def reconcile(
 
     deployment = await client.get("apps/v1", "Deployment", namespace, name)
     seen.workload_ready, seen.workload_message = deployment_ready(deployment)
+    if spec.get("canary") and seen.workload_ready:
+        seen.workload_message += " (stable)"
     seen.children = [
         {
             "kind": m["kind"],
             "name": m["metadata"]["name"],
-            **({"ready": seen.workload_ready} if m["kind"] == "Deployment" else {}),
+            **(
+                {"ready": seen.workload_ready}
+                if m["kind"] == "Deployment" and m["metadata"]["name"] == name
+                else {}
+            ),
         }
         for m in manifests
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from . import __version__
@@ -33,6 +34,18 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = field(default_factory=tuple)
     # Port of the operator's /metrics; 0 turns it off.
     metrics_port: int = 8080
+    # Seconds between looks at a rollout in progress (pauses, analysis due,
+    # canary pods ready). Alerts do not wait for it: they act at once.
+    rollout_tick: float = 2.0
+    # The Alertmanager webhook receiver: port (0 turns it off) and the bearer
+    # token it demands. Without a token the receiver does not start.
+    alert_port: int = 9095
+    alert_host: str = "0.0.0.0"
+    alert_token: str = field(default="", repr=False)
+    # Alertmanager's URL, polled every alert_poll_interval seconds as a
+    # fallback for lost webhooks; empty turns polling off.
+    alertmanager_url: str = ""
+    alert_poll_interval: float = 15.0
 
     @property
     def native_sidecar(self) -> bool:
@@ -46,12 +59,22 @@ class OperatorSettings:
         if mode not in ("auto", "native", "container"):
             raise ValueError(f"RAMPART_SIDECAR_MODE: {mode!r} is not auto, native or container")
         namespaces = tuple(n for n in env.get("RAMPART_NAMESPACES", "").split(",") if n.strip())
+        token = env.get("RAMPART_ALERT_TOKEN", "")
+        if not token and env.get("RAMPART_ALERT_TOKEN_FILE"):
+            token = Path(env["RAMPART_ALERT_TOKEN_FILE"]).read_text().strip()
         return cls(
             sidecar_image=env.get("RAMPART_SIDECAR_IMAGE", defaults.sidecar_image),
             sidecar_mode=mode,  # type: ignore[arg-type]
             drift_interval=float(env.get("RAMPART_DRIFT_INTERVAL", defaults.drift_interval)),
             namespaces=namespaces,
             metrics_port=int(env.get("RAMPART_METRICS_PORT", defaults.metrics_port)),
+            rollout_tick=float(env.get("RAMPART_ROLLOUT_TICK", defaults.rollout_tick)),
+            alert_port=int(env.get("RAMPART_ALERT_PORT", defaults.alert_port)),
+            alert_token=token,
+            alertmanager_url=env.get("RAMPART_ALERTMANAGER_URL", ""),
+            alert_poll_interval=float(
+                env.get("RAMPART_ALERT_POLL_INTERVAL", defaults.alert_poll_interval)
+            ),
         )
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .rollout import RolloutPlan
 
 __all__ = ["Observation", "backup_status", "compute_status", "deployment_ready"]
 
@@ -23,6 +26,8 @@ class Observation:
     workload_ready: bool = False
     workload_message: str = ""
     backups: list[dict[str, Any]] = field(default_factory=list)  # per source
+    rollout: RolloutPlan | None = None  # with spec.canary
+    traffic_applied: float | None = None  # monotonic time the weights reached the API
 
 
 def deployment_ready(live: dict[str, Any] | None) -> tuple[bool, str]:
@@ -93,6 +98,7 @@ def _condition(
 def compute_status(seen: Observation, previous: dict[str, Any] | None) -> dict[str, Any]:
     before = {c["type"]: c for c in (previous or {}).get("conditions", []) if "type" in c}
     gen = seen.generation
+    rollout = seen.rollout.rollout if seen.rollout is not None else None
     if seen.problems:
         message = "; ".join(seen.problems)
         phase = "Failed"
@@ -100,6 +106,23 @@ def compute_status(seen: Observation, previous: dict[str, Any] | None) -> dict[s
             _condition(before, "Ready", False, "InvalidSpec", message, gen),
             _condition(before, "Reconciling", False, "InvalidSpec", message, gen),
             _condition(before, "Stalled", True, "InvalidSpec", message, gen),
+        ]
+    elif rollout is not None and rollout.phase == "RolledBack":
+        message = rollout.message
+        phase = "RolledBack"
+        conditions = [
+            _condition(before, "Ready", False, "RolledBack", message, gen),
+            _condition(before, "Reconciling", False, "RolledBack", message, gen),
+            # The spec's version was refused: GitOps tools should show a failure.
+            _condition(before, "Stalled", True, "RolledBack", message, gen),
+        ]
+    elif rollout is not None and rollout.active:
+        message = rollout.message
+        phase = "Progressing"
+        conditions = [
+            _condition(before, "Ready", False, "CanaryProgressing", message, gen),
+            _condition(before, "Reconciling", True, "CanaryProgressing", message, gen),
+            _condition(before, "Stalled", False, "CanaryProgressing", message, gen),
         ]
     elif seen.workload_ready:
         phase = "Healthy"
@@ -115,11 +138,25 @@ def compute_status(seen: Observation, previous: dict[str, Any] | None) -> dict[s
             _condition(before, "Reconciling", True, "RollingOut", seen.workload_message, gen),
             _condition(before, "Stalled", False, "RollingOut", seen.workload_message, gen),
         ]
+    if rollout is not None:
+        rolled_back = rollout.phase == "RolledBack"
+        conditions.append(
+            _condition(
+                before,
+                "RolledBack",
+                rolled_back,
+                "RolledBack" if rolled_back else "NotRolledBack",
+                rollout.message if rolled_back else "",
+                gen,
+            )
+        )
     status: dict[str, Any] = {"phase": phase, "conditions": conditions}
     if seen.children:
         status["children"] = seen.children
     if seen.backups:
         status["backups"] = seen.backups
+    if seen.rollout is not None:
+        status.update(seen.rollout.status())
     if gen is not None:
         status["observedGeneration"] = gen
     return status

@@ -15,6 +15,7 @@ from typing import Any
 from rampart_sidecar.config import parse_host_port, settings_from_mapping
 from rampart_sidecar.errors import ConfigError
 
+from .analysis.queries import BUILT_IN_CHECKS
 from .render.sidecar import SIDECAR_NAME, sidecar_file
 from .schema import apply_defaults, schema_problems
 
@@ -47,24 +48,9 @@ def _spec_problems(spec: dict[str, Any]) -> list[Problem]:
         problems.append(
             Problem("spec.podDisruptionBudget", "set maxUnavailable or minAvailable, not both")
         )
-    template = spec.get("template")
-    if template is not None:
-        containers = (template.get("spec") or {}).get("containers")
-        if not isinstance(containers, list) or not containers:
-            problems.append(
-                Problem(
-                    "spec.template.spec.containers", "the template needs at least one container"
-                )
-            )
-        else:
-            for index, container in enumerate(containers):
-                if isinstance(container, dict) and container.get("name") == SIDECAR_NAME:
-                    problems.append(
-                        Problem(
-                            f"spec.template.spec.containers.{index}.name",
-                            f"{SIDECAR_NAME} is the sidecar's name",
-                        )
-                    )
+    problems.extend(_template_problems(spec.get("template"), "spec.template"))
+    if spec.get("canary"):
+        problems.extend(_canary_problems(spec["canary"]))
     backup = spec.get("backup")
     if backup:
         names = [source["name"] for source in backup["sources"]]
@@ -97,4 +83,52 @@ def _spec_problems(spec: dict[str, Any]) -> list[Problem]:
             problems.append(
                 Problem("spec.port", f"{port} is also the sidecar's port ({path}); pick another")
             )
+    return problems
+
+
+def _template_problems(template: Any, path: str) -> list[Problem]:
+    if template is None:
+        return []
+    containers = (template.get("spec") or {}).get("containers")
+    if not isinstance(containers, list) or not containers:
+        return [Problem(f"{path}.spec.containers", "the template needs at least one container")]
+    return [
+        Problem(f"{path}.spec.containers.{index}.name", f"{SIDECAR_NAME} is the sidecar's name")
+        for index, container in enumerate(containers)
+        if isinstance(container, dict) and container.get("name") == SIDECAR_NAME
+    ]
+
+
+def _canary_problems(canary: dict[str, Any]) -> list[Problem]:
+    problems = _template_problems(canary.get("template"), "spec.canary.template")
+    if "image" in canary and "template" in canary:
+        problems.append(
+            Problem("spec.canary.image", "set canary.image or canary.template, not both")
+        )
+    analysis = canary.get("analysis") or {}
+    if "prometheus" not in analysis:
+        for field in ("thresholds", "metrics"):
+            if field in analysis:
+                problems.append(
+                    Problem(
+                        f"spec.canary.analysis.{field}", "needs spec.canary.analysis.prometheus"
+                    )
+                )
+    for index, metric in enumerate(analysis.get("metrics") or []):
+        if "max" not in metric and "min" not in metric:
+            problems.append(
+                Problem(f"spec.canary.analysis.metrics.{index}", "set max, min or both")
+            )
+    names = [m["name"] for m in analysis.get("metrics") or []]
+    for index, name in enumerate(names):
+        if name in BUILT_IN_CHECKS or names.index(name) != index:
+            problems.append(
+                Problem(f"spec.canary.analysis.metrics.{index}.name", f"{name} is taken")
+            )
+    traffic = canary.get("traffic") or {}
+    router = traffic.get("router", "replicas")
+    if router != "replicas" and router not in traffic:
+        problems.append(
+            Problem(f"spec.canary.traffic.{router}", f"router {router} needs its settings here")
+        )
     return problems

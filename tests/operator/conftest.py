@@ -64,7 +64,7 @@ async def operator(
     """
     marker = request.node.get_closest_marker("drift_interval")
     interval = float(marker.args[0]) if marker else 0.5
-    runtime = Runtime(OperatorSettings(drift_interval=interval, metrics_port=0))
+    runtime = Runtime(OperatorSettings(drift_interval=interval, metrics_port=0, alert_port=0))
     registry = kopf.OperatorRegistry()
     register(
         registry,

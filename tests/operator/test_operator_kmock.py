@@ -65,16 +65,17 @@ async def test_create_gives_every_child(cluster, operator):
     assert current["phase"] == "Progressing"  # no controller here makes the pods available
     assert {c["type"]: c["status"] for c in current["conditions"]}["Reconciling"] == "True"
     assert {c["kind"] for c in current["children"]} >= {"Deployment", "Service", "ConfigMap"}
-    events = await eventually(
-        lambda: [
+    def events() -> list[dict[str, Any]]:
+        return [
             dict(o.raw)
             for key, o in cluster.objects.items()
             if key[0].plural == "events" and not o.deleted
         ]
-    )
-    messages = {e.get("message") for e in events}
-    assert "created Deployment checkout" in messages
-    assert {e["involvedObject"]["name"] for e in events} == {"checkout"}
+
+    await eventually(lambda: "created Deployment checkout" in {e["message"] for e in events()})
+    # Events are posted after the status is written.
+    posted = await eventually(lambda: len(events()) >= 4 and events())
+    assert {e["involvedObject"]["name"] for e in posted} == {"checkout"}
 
 
 async def api(cluster, method: str, path: str, body: dict[str, Any] | None = None) -> int:

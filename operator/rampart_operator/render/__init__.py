@@ -1,33 +1,47 @@
 """Pure functions from a HardenedService to the manifests it stands for; no I/O.
 
 ``render`` returns them in the order they are applied: the ConfigMap before
-the Deployment that mounts it, the Service before the policies that refer to
-its pods.
+the Deployments that mount it; then what moves traffic (the router's
+objects, the stable Deployment, the canary Deployment) ahead of everything
+else, so a rollback reaches the API first.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..routers import router_for
 from ..schema import apply_defaults
 from ..settings import OperatorSettings
 from .backup import backup_cron_jobs
 from .monitoring import metrics_service, pod_monitor, prometheus_rule, service_monitor
 from .network import network_policy, service
 from .pdb import pod_disruption_budget
-from .workload import config_map, deployment
+from .placement import Placement, initial_placement
+from .workload import canary_deployment, config_map, deployment
 
-__all__ = ["render"]
+__all__ = ["Placement", "render"]
 
 
-def render(resource: dict[str, Any], settings: OperatorSettings) -> list[dict[str, Any]]:
+def render(
+    resource: dict[str, Any], settings: OperatorSettings, placement: Placement | None = None
+) -> list[dict[str, Any]]:
     """Every child of ``resource`` (a HardenedService, validated) as a manifest."""
     owner = apply_defaults(resource)
     spec = owner["spec"]
+    placement = placement or initial_placement(spec)
+    traffic: list[dict[str, Any]] = []
+    stable_only = False
+    if spec.get("canary"):
+        router = router_for(spec)
+        stable_only = not router.shares_service
+        traffic = router.manifests(owner, spec, placement.weight, placement.live or {})
     manifests = [
         config_map(owner, spec),
-        service(owner, spec),
-        deployment(owner, spec, settings),
+        service(owner, spec, stable_only=stable_only),
+        *traffic,
+        deployment(owner, spec, settings, placement),
+        canary_deployment(owner, spec, settings, placement),
         pod_disruption_budget(owner, spec),
         network_policy(owner, spec),
         metrics_service(owner, spec),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .names import OWNER_LABEL, child_metadata
+from .names import OWNER_LABEL, TRACK_LABEL, child_metadata
 from .sidecar import PROXY_PORT_NAME, sidecar_ports
 
 __all__ = ["network_policy", "service"]
@@ -12,17 +12,22 @@ __all__ = ["network_policy", "service"]
 Manifest = dict[str, Any]
 
 
-def service(owner: Manifest, spec: dict[str, Any]) -> Manifest:
+def service(owner: Manifest, spec: dict[str, Any], stable_only: bool = False) -> Manifest:
     name = owner["metadata"]["name"]
     svc = spec.get("service") or {}
+    selector = {"app.kubernetes.io/name": name, OWNER_LABEL: name}
+    if stable_only:
+        # A router weighs this Service against the canary's own.
+        selector[TRACK_LABEL] = "stable"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": child_metadata(owner, name, "service"),
         "spec": {
             "type": svc.get("type", "ClusterIP"),
-            # Stable and canary pods alike: the replica counts set the weights.
-            "selector": {"app.kubernetes.io/name": name, OWNER_LABEL: name},
+            # Without a weighing router, stable and canary pods alike: the
+            # replica counts set the weights.
+            "selector": selector,
             # Traffic reaches the app only through its sidecar.
             "ports": [
                 {

@@ -1,4 +1,4 @@
-"""The stable Deployment and the ConfigMap holding its sidecar's settings."""
+"""The stable and canary Deployments, and the ConfigMap holding their sidecars' settings."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 
 import yaml
 
+from ..revisions import Revision
 from ..settings import OperatorSettings
 from .names import child_metadata, selector_labels
+from .placement import Placement
 from .security import harden_container, harden_pod
 from .sidecar import (
     CONFIG_KEY,
@@ -20,7 +22,15 @@ from .sidecar import (
     sidecar_file,
 )
 
-__all__ = ["config_map", "deployment", "pod_template"]
+__all__ = [
+    "REVISION_ANNOTATION",
+    "canary_deployment",
+    "config_map",
+    "deployment",
+    "pod_template",
+]
+
+REVISION_ANNOTATION = "rampart.dev/revision"
 
 Manifest = dict[str, Any]
 
@@ -35,27 +45,15 @@ def config_map(owner: Manifest, spec: dict[str, Any]) -> Manifest:
     }
 
 
-def _app_template(spec: dict[str, Any]) -> dict[str, Any]:
-    if "template" in spec:
-        return copy.deepcopy(spec["template"])
-    return {
-        "spec": {
-            "containers": [
-                {
-                    "name": "app",
-                    "image": spec["image"],
-                    "ports": [{"name": "app", "containerPort": spec["port"], "protocol": "TCP"}],
-                }
-            ]
-        }
-    }
-
-
 def pod_template(
-    owner: Manifest, spec: dict[str, Any], settings: OperatorSettings, track: str
+    owner: Manifest,
+    spec: dict[str, Any],
+    settings: OperatorSettings,
+    track: str,
+    app: Revision,
 ) -> dict[str, Any]:
     name = owner["metadata"]["name"]
-    template = _app_template(spec)
+    template = copy.deepcopy(app.template)
     pod = harden_pod(template.get("spec") or {})
     sidecar, volume = sidecar_container(spec, settings, f"{name}-sidecar")
     containers = [harden_container(c) for c in pod.get("containers", [])]
@@ -78,23 +76,50 @@ def pod_template(
         # Tells the admission webhook this pod already has its sidecar.
         "rampart.dev/injected": SIDECAR_NAME,
     }
+    if spec.get("canary"):
+        # Which revision the pods run: the rollout tells stable from canary by it,
+        # and a changed ConfigMap or Secret rolls the pods through it.
+        metadata["annotations"][REVISION_ANNOTATION] = app.id
     return {"metadata": metadata, "spec": pod}
 
 
-def deployment(owner: Manifest, spec: dict[str, Any], settings: OperatorSettings) -> Manifest:
+def deployment(
+    owner: Manifest, spec: dict[str, Any], settings: OperatorSettings, placement: Placement
+) -> Manifest:
+    return _deployment(owner, spec, settings, "stable", placement.stable, placement.stable_replicas)
+
+
+def canary_deployment(
+    owner: Manifest, spec: dict[str, Any], settings: OperatorSettings, placement: Placement
+) -> Manifest | None:
+    if placement.canary is None:
+        return None
+    return _deployment(owner, spec, settings, "canary", placement.canary, placement.canary_replicas)
+
+
+def _deployment(
+    owner: Manifest,
+    spec: dict[str, Any],
+    settings: OperatorSettings,
+    track: str,
+    app: Revision,
+    replicas: int,
+) -> Manifest:
     name = owner["metadata"]["name"]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": child_metadata(owner, name, "workload", track="stable"),
+        "metadata": child_metadata(
+            owner, name if track == "stable" else f"{name}-{track}", "workload", track=track
+        ),
         "spec": {
-            "replicas": spec["replicas"],
+            "replicas": replicas,
             "revisionHistoryLimit": 5,
-            "selector": {"matchLabels": selector_labels(name, "stable")},
+            "selector": {"matchLabels": selector_labels(name, track)},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
             },
-            "template": pod_template(owner, spec, settings, "stable"),
+            "template": pod_template(owner, spec, settings, track, app),
         },
     }

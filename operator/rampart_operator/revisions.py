@@ -1,0 +1,119 @@
+"""What version of the application a spec asks for, as a revision id; no I/O.
+
+A revision is the application's pod template (before the sidecar is added)
+together with a checksum of every ConfigMap and Secret it reads: changing
+either starts a canary, as in Flagger. The sidecar's own settings are not
+part of it; they apply to stable and canary pods alike.
+
+``spec.template`` (or ``spec.image``) is the version the service starts
+from. ``spec.canary.template`` replaces it, and ``spec.canary.image``
+replaces the image of its first container: either way that is the version
+the service moves to, through the canary steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Revision",
+    "app_template",
+    "checksum",
+    "config_references",
+    "revision",
+    "target_template",
+]
+
+Reference = tuple[str, str]  # ("ConfigMap" | "Secret", name)
+
+
+@dataclass(frozen=True)
+class Revision:
+    id: str
+    template: dict[str, Any]  # the application's PodTemplateSpec
+    config: str  # checksum of the ConfigMaps and Secrets it reads
+
+    def to_status(self) -> dict[str, Any]:
+        return {"revision": self.id, "template": self.template, "configChecksum": self.config}
+
+    @classmethod
+    def from_status(cls, entry: dict[str, Any]) -> Revision:
+        return cls(entry["revision"], entry["template"], entry.get("configChecksum", ""))
+
+
+def app_template(spec: dict[str, Any]) -> dict[str, Any]:
+    """The application's pod template as the spec gives it (``image`` expanded)."""
+    if "template" in spec:
+        return copy.deepcopy(spec["template"])
+    return {
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": spec["image"],
+                    "ports": [{"name": "app", "containerPort": spec["port"], "protocol": "TCP"}],
+                }
+            ]
+        }
+    }
+
+
+def target_template(spec: dict[str, Any]) -> dict[str, Any]:
+    """The template the service should end up running."""
+    canary = spec.get("canary") or {}
+    if "template" in canary:
+        return copy.deepcopy(canary["template"])
+    template = app_template(spec)
+    if "image" in canary:
+        template["spec"]["containers"][0]["image"] = canary["image"]
+    return template
+
+
+def config_references(template: dict[str, Any]) -> list[Reference]:
+    """Every ConfigMap and Secret the pods read through volumes or the environment."""
+    found: set[Reference] = set()
+    pod = template.get("spec") or {}
+    for volume in pod.get("volumes") or []:
+        if "configMap" in volume:
+            found.add(("ConfigMap", volume["configMap"].get("name", "")))
+        if "secret" in volume:
+            found.add(("Secret", volume["secret"].get("secretName", "")))
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if "configMap" in source:
+                found.add(("ConfigMap", source["configMap"].get("name", "")))
+            if "secret" in source:
+                found.add(("Secret", source["secret"].get("name", "")))
+    for container in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
+        for source in container.get("envFrom") or []:
+            if "configMapRef" in source:
+                found.add(("ConfigMap", source["configMapRef"].get("name", "")))
+            if "secretRef" in source:
+                found.add(("Secret", source["secretRef"].get("name", "")))
+        for variable in container.get("env") or []:
+            origin = variable.get("valueFrom") or {}
+            if "configMapKeyRef" in origin:
+                found.add(("ConfigMap", origin["configMapKeyRef"].get("name", "")))
+            if "secretKeyRef" in origin:
+                found.add(("Secret", origin["secretKeyRef"].get("name", "")))
+    return sorted(ref for ref in found if ref[1])
+
+
+def checksum(objects: dict[Reference, dict[str, Any] | None]) -> str:
+    """One hash over the data of the referenced objects (a missing one counts too).
+
+    Only the hash leaves this function: Secret values never reach the status.
+    """
+    digest = hashlib.sha256()
+    for (kind, name), live in sorted(objects.items()):
+        data = None if live is None else [live.get("data"), live.get("binaryData")]
+        digest.update(json.dumps([kind, name, data], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def revision(template: dict[str, Any], config: str) -> Revision:
+    body = json.dumps([template, config], sort_keys=True, separators=(",", ":"))
+    return Revision(hashlib.sha256(body.encode()).hexdigest()[:10], template, config)

@@ -1,0 +1,155 @@
+"""One look at a rollout: read what ``canary.advance`` needs from the cluster, and its answer.
+
+The reads are the ConfigMaps and Secrets the target template uses (for its
+revision id) and the two Deployments (are the canary's pods up, has the
+stable one rolled out). The answer is a ``RolloutPlan``: the new state for
+``status.canary``, the revisions for ``status.revisions``, the ``Placement``
+to render, and what to tell the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .canary import Note, Observed, Policy, Rollout, Verdict, advance, initial
+from .kube import KubeClient
+from .render.placement import Placement, place
+from .render.workload import REVISION_ANNOTATION
+from .revisions import (
+    Revision,
+    app_template,
+    checksum,
+    config_references,
+    revision,
+    target_template,
+)
+from .routers import Reference
+from .status import deployment_ready
+
+__all__ = ["ABORT", "PROMOTE", "Analysis", "RolloutPlan", "plan_rollout"]
+
+PROMOTE = "rampart.dev/promote"
+ABORT = "rampart.dev/abort"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A verdict, and the step it was taken for: a stale one is dropped, not applied."""
+
+    verdict: Verdict
+    revision: str
+    step: int
+
+
+@dataclass
+class RolloutPlan:
+    before: Rollout | None
+    rollout: Rollout
+    revisions: list[Revision]
+    placement: Placement
+    notes: list[Note] = field(default_factory=list)
+    acted_on: list[str] = field(default_factory=list)  # annotations to remove
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.rollout
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "canary": self.rollout.to_status(),
+            "revisions": [r.to_status() for r in self.revisions],
+        }
+
+
+async def _revision_of(client: KubeClient, namespace: str, template: dict[str, Any]) -> Revision:
+    refs = config_references(template)
+    objects = {ref: await client.get("v1", ref[0], namespace, ref[1]) for ref in refs}
+    return revision(template, checksum(objects))
+
+
+def _pods_match(live: dict[str, Any] | None, revision_id: str, replicas: int) -> bool:
+    if live is None:
+        return False
+    annotations = live["spec"]["template"].get("metadata", {}).get("annotations", {})
+    return (
+        annotations.get(REVISION_ANNOTATION) == revision_id
+        and live["spec"].get("replicas") == replicas
+        and deployment_ready(live)[0]
+    )
+
+
+def _keep(
+    known: dict[str, Revision], order: list[str], state: Rollout, history: int
+) -> list[Revision]:
+    """The stable revision first, then the one rolling out, then the previous ones."""
+    pinned = [state.stable, state.revision, state.previous]
+    ids: list[str] = []
+    for rid in [*pinned, *order]:
+        if rid and rid in known and rid not in ids:
+            ids.append(rid)
+    needed = {rid for rid in pinned if rid}
+    kept = [rid for i, rid in enumerate(ids) if rid in needed or i < history]
+    return [known[rid] for rid in kept]
+
+
+async def plan_rollout(
+    client: KubeClient,
+    resource: dict[str, Any],
+    spec: dict[str, Any],
+    live: dict[Reference, dict[str, Any] | None],
+    now: float,
+    firing: tuple[str, ...] = (),
+    analysis: Analysis | None = None,
+) -> RolloutPlan:
+    meta = resource["metadata"]
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    status = resource.get("status") or {}
+    policy = Policy.from_spec(spec["canary"])
+    stored = status.get("revisions") or []
+    known = {r["revision"]: Revision.from_status(r) for r in stored}
+    order = [r["revision"] for r in stored]
+
+    target = await _revision_of(client, namespace, target_template(spec))
+    before = Rollout.from_status(status.get("canary"))
+    state = before
+    if state is None or state.stable not in known:
+        start = await _revision_of(client, namespace, app_template(spec))
+        known[start.id] = start
+        state = initial(start.id)
+    known.setdefault(target.id, target)
+
+    current = place(spec, state, known, live)
+    stable_live = await client.get("apps/v1", "Deployment", namespace, name)
+    canary_live = await client.get("apps/v1", "Deployment", namespace, f"{name}-canary")
+    annotations = meta.get("annotations") or {}
+    verdict = None
+    if (
+        analysis is not None
+        and analysis.revision == state.revision
+        and analysis.step == state.step
+        and state.phase == "Progressing"
+        and (state.last_analysis is None or analysis.verdict.at > state.last_analysis)
+    ):
+        verdict = analysis.verdict
+    seen = Observed(
+        now=now,
+        target=target.id,
+        canary_ready=_pods_match(canary_live, state.revision, current.canary_replicas),
+        stable_ready=_pods_match(stable_live, state.stable, current.stable_replicas),
+        verdict=verdict,
+        firing=firing,
+        promote=PROMOTE in annotations,
+        abort=ABORT in annotations,
+    )
+    after, notes = advance(policy, state, seen)
+    acted_on = [key for key in (PROMOTE, ABORT) if key in annotations]
+    history = int(spec["canary"].get("revisionHistory", 5))
+    return RolloutPlan(
+        before=before,
+        rollout=after,
+        revisions=_keep(known, order, after, history),
+        placement=place(spec, after, known, live),
+        notes=notes,
+        acted_on=acted_on,
+    )
