@@ -248,7 +248,10 @@ def _start(state: Rollout, target: str, now: float) -> tuple[Rollout, list[Note]
 
 
 def _active(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, list[Note]]:
-    if seen.target == state.stable:
+    # While promoting, the stable revision already is the new one; a spec that
+    # changes again is picked up once the promotion is done.
+    changed_course = state.phase == "Progressing"
+    if changed_course and seen.target == state.stable:
         ended = _replace(state, phase="Succeeded" if state.promoted_at else "Initialized")
         ended = _replace(
             ended,
@@ -259,7 +262,7 @@ def _active(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, li
             message="the spec is back at the stable revision; canary stopped",
         )
         return ended, [Note("Normal", "CanaryStopped", ended.message)]
-    if seen.target != state.revision:
+    if changed_course and seen.target != state.revision:
         restarted, started = _start(state, seen.target, seen.now)
         return restarted, [
             Note("Normal", "CanaryRestarted", f"revision {seen.target} replaces {state.revision}"),

@@ -65,6 +65,7 @@ async def test_create_gives_every_child(cluster, operator):
     assert current["phase"] == "Progressing"  # no controller here makes the pods available
     assert {c["type"]: c["status"] for c in current["conditions"]}["Reconciling"] == "True"
     assert {c["kind"] for c in current["children"]} >= {"Deployment", "Service", "ConfigMap"}
+
     def events() -> list[dict[str, Any]]:
         return [
             dict(o.raw)

@@ -6,14 +6,18 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from rampart_operator.render import render
 from rampart_operator.render.sidecar import SIDECAR_NAME
+from rampart_operator.schema import to_json_schema
 from rampart_operator.settings import OperatorSettings, mode_for_server
 from rampart_sidecar.config import settings_from_mapping
+
+from .test_alerts import crd_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -41,7 +45,20 @@ HARDENED = [path.name for path in EXAMPLES if "kind: HardenedService" in path.re
 @pytest.mark.parametrize("example", HARDENED)
 def test_every_rendered_object_is_valid_kubernetes(example, mode, version):
     for manifest in render(load(example), OperatorSettings(sidecar_mode=mode)):
-        kubernetes_validate.validate(manifest, version, strict=True)
+        if manifest["kind"] in THIRD_PARTY_KINDS:
+            schema = to_json_schema(crd_schema(THIRD_PARTY_KINDS[manifest["kind"]]))
+            errors = jsonschema.Draft202012Validator(schema).iter_errors(manifest)
+            assert [e.message for e in errors] == [], manifest["kind"]
+        else:
+            kubernetes_validate.validate(manifest, version, strict=True)
+
+
+THIRD_PARTY_KINDS = {
+    "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
+    "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
+    "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
+    "HTTPRoute": "gateway.networking.k8s.io_httproutes.yaml",
+}
 
 
 def test_children_have_names_labels_and_owner_references():
