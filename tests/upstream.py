@@ -4,6 +4,7 @@ It runs an aiohttp server on its own event loop in a thread, so the sidecar
 (a real process) talks to it over loopback exactly as it would to an app.
 
 Paths:
+  /app             answers 200, or 500 for the share ``error_rate`` of requests
   /echo            answers JSON with the method, path, query, headers and body digest
   /delay?ms=N      answers after N ms (the count of such requests in progress is kept)
   /status/N        answers status N
@@ -47,9 +48,9 @@ class Upstream:
         self.in_progress = 0
         self.last_request: dict[str, Any] = {}
         self.peers: set[tuple[str, int]] = set()
-        self.failing = (
-            False  # /c/ paths answer 503 while set  # client addresses seen: one per connection
-        )
+        self.failing = False  # /c/ paths answer 503 while set
+        self.error_rate = 0.0  # share of /app requests answered 500
+        self._app_requests = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -88,6 +89,7 @@ class Upstream:
     async def _start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/echo", self._echo)
+        app.router.add_route("*", "/app", self._app)
         app.router.add_route("*", "/delay", self._delay)
         app.router.add_route("*", "/status/{code}", self._status)
         app.router.add_route("*", "/flaky/{key}", self._flaky)
@@ -126,6 +128,13 @@ class Upstream:
             return response
         finally:
             self.in_progress -= 1
+
+    async def _app(self, request: web.Request) -> web.Response:
+        # Exactly ``error_rate`` of the requests fail, spread evenly.
+        self._app_requests += 1
+        n, rate = self._app_requests, self.error_rate
+        failed = int(n * rate) > int((n - 1) * rate)
+        return web.Response(status=500 if failed else 200, text="app\n")
 
     async def _echo(self, request: web.Request) -> web.Response:
         body = await request.read()

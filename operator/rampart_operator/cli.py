@@ -4,6 +4,8 @@
     rampart-operator render -f FILE     the exact manifests the operator would apply
     rampart-operator validate -f FILE   every problem, with its field path
     rampart-operator crd                the CustomResourceDefinition
+    rampart-operator promote NAME [-n NS]   finish a canary rollout now
+    rampart-operator abort NAME [-n NS]     roll a canary back now
 
 ``render`` and ``validate`` read every HardenedService in FILE (a YAML stream;
 ``-`` is standard input) and exit 1 when any is invalid.
@@ -12,13 +14,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .crd import KIND, crd
+from .crd import GROUP, KIND, VERSION, crd
 from .render import render
 from .settings import OperatorSettings
 from .validation import validate
@@ -75,6 +79,13 @@ def main(argv: list[str] | None = None) -> None:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("-f", "--file", required=True, help="YAML stream, or - for stdin")
     commands.add_parser("crd", help="print the CustomResourceDefinition")
+    for name, text in (
+        ("promote", "skip a canary's remaining steps and promote it"),
+        ("abort", "roll a canary back now"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("name", help="the HardenedService")
+        sub.add_argument("-n", "--namespace", default=None, help="default: the kubeconfig's")
     args = parser.parse_args(argv)
 
     if args.command == "crd":
@@ -91,8 +102,43 @@ def main(argv: list[str] | None = None) -> None:
         settings = OperatorSettings.from_env()
         manifests = [m for r in resources for m in render(r, settings)]
         print(yaml.safe_dump_all(manifests, sort_keys=False), end="")
+    elif args.command in ("promote", "abort"):
+        sys.exit(asyncio.run(_annotate(args.command, args.name, args.namespace)))
     else:
         _run(args)
+
+
+async def _annotate(command: str, name: str, namespace: str | None) -> int:
+    """Set the annotation the operator acts on (and removes): GitOps keeps the spec."""
+    import kopf
+
+    from .kube import ApiError, KubeClient
+    from .rollout import ABORT, PROMOTE
+
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    if info is None:
+        print("rampart-operator: no kubeconfig found (set KUBECONFIG)", file=sys.stderr)
+        return 2
+    namespace = namespace or info.default_namespace or "default"
+    key = PROMOTE if command == "promote" else ABORT
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    client = KubeClient(info)
+    try:
+        await client.merge_patch(
+            f"{GROUP}/{VERSION}",
+            KIND,
+            namespace,
+            name,
+            {"metadata": {"annotations": {key: now}}},
+        )
+    except ApiError as error:
+        reason = "not found" if error.status == 404 else error.message
+        print(f"rampart-operator: {KIND} {namespace}/{name}: {reason}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    print(f"{KIND} {namespace}/{name}: {key} set; the operator acts on it and removes it")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> None:

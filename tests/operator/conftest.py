@@ -8,6 +8,7 @@ themselves, and the API errors a real server would give are injected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -56,30 +57,39 @@ def kmock_info(kind: str, namespaced: bool, subresources: set[str]) -> kmock.Res
 async def operator(
     cluster: kmock.KubernetesEmulator, request: pytest.FixtureRequest
 ) -> AsyncIterator[Runtime]:
-    """The operator on an event loop of its own, in a thread.
+    """The operator, its drift timer ticking every 0.5 s unless a test marks another interval."""
+    marker = request.node.get_closest_marker("drift_interval")
+    interval = float(marker.args[0]) if marker else 0.5
+    settings = OperatorSettings(drift_interval=interval, metrics_port=0, alert_port=0)
+    async with running_operator(cluster, settings) as runtime:
+        yield runtime
+
+
+@contextlib.asynccontextmanager
+async def running_operator(
+    cluster: kmock.KubernetesEmulator, settings: OperatorSettings
+) -> AsyncIterator[Runtime]:
+    """The operator on an event loop of its own, in a thread; stopped on exit.
 
     On stop, kopf waits for and then cancels every task of the loop it runs
     in; on the test's loop that would include kmock's own server tasks.
-    The drift timer ticks every 0.5 s unless a test marks another interval.
     """
-    marker = request.node.get_closest_marker("drift_interval")
-    interval = float(marker.args[0]) if marker else 0.5
-    runtime = Runtime(OperatorSettings(drift_interval=interval, metrics_port=0, alert_port=0))
+    runtime = Runtime(settings)
     registry = kopf.OperatorRegistry()
     register(
         registry,
         runtime,
         login=lambda **_: kopf.ConnectionInfo(server=str(cluster.url), insecure=True),
     )
-    settings = kopf.OperatorSettings()
-    settings.watching.reconnect_backoff = 0.1
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.watching.reconnect_backoff = 0.1
     stop, ready = threading.Event(), threading.Event()
 
     async def run() -> None:
         try:
             await kopf.operator(
                 registry=registry,
-                settings=settings,
+                settings=kopf_settings,
                 clusterwide=True,
                 standalone=True,
                 stop_flag=stop,

@@ -1,0 +1,405 @@
+"""Canary rollouts end to end, with real parts where users have them.
+
+The operator runs against the kmock emulator; the canary's "pods" are a real
+sidecar process in front of a test upstream whose error rate the test sets;
+a real Prometheus scrapes that sidecar (with the labels the PodMonitor would
+give it) and a real Alertmanager routes alerts to the operator's webhook.
+kmock has no Deployment controller: ``DeploymentController`` plays its part,
+marking every Deployment's replicas available as soon as it sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+import yaml
+
+from rampart_operator.settings import OperatorSettings
+from tests.conftest import free_port
+from tests.monitoring import Alertmanager, Prometheus
+from tests.operator.conftest import HSVC, eventually, running_operator
+from tests.operator.test_operator_kmock import NS, api, hardened, obj, status
+
+pytestmark = pytest.mark.integration
+
+NAME = "checkout"
+TOKEN = "canary-test-token"
+HSVC_PATH = f"/apis/rampart.dev/v1alpha1/namespaces/{NS}/hardenedservices/{NAME}"
+DEPLOYMENTS = "apps/v1/deployments"
+
+
+def settings(**overrides: Any) -> OperatorSettings:
+    return OperatorSettings(
+        **{
+            "drift_interval": 60.0,
+            "metrics_port": 0,
+            "rollout_tick": 0.2,
+            "alert_port": 0,
+            **overrides,
+        }
+    )
+
+
+def canary_spec(prometheus: str | None, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    canary: dict[str, Any] = {"steps": steps, "bakeWindow": "0s"}
+    if prometheus:
+        canary["analysis"] = {
+            "interval": "1s",
+            "window": "4s",
+            "failureLimit": 2,
+            "progressDeadline": "60s",
+            "minRequests": 5,
+            "prometheus": {"url": prometheus},
+            "thresholds": {"errorRate": 0.05, "latencyP95": "500ms"},
+        }
+    return canary
+
+
+class DeploymentController:
+    """Marks each Deployment's replicas updated and available, as the real controller would."""
+
+    def __init__(self, cluster: kmock.KubernetesEmulator) -> None:
+        self.cluster = cluster
+
+    async def run(self) -> None:
+        while True:
+            for key, found in list(self.cluster.objects.items()):
+                if key[0].plural != "deployments" or found.deleted:
+                    continue
+                live = dict(found.raw)
+                wanted = live.get("spec", {}).get("replicas", 1)
+                if (live.get("status") or {}).get("availableReplicas") != wanted:
+                    path = f"/apis/apps/v1/namespaces/{NS}/deployments/{live['metadata']['name']}"
+                    counts = ("replicas", "updatedReplicas", "availableReplicas", "readyReplicas")
+                    await api(
+                        self.cluster, "PATCH", path, {"status": dict.fromkeys(counts, wanted)}
+                    )
+            await asyncio.sleep(0.05)
+
+
+class Traffic:
+    """Requests through the canary's sidecar, one after another, until stopped."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url + "/app"
+        self.sent = 0
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while self.sent < 200_000:
+                async with session.get(self.url) as response:
+                    await response.read()
+                self.sent += 1
+                await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def background(*workers: Any) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def canary_sidecar_target(sidecar: Any) -> dict[str, dict[str, str]]:
+    # The labels the PodMonitor's relabelings give a canary pod's series.
+    labels = {"namespace": NS, "hardenedservice": NAME, "track": "canary"}
+    return {f"127.0.0.1:{sidecar.admin_port}": labels}
+
+
+def deployment(cluster: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
+    found = obj(cluster, DEPLOYMENTS, name)
+    assert found is not None, name
+    return found
+
+
+def app_image(live: dict[str, Any]) -> str:
+    containers = live["spec"]["template"]["spec"]["containers"]
+    return str(next(c for c in containers if c["name"] == "app")["image"])
+
+
+def events(cluster: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
+    return [
+        dict(o.raw)
+        for key, o in cluster.objects.items()
+        if key[0].plural == "events" and not o.deleted
+    ]
+
+
+def reasons(cluster: kmock.KubernetesEmulator) -> list[str]:
+    return [e["reason"] for e in events(cluster)]
+
+
+async def start_rollout(cluster: kmock.KubernetesEmulator, canary: dict[str, Any]) -> None:
+    """Create the service at version 1, let it settle, then ask for version 2."""
+    cluster.objects[HSVC, NS, NAME] = hardened(NAME, replicas=4, canary=canary)
+    await eventually(lambda: status(cluster).get("phase") == "Healthy", timeout=15)
+    assert status(cluster)["canary"]["phase"] == "Initialized"
+    assert deployment(cluster, f"{NAME}-canary")["spec"]["replicas"] == 0
+    patch = {"spec": {"canary": {"image": "ghcr.io/acme/checkout:2"}}}
+    assert await api(cluster, "PATCH", HSVC_PATH, patch) == 200
+
+
+async def watch_weights(cluster: kmock.KubernetesEmulator, until: set[str]) -> list[int]:
+    """Every canary weight the status shows, in order, until the rollout phase is in ``until``."""
+    weights: list[int] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while loop.time() < deadline:
+        canary = status(cluster).get("canary") or {}
+        weight = canary.get("weight")
+        if weight is not None and (not weights or weights[-1] != weight):
+            weights.append(weight)
+        if canary.get("phase") in until:
+            return weights
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"rollout did not reach {until}: {status(cluster).get('canary')}")
+
+
+async def test_a_healthy_canary_walks_every_step_and_is_promoted(
+    cluster, upstream, start_sidecar, tmp_path
+):
+    sidecar = start_sidecar({}, upstream.url)
+    prometheus = Prometheus(tmp_path, canary_sidecar_target(sidecar))
+    steps = [{"weight": 25, "pause": "1s"}, {"weight": 50, "pause": "1s"}, {"weight": 100}]
+    try:
+        async with (
+            running_operator(cluster, settings()),
+            background(DeploymentController(cluster), Traffic(sidecar.url)),
+        ):
+            await start_rollout(cluster, canary_spec(prometheus.url, steps))
+            weights = await watch_weights(cluster, {"Succeeded", "RolledBack"})
+            # The rollout's state is stored first; the rest of the status after the children.
+            await eventually(lambda: status(cluster)["phase"] != "Progressing")
+            final = status(cluster)
+    finally:
+        prometheus.stop()
+    assert final["canary"]["phase"] == "Succeeded", final["canary"]
+    assert weights == [0, 25, 50, 100, 0]
+    assert final["phase"] == "Healthy"
+    # Every step was judged on real numbers from Prometheus.
+    analysis = final["canary"]["analysis"]
+    assert analysis["result"] == "Passed"
+    assert analysis["values"]["requests"] >= 5
+    assert analysis["values"]["errorRate"] == 0
+    assert 0 < analysis["values"]["latencyP95"] < 0.5
+    assert reasons(cluster).count("AnalysisPassed") >= 3
+    assert "Promoted" in reasons(cluster)
+    # The stable Deployment runs version 2; the canary is gone; both revisions are kept.
+    assert app_image(deployment(cluster, NAME)) == "ghcr.io/acme/checkout:2"
+    assert deployment(cluster, NAME)["spec"]["replicas"] == 4
+    assert deployment(cluster, f"{NAME}-canary")["spec"]["replicas"] == 0
+    revisions = final["revisions"]
+    assert revisions[0]["revision"] == final["canary"]["stable"]
+    assert [r["template"]["spec"]["containers"][0]["image"] for r in revisions[:2]] == [
+        "ghcr.io/acme/checkout:2",
+        "ghcr.io/acme/checkout:1",
+    ]
+
+
+async def test_a_failing_canary_is_rolled_back_by_analysis(
+    cluster, upstream, start_sidecar, tmp_path
+):
+    upstream.error_rate = 0.3
+    sidecar = start_sidecar({}, upstream.url)
+    prometheus = Prometheus(tmp_path, canary_sidecar_target(sidecar))
+    steps = [{"weight": 25, "pause": "30s"}, {"weight": 100}]
+    try:
+        async with (
+            running_operator(cluster, settings()),
+            background(DeploymentController(cluster), Traffic(sidecar.url)),
+        ):
+            await start_rollout(cluster, canary_spec(prometheus.url, steps))
+            weights = await watch_weights(cluster, {"Succeeded", "RolledBack"})
+            await eventually(lambda: deployment(cluster, f"{NAME}-canary")["spec"]["replicas"] == 0)
+            await eventually(lambda: status(cluster)["phase"] != "Progressing")
+            final = status(cluster)
+    finally:
+        prometheus.stop()
+    assert final["canary"]["phase"] == "RolledBack"
+    assert weights == [0, 25, 0]
+    assert final["phase"] == "RolledBack"
+    assert final["canary"]["failedChecks"] == 2
+    assert "2 failed checks (limit 2)" in final["canary"]["message"]
+    assert "errorRate" in final["canary"]["message"]
+    measured = final["canary"]["analysis"]["values"]["errorRate"]
+    assert 0.2 < measured < 0.4  # what Prometheus computed from the sidecar's histogram
+    conditions = {c["type"]: c for c in final["conditions"]}
+    assert conditions["RolledBack"]["status"] == "True"
+    assert conditions["Stalled"]["status"] == "True"
+    assert conditions["Ready"]["status"] == "False"
+    assert reasons(cluster).count("AnalysisFailed") == 2
+    assert app_image(deployment(cluster, NAME)) == "ghcr.io/acme/checkout:1"
+    assert deployment(cluster, NAME)["spec"]["replicas"] == 4
+
+
+async def test_a_firing_alert_rolls_the_canary_back_through_the_webhook(
+    cluster, upstream, start_sidecar, tmp_path
+):
+    sidecar = start_sidecar({}, upstream.url)
+    port = free_port()
+    alertmanager = Alertmanager(tmp_path, f"http://127.0.0.1:{port}/alertmanager", TOKEN)
+    rule = {
+        "alert": "CanaryServerErrors",
+        "expr": "sum by (namespace, hardenedservice) (rate("
+        'rampart_http_request_duration_seconds_count{code=~"5.."}[3s])) > 0',
+        "labels": {"severity": "critical"},
+    }
+    prometheus = Prometheus(
+        tmp_path,
+        canary_sidecar_target(sidecar),
+        rules=[{"name": "test", "rules": [rule]}],
+        alertmanager=alertmanager.url,
+    )
+    steps = [{"weight": 25, "pause": "10m"}, {"weight": 100}]  # only an alert can end it
+    operator_settings = settings(alert_port=port, alert_token=TOKEN, alert_host="127.0.0.1")
+    try:
+        async with (
+            running_operator(cluster, operator_settings) as runtime,
+            background(DeploymentController(cluster), Traffic(sidecar.url)),
+        ):
+            await start_rollout(cluster, canary_spec(None, steps))
+            await eventually(lambda: status(cluster)["canary"]["weight"] == 25, timeout=15)
+            upstream.error_rate = 0.5  # the canary starts failing: Prometheus sees, alerts
+            await eventually(lambda: status(cluster)["canary"]["phase"] == "RolledBack", timeout=30)
+            final = status(cluster)
+
+            def rollbacks_timed() -> list[Any]:
+                samples = runtime.metrics.alert_to_rollback.collect()[0].samples
+                return [s.value for s in samples if s.name.endswith(("_count", "_sum"))]
+
+            count, total = await eventually(lambda: rollbacks_timed()[0] and rollbacks_timed())
+    finally:
+        prometheus.stop()
+        alertmanager.stop()
+    assert "alert firing: CanaryServerErrors" in final["canary"]["message"]
+    assert final["canary"]["weight"] == 0
+    assert deployment(cluster, f"{NAME}-canary")["spec"]["replicas"] == 0
+    assert count == 1
+    assert total < 1.0  # webhook received → weight 0 written, within a second
+
+
+async def test_polling_alertmanager_catches_alerts_whose_webhook_was_lost(cluster, tmp_path):
+    alertmanager = Alertmanager(tmp_path)  # no webhook at all: only polling can see alerts
+    steps = [{"weight": 50, "pause": "10m"}, {"weight": 100}]
+    operator_settings = settings(alertmanager_url=alertmanager.url, alert_poll_interval=0.3)
+    try:
+        async with (
+            running_operator(cluster, operator_settings),
+            background(DeploymentController(cluster)),
+        ):
+            await start_rollout(cluster, canary_spec(None, steps))
+            await eventually(lambda: status(cluster)["canary"]["weight"] == 50, timeout=15)
+            # Someone else's alert and one for another service change nothing.
+            alertmanager.post_alert({"alertname": "DiskFull", "namespace": NS})
+            alertmanager.post_alert(
+                {"alertname": "Other", "namespace": NS, "hardenedservice": "cart"}
+            )
+            await asyncio.sleep(1.0)  # three poll intervals: time for a wrong rollback to show
+            assert status(cluster)["canary"]["phase"] == "Progressing"
+            alertmanager.post_alert(
+                {"alertname": "RampartHighErrorRate", "namespace": NS, "hardenedservice": NAME}
+            )
+            await eventually(lambda: status(cluster)["canary"]["phase"] == "RolledBack", timeout=10)
+    finally:
+        alertmanager.stop()
+    assert "alert firing: RampartHighErrorRate" in status(cluster)["canary"]["message"]
+
+
+def kubeconfig(cluster: kmock.KubernetesEmulator, tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": str(cluster.url)}}],
+                "users": [{"name": "test", "user": {"token": "x"}}],
+                "contexts": [
+                    {
+                        "name": "kmock",
+                        "context": {"cluster": "kmock", "user": "test", "namespace": NS},
+                    }
+                ],
+                "current-context": "kmock",
+            }
+        )
+    )
+    return path
+
+
+async def test_a_restarted_operator_carries_on_and_the_cli_promotes(cluster, tmp_path):
+    steps = [{"weight": 25, "pause": "1s"}, {"weight": 50, "pause": "10m"}, {"weight": 100}]
+    async with background(DeploymentController(cluster)):
+        async with running_operator(cluster, settings()):
+            await start_rollout(cluster, canary_spec(None, steps))
+            await eventually(lambda: status(cluster)["canary"]["weight"] == 50, timeout=15)
+        stored = status(cluster)["canary"]
+        assert (stored["step"], stored["weight"]) == (1, 50)
+        replicas = deployment(cluster, f"{NAME}-canary")["spec"]["replicas"]
+        assert replicas == 2
+
+        async with running_operator(cluster, settings()):
+            # A new process: it must neither go back to 25% nor skip the 10-minute pause.
+            await asyncio.sleep(1.0)  # five rollout ticks: time for a wrong step to show
+            resumed = status(cluster)["canary"]
+            assert (resumed["phase"], resumed["step"], resumed["weight"]) == ("Progressing", 1, 50)
+            assert resumed["stepStarted"] == stored["stepStarted"]
+            assert weight_messages(cluster) == [
+                "step 1/3: 25% to the canary",
+                "step 2/3: 50% to the canary",
+            ]
+            # Manual promotion through the CLI, which only sets an annotation.
+            env = {**os.environ, "KUBECONFIG": str(kubeconfig(cluster, tmp_path))}
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "rampart_operator", "promote", NAME],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            await eventually(lambda: status(cluster)["canary"]["phase"] == "Succeeded", timeout=15)
+            # The operator removed the annotation once it acted on it.
+            await eventually(
+                lambda: (
+                    "rampart.dev/promote"
+                    not in (obj(cluster, HSVC, NAME)["metadata"].get("annotations") or {})
+                )
+            )
+    assert "promoted by the rampart.dev/promote annotation" in " ".join(
+        e["message"] for e in events(cluster)
+    )
+    assert app_image(deployment(cluster, NAME)) == "ghcr.io/acme/checkout:2"
+
+
+def weight_messages(cluster: kmock.KubernetesEmulator) -> list[str]:
+    return [e["message"] for e in events(cluster) if e["reason"] == "CanaryWeight"]
+
+
+async def test_cli_names_a_missing_service(cluster, tmp_path):
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig(cluster, tmp_path))}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "rampart_operator", "abort", "nothing-here"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert "HardenedService shop/nothing-here: not found" in done.stderr
