@@ -176,10 +176,15 @@ class Runtime:
                 analysis = Analysis(verdict, rollout.revision, rollout.step)
                 for check, value in verdict.values.items():
                     self.metrics.analysis.labels(namespace, name, check).set(value)
-        await self.reconcile_named(namespace, name, analysis=analysis)
+        await self.reconcile_named(namespace, name, analysis=analysis, rollout_only=True)
 
     async def reconcile_named(
-        self, namespace: str, name: str, analysis: Analysis | None = None
+        self,
+        namespace: str,
+        name: str,
+        analysis: Analysis | None = None,
+        rollout_only: bool = False,
+        thorough: bool = False,
     ) -> dict[str, Any] | None:
         """Reconcile one HardenedService, write its status and return it (None if it is gone)."""
         key = (namespace, name)
@@ -205,6 +210,8 @@ class Runtime:
                     firing=self.alerts.firing(namespace, name),
                     analysis=analysis,
                     now=self.clock(),
+                    rollout_only=rollout_only,
+                    thorough=thorough,
                 )
             except ApiError as error:
                 if error.transient:
@@ -213,6 +220,10 @@ class Runtime:
                 seen = Observation(body["metadata"].get("generation"), problems=[f"API: {error}"])
             finally:
                 self.metrics.duration.observe(monotonic() - started)
+            if seen.skipped:
+                if alerted is not None:
+                    self._alerted.setdefault(key, alerted)
+                return None
             previous = body.get("status") or {}
             status = compute_status(seen, previous)
             await self.client.merge_patch(
@@ -311,6 +322,9 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
         return info
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    async def resumed(name: str, namespace: str | None, **_: Any) -> None:
+        await runtime.reconcile_named(namespace or "default", name, thorough=True)
+
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     async def changed(name: str, namespace: str | None, **_: Any) -> None:
@@ -325,7 +339,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
         registry=registry,
     )
     async def drift(name: str, namespace: str | None, **_: Any) -> None:
-        await runtime.reconcile_named(namespace or "default", name)
+        await runtime.reconcile_named(namespace or "default", name, thorough=True)
 
     @kopf.timer(
         GROUP,

@@ -56,6 +56,14 @@ class Action:
     name: str
 
 
+def _rollback_order(manifest: dict[str, Any]) -> int:
+    if manifest["kind"] in ("HTTPRoute", "Ingress"):
+        return 0
+    if manifest["kind"] == "Deployment":
+        return 1 if manifest["metadata"]["name"].endswith("-canary") else 2
+    return 3  # sort is stable: the rest keep their order
+
+
 def contains(live: Any, desired: Any) -> bool:
     """Whether ``live`` already has every field ``desired`` sets (servers add defaults)."""
     if isinstance(desired, dict):
@@ -86,12 +94,13 @@ def _owned_by(live: dict[str, Any], owner: dict[str, Any]) -> bool:
 
 async def apply(
     client: KubeClient, owner: dict[str, Any], desired: dict[str, Any]
-) -> Action | None:
+) -> tuple[Action | None, dict[str, Any]]:
+    """Create or patch one child; what was done, and the child as the server now has it."""
     meta = desired["metadata"]
     live = await client.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
     if live is None:
-        await client.create(desired)
-        return Action("created", desired["kind"], meta["name"])
+        created = await client.create(desired)
+        return Action("created", desired["kind"], meta["name"]), created
     if not _owned_by(live, owner):
         raise NotOwnedError(
             409,
@@ -99,11 +108,11 @@ async def apply(
             f"this HardenedService; rename or remove it",
         )
     if contains(live, desired):
-        return None
-    await client.merge_patch(
+        return None, live
+    patched = await client.merge_patch(
         desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"], desired
     )
-    return Action("updated", desired["kind"], meta["name"])
+    return Action("updated", desired["kind"], meta["name"]), patched
 
 
 async def reconcile(
@@ -115,8 +124,16 @@ async def reconcile(
     firing: tuple[str, ...] = (),
     analysis: Analysis | None = None,
     now: float | None = None,
+    rollout_only: bool = False,
+    thorough: bool = False,
 ) -> Observation:
-    """``firing`` (alert names) and ``analysis`` are what the runtime knows of a rollout."""
+    """``firing`` (alert names) and ``analysis`` are what the runtime knows of a rollout.
+
+    With ``rollout_only`` (a rollout's periodic tick) nothing is applied unless
+    the rollout's state moved; the result is then marked ``skipped``.
+    Children the spec no longer asks for are looked for among those the last
+    status listed; ``thorough`` (the drift timer, a resume) looks for every kind.
+    """
     meta = resource["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     seen = Observation(generation=meta.get("generation"))
@@ -141,21 +158,29 @@ async def reconcile(
         plan = await plan_rollout(
             client, resource, spec, reads, time.time() if now is None else now, firing, analysis
         )
+        seen.rollout = plan
+        if rollout_only and not plan.changed and not plan.acted_on:
+            seen.skipped = True
+            return seen
         if plan.changed:
             # The new state is stored before any child moves: a restart resumes from it.
             await client.merge_patch(
                 f"{GROUP}/{VERSION}", KIND, namespace, name, {"status": plan.status()}, "status"
             )
-        seen.rollout = plan
         placement = plan.placement
     if seen.problems:
         return seen
 
     manifests = render(resource, settings, placement)
+    if seen.rollout is not None and seen.rollout.rolled_back:
+        # Traffic off the canary before anything else: routes, then the canary's pods.
+        manifests.sort(key=_rollback_order)
     last_traffic = max(i for i, m in enumerate(manifests) if m["kind"] in TRAFFIC_KINDS)
+    applied: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for index, manifest in enumerate(manifests):
-            action = await apply(client, resource, manifest)
+            action, live = await apply(client, resource, manifest)
+            applied[manifest["kind"], manifest["metadata"]["name"]] = live
             if action is not None:
                 on_action(action)
             if index == last_traffic:
@@ -171,34 +196,36 @@ async def reconcile(
             name,
             {"metadata": {"annotations": dict.fromkeys(seen.rollout.acted_on)}},
         )
+    listed = (resource.get("status") or {}).get("children")
+    thorough = thorough or not isinstance(listed, list)
+    known = {(c.get("kind"), c.get("name")) for c in listed or [] if isinstance(c, dict)}
     rendered = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in manifests}
     for api_version, kind, suffix in OPTIONAL_KINDS:
         child = name + suffix
-        if (api_version, kind, child) in rendered:
+        if (api_version, kind, child) in rendered or not (thorough or (kind, child) in known):
             continue
-        live = await client.get(api_version, kind, namespace, child)
-        if live is not None and _owned_by(live, resource):
+        stale = await client.get(api_version, kind, namespace, child)
+        if stale is not None and _owned_by(stale, resource):
             await client.delete(api_version, kind, namespace, child)
             on_action(Action("deleted", kind, child))
 
     # Backup CronJobs of sources no longer in the spec.
-    for live in await client.list("batch/v1", "CronJob", namespace, f"{OWNER_LABEL}={name}"):
-        child = live["metadata"]["name"]
-        if ("batch/v1", "CronJob", child) not in rendered and _owned_by(live, resource):
-            await client.delete("batch/v1", "CronJob", namespace, child)
-            on_action(Action("deleted", "CronJob", child))
+    if thorough or any(kind == "CronJob" for kind, _ in known):
+        for job in await client.list("batch/v1", "CronJob", namespace, f"{OWNER_LABEL}={name}"):
+            child = job["metadata"]["name"]
+            if ("batch/v1", "CronJob", child) not in rendered and _owned_by(job, resource):
+                await client.delete("batch/v1", "CronJob", namespace, child)
+                on_action(Action("deleted", "CronJob", child))
     seen.backups = [
         {
             "source": m["metadata"]["name"].removeprefix(f"{name}-backup-"),
-            **backup_status(
-                await client.get("batch/v1", "CronJob", namespace, m["metadata"]["name"])
-            ),
+            **backup_status(applied["CronJob", m["metadata"]["name"]]),
         }
         for m in manifests
         if m["kind"] == "CronJob"
     ]
 
-    deployment = await client.get("apps/v1", "Deployment", namespace, name)
+    deployment = applied["Deployment", name]
     seen.workload_ready, seen.workload_message = deployment_ready(deployment)
     if spec.get("canary") and seen.workload_ready:
         seen.workload_message += " (stable)"

@@ -55,6 +55,13 @@ class RolloutPlan:
     def changed(self) -> bool:
         return self.before != self.rollout
 
+    @property
+    def rolled_back(self) -> bool:
+        """Whether this look is the one that rolled the canary back."""
+        return self.rollout.phase == "RolledBack" and (
+            self.before is None or self.before.phase != "RolledBack"
+        )
+
     def status(self) -> dict[str, Any]:
         return {
             "canary": self.rollout.to_status(),

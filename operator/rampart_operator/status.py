@@ -28,6 +28,7 @@ class Observation:
     backups: list[dict[str, Any]] = field(default_factory=list)  # per source
     rollout: RolloutPlan | None = None  # with spec.canary
     traffic_applied: float | None = None  # monotonic time the weights reached the API
+    skipped: bool = False  # a rollout tick that found nothing to do
 
 
 def deployment_ready(live: dict[str, Any] | None) -> tuple[bool, str]:
