@@ -112,7 +112,7 @@ def proc_stats(pid: int) -> tuple[float, float]:
 
 
 async def start_operator(
-    emulator: kmock.KubernetesEmulator, workdir: Path
+    emulator: kmock.KubernetesEmulator, workdir: Path, env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_text(
@@ -134,6 +134,8 @@ async def start_operator(
         "KUBECONFIG": str(kubeconfig),
         "RAMPART_METRICS_PORT": "0",
         "RAMPART_SIDECAR_MODE": "native",
+        "RAMPART_ALERT_PORT": "0",
+        **(env or {}),
     }
     return await asyncio.create_subprocess_exec(
         sys.executable,

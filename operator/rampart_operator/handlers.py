@@ -82,6 +82,7 @@ class Runtime:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._alerted: dict[tuple[str, str], float] = {}  # monotonic time an alert arrived
         self._tasks: set[asyncio.Task[None]] = set()
+        self._written: dict[tuple[str, str], dict[str, Any]] = {}  # as last written here
         self._receiver: web.AppRunner | None = None
 
     @property
@@ -125,7 +126,19 @@ class Runtime:
         self.metrics.alerts.inc(len(keys))
         for key in keys:
             self._alerted.setdefault(key, received)
-            self.spawn(self.reconcile_named(*key))
+            self.spawn(self._react(*key))
+
+    async def _react(self, namespace: str, name: str) -> None:
+        try:
+            await self.reconcile_named(namespace, name, urgent=True)
+        except (kopf.TemporaryError, ApiError) as error:
+            # The alert stays in the store: the next rollout tick acts on it.
+            log.warning(
+                "%s/%s: acting on an alert failed (%s); retrying at the next tick",
+                namespace,
+                name,
+                error,
+            )
 
     async def start_alerts(self) -> None:
         """The webhook receiver (with a token) and the Alertmanager poller (with a URL)."""
@@ -185,15 +198,25 @@ class Runtime:
         analysis: Analysis | None = None,
         rollout_only: bool = False,
         thorough: bool = False,
+        urgent: bool = False,
     ) -> dict[str, Any] | None:
-        """Reconcile one HardenedService, write its status and return it (None if it is gone)."""
+        """Reconcile one HardenedService, write its status and return it (None if it is gone).
+
+        ``urgent`` (an alert) starts from the object as this operator last wrote
+        it, when it has one, instead of reading it again: the operator is the only
+        writer of the status, which is what a rollback decides on; a spec change
+        since then brings its own reconciliation right after.
+        """
         key = (namespace, name)
         lock = self._locks.setdefault(key, asyncio.Lock())
         actions: list[Action] = []
         async with lock:
-            body = await self.client.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
+            body = self._written.get(key) if urgent else None
+            if body is None:
+                body = await self.client.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 self._alerted.pop(key, None)
+                self._written.pop(key, None)
                 return None
             if self.settings.sidecar_mode == "auto":
                 mode = mode_for_server(await self.client.version())
@@ -214,6 +237,7 @@ class Runtime:
                     thorough=thorough,
                 )
             except ApiError as error:
+                self._written.pop(key, None)  # a status may have been half written
                 if error.transient:
                     self.metrics.reconciliations.labels("error").inc()
                     raise kopf.TemporaryError(f"API: {error}", delay=2) from error
@@ -226,7 +250,7 @@ class Runtime:
                 return None
             previous = body.get("status") or {}
             status = compute_status(seen, previous)
-            await self.client.merge_patch(
+            self._written[key] = await self.client.merge_patch(
                 f"{GROUP}/{VERSION}", KIND, namespace, name, {"status": status}, "status"
             )
         await self._report(body, seen, actions, previous, alerted)

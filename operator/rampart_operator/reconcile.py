@@ -9,6 +9,7 @@ switched off) are deleted. The result is an ``Observation`` for the status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -46,7 +47,6 @@ OPTIONAL_KINDS = (
     ("gateway.networking.k8s.io/v1", "HTTPRoute", ""),
     ("networking.k8s.io/v1", "Ingress", "-canary"),
 )
-TRAFFIC_KINDS = frozenset({"Deployment", "HTTPRoute", "Ingress"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,12 @@ class Action:
     verb: str  # created, updated, deleted
     kind: str
     name: str
+
+
+def _carries_weight(manifest: dict[str, Any]) -> bool:
+    """The objects that set the canary's share: its route, or its replica count."""
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    return kind in ("HTTPRoute", "Ingress") or (kind == "Deployment" and name.endswith("-canary"))
 
 
 def _rollback_order(manifest: dict[str, Any]) -> int:
@@ -93,11 +99,22 @@ def _owned_by(live: dict[str, Any], owner: dict[str, Any]) -> bool:
 
 
 async def apply(
-    client: KubeClient, owner: dict[str, Any], desired: dict[str, Any]
+    client: KubeClient,
+    owner: dict[str, Any],
+    desired: dict[str, Any],
+    *known: dict[str, Any] | None,
 ) -> tuple[Action | None, dict[str, Any]]:
-    """Create or patch one child; what was done, and the child as the server now has it."""
+    """Create or patch one child; what was done, and the child as the server now has it.
+
+    ``known`` is the child as just read (None: absent), to save reading it again.
+    """
     meta = desired["metadata"]
-    live = await client.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    if known:
+        live = known[0]
+    else:
+        live = await client.get(
+            desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]
+        )
     if live is None:
         created = await client.create(desired)
         return Action("created", desired["kind"], meta["name"]), created
@@ -162,28 +179,45 @@ async def reconcile(
         if rollout_only and not plan.changed and not plan.acted_on:
             seen.skipped = True
             return seen
-        if plan.changed:
-            # The new state is stored before any child moves: a restart resumes from it.
-            await client.merge_patch(
-                f"{GROUP}/{VERSION}", KIND, namespace, name, {"status": plan.status()}, "status"
-            )
         placement = plan.placement
     if seen.problems:
         return seen
 
     manifests = render(resource, settings, placement)
+    prefetched: dict[tuple[str, str], dict[str, Any] | None] = {}
+    if seen.rollout is not None and seen.rollout.changed:
+        # The new state is stored before any child moves: a restart resumes from it.
+        store = client.merge_patch(
+            f"{GROUP}/{VERSION}", KIND, namespace, name, {"status": seen.rollout.status()}, "status"
+        )
+        urgent = [m for m in manifests if _carries_weight(m)] if seen.rollout.rolled_back else []
+        # A rollback reads what carries the weight while the state is being stored.
+        _, *found = await asyncio.gather(
+            store,
+            *(
+                client.get(m["apiVersion"], m["kind"], namespace, m["metadata"]["name"])
+                for m in urgent
+            ),
+        )
+        prefetched = {
+            (m["kind"], m["metadata"]["name"]): live for m, live in zip(urgent, found, strict=True)
+        }
     if seen.rollout is not None and seen.rollout.rolled_back:
         # Traffic off the canary before anything else: routes, then the canary's pods.
         manifests.sort(key=_rollback_order)
-    last_traffic = max(i for i, m in enumerate(manifests) if m["kind"] in TRAFFIC_KINDS)
+    weights = [i for i, m in enumerate(manifests) if _carries_weight(m)]
     applied: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for index, manifest in enumerate(manifests):
-            action, live = await apply(client, resource, manifest)
+            key = (manifest["kind"], manifest["metadata"]["name"])
+            if key in prefetched:
+                action, live = await apply(client, resource, manifest, prefetched[key])
+            else:
+                action, live = await apply(client, resource, manifest)
             applied[manifest["kind"], manifest["metadata"]["name"]] = live
             if action is not None:
                 on_action(action)
-            if index == last_traffic:
+            if weights and index == weights[-1]:
                 seen.traffic_applied = time.monotonic()
     except NotOwnedError as error:
         seen.problems.append(f"metadata.name: {error.message}")

@@ -127,9 +127,12 @@ async def plan_rollout(
     known.setdefault(target.id, target)
 
     current = place(spec, state, known, live)
-    stable_live = await client.get("apps/v1", "Deployment", namespace, name)
-    canary_live = await client.get("apps/v1", "Deployment", namespace, f"{name}-canary")
     annotations = meta.get("annotations") or {}
+    stable_live = canary_live = None
+    # Pods do not matter to a rollback; an alert should not wait for two reads.
+    if not (state.active and (ABORT in annotations or (firing and policy.rollback_on_alerts))):
+        stable_live = await client.get("apps/v1", "Deployment", namespace, name)
+        canary_live = await client.get("apps/v1", "Deployment", namespace, f"{name}-canary")
     verdict = None
     if (
         analysis is not None
