@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -83,6 +84,7 @@ class Runtime:
         self._alerted: dict[tuple[str, str], float] = {}  # monotonic time an alert arrived
         self._tasks: set[asyncio.Task[None]] = set()
         self._written: dict[tuple[str, str], dict[str, Any]] = {}  # as last written here
+        self.handled: dict[tuple[str, str], str] = {}  # the spec each create/update reconciled
         self._receiver: web.AppRunner | None = None
 
     @property
@@ -304,6 +306,16 @@ class Runtime:
             self.metrics.reconciliations.labels("applied").inc()
 
 
+def _essence(body: kopf.Body) -> str:
+    """What a create or update handler acts on: the spec and the user's annotations."""
+    annotations = {
+        k: v
+        for k, v in (body.get("metadata", {}).get("annotations") or {}).items()
+        if not k.startswith("rampart.dev/kopf") and k != "rampart.dev/last-handled-configuration"
+    }
+    return json.dumps([body.get("spec"), annotations], sort_keys=True)
+
+
 def rollout_active(body: kopf.Body, clock: Callable[[], float] = time.time) -> bool:
     """Whether a HardenedService needs its rollout looked at on every tick."""
     spec = body.get("spec") or {}
@@ -351,8 +363,15 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    async def changed(name: str, namespace: str | None, **_: Any) -> None:
-        await runtime.reconcile_named(namespace or "default", name)
+    async def changed(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        key = (namespace or "default", name)
+        wanted = _essence(body)
+        if runtime.handled.get(key) == wanted:
+            # kopf may deliver one change again when it cannot order our own status
+            # writes against its bookkeeping (an emulator without resourceVersions).
+            return
+        if await runtime.reconcile_named(*key) is not None:
+            runtime.handled[key] = wanted
 
     @kopf.timer(
         GROUP,
