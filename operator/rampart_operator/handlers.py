@@ -38,7 +38,7 @@ from .render.placement import placement_from_status
 from .rollout import Analysis
 from .schema import apply_defaults
 from .settings import OperatorSettings, mode_for_server
-from .status import Observation, compute_status
+from .status import Observation, compute_status, deployment_ready
 from .validation import validate
 
 __all__ = ["Runtime", "register"]
@@ -316,6 +316,18 @@ def _essence(body: kopf.Body) -> str:
     return json.dumps([body.get("spec"), annotations], sort_keys=True)
 
 
+def readiness_moved(owner: dict[str, Any], deployment: dict[str, Any]) -> bool:
+    """Whether a Deployment's readiness differs from what the owner's status last saw."""
+    status = owner.get("status") or {}
+    name = deployment["metadata"]["name"]
+    ready = deployment_ready(deployment)[0]
+    if name == owner["metadata"]["name"]:
+        listed = {c.get("name"): c.get("ready") for c in status.get("children") or []}
+        return listed.get(name) != ready
+    rollout = Rollout.from_status(status.get("canary"))
+    return rollout is not None and rollout.active
+
+
 def rollout_active(body: kopf.Body, clock: Callable[[], float] = time.time) -> bool:
     """Whether a HardenedService needs its rollout looked at on every tick."""
     spec = body.get("spec") or {}
@@ -417,6 +429,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
             owner = await runtime.client.get(f"{GROUP}/{VERSION}", KIND, namespace, owner_name)
             if owner is None or owner.get("metadata", {}).get("deletionTimestamp"):
                 return  # the owner is going too: garbage collection, not drift
-            if event["type"] == "MODIFIED" and not runtime.drifted(owner, child):
-                return  # most often the operator's own write coming back
-            await runtime.reconcile_named(namespace, owner_name)
+            if event["type"] == "DELETED" or runtime.drifted(owner, child):
+                await runtime.reconcile_named(namespace, owner_name)
+            elif child.get("kind") == "Deployment" and readiness_moved(owner, child):
+                # Pods came up or went: the status says so now, and a rollout
+                # waiting for its canary moves on without waiting for its tick.
+                canary = meta.get("name") != owner_name
+                await runtime.reconcile_named(namespace, owner_name, rollout_only=canary)
+            # Otherwise, most often the operator's own write coming back.

@@ -227,6 +227,7 @@ async def test_api_errors_are_retried(cluster, operator):
     assert errors >= 1  # the conflicts reached the handler and were retried
 
 
+@pytest.mark.drift_interval(3600)  # only the watch on the Deployment can make it Healthy
 async def test_ready_when_the_deployment_is_available(cluster, operator):
     await create_and_settle(cluster, hardened())
     # kmock has no Deployment controller: play its part.
