@@ -191,7 +191,20 @@ class Runtime:
                 analysis = Analysis(verdict, rollout.revision, rollout.step)
                 for check, value in verdict.values.items():
                     self.metrics.analysis.labels(namespace, name, check).set(value)
-        await self.reconcile_named(namespace, name, analysis=analysis, rollout_only=True)
+        # Most ticks find nothing to do: they find it out without the lock, which
+        # an alert may need at that very moment.
+        probe = await reconcile(
+            self.client,
+            body,
+            self.settings,
+            firing=self.alerts.firing(namespace, name),
+            analysis=analysis,
+            now=self.clock(),
+            rollout_only=True,
+            probe=True,
+        )
+        if not probe.skipped:
+            await self.reconcile_named(namespace, name, analysis=analysis, rollout_only=True)
 
     async def reconcile_named(
         self,
@@ -325,7 +338,13 @@ def readiness_moved(owner: dict[str, Any], deployment: dict[str, Any]) -> bool:
         listed = {c.get("name"): c.get("ready") for c in status.get("children") or []}
         return listed.get(name) != ready
     rollout = Rollout.from_status(status.get("canary"))
-    return rollout is not None and rollout.active
+    # The canary: worth a look only when a step waits for these pods and they are up.
+    return (
+        ready
+        and rollout is not None
+        and rollout.phase == "Progressing"
+        and rollout.step_started is None
+    )
 
 
 def rollout_active(body: kopf.Body, clock: Callable[[], float] = time.time) -> bool:

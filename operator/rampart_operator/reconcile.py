@@ -143,6 +143,7 @@ async def reconcile(
     now: float | None = None,
     rollout_only: bool = False,
     thorough: bool = False,
+    probe: bool = False,
 ) -> Observation:
     """``firing`` (alert names) and ``analysis`` are what the runtime knows of a rollout.
 
@@ -150,6 +151,8 @@ async def reconcile(
     the rollout's state moved; the result is then marked ``skipped``.
     Children the spec no longer asks for are looked for among those the last
     status listed; ``thorough`` (the drift timer, a resume) looks for every kind.
+    A ``probe`` only reads: it stops after planning, ``skipped`` unless the
+    rollout would move.
     """
     meta = resource["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
@@ -165,6 +168,9 @@ async def reconcile(
         if await client.get("v1", "Secret", namespace, secret) is None:
             seen.problems.append(f"{field}: Secret {secret} not found in {namespace}")
     placement = initial_placement(spec)
+    if probe and not spec.get("canary"):
+        seen.skipped = True  # nothing rolls out: nothing for a probe to find
+        return seen
     if spec.get("canary"):
         router = router_for(spec)
         reads = {ref: await client.get(*ref[:2], namespace, ref[2]) for ref in router.reads(spec)}
@@ -176,8 +182,10 @@ async def reconcile(
             client, resource, spec, reads, time.time() if now is None else now, firing, analysis
         )
         seen.rollout = plan
-        if rollout_only and not plan.changed and not plan.acted_on:
+        if (rollout_only or probe) and not plan.changed and not plan.acted_on:
             seen.skipped = True
+            return seen
+        if probe:
             return seen
         placement = plan.placement
     if seen.problems:
