@@ -55,6 +55,8 @@ CHILD_RESOURCES = (
     ("monitoring.coreos.com", "v1", "podmonitors"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
     ("batch", "v1", "cronjobs"),
+    ("gateway.networking.k8s.io", "v1", "httproutes"),
+    ("networking.k8s.io", "v1", "ingresses"),
 )
 Login = Callable[..., kopf.ConnectionInfo | None]
 

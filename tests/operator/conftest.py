@@ -34,6 +34,8 @@ RESOURCES = {
     "monitoring.coreos.com/v1/podmonitors": ("PodMonitor", True, set()),
     "monitoring.coreos.com/v1/servicemonitors": ("ServiceMonitor", True, set()),
     "batch/v1/cronjobs": ("CronJob", True, {"status"}),
+    "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True, set()),
+    "networking.k8s.io/v1/ingresses": ("Ingress", True, set()),
     "v1/events": ("Event", True, set()),
     "v1/namespaces": ("Namespace", False, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),

@@ -405,3 +405,105 @@ async def test_cli_names_a_missing_service(cluster, tmp_path):
     )
     assert done.returncode == 1
     assert "HardenedService shop/nothing-here: not found" in done.stderr
+
+
+def route_weights(cluster: kmock.KubernetesEmulator) -> list[tuple[str, int]]:
+    route = obj(cluster, "gateway.networking.k8s.io/v1/httproutes", NAME)
+    assert route is not None
+    return [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]]
+
+
+async def test_gateway_api_weights_move_on_the_httproute_and_abort_sets_zero(cluster):
+    gateway = {"parentRefs": [{"name": "public"}], "hostnames": ["shop.example"]}
+    canary = {
+        **canary_spec(None, [{"weight": 30, "pause": "10m"}, {"weight": 100}]),
+        "traffic": {"router": "gatewayAPI", "gatewayAPI": gateway},
+    }
+    async with running_operator(cluster, settings()), background(DeploymentController(cluster)):
+        await start_rollout(cluster, canary)
+        await eventually(lambda: route_weights(cluster) == [(NAME, 70), (f"{NAME}-canary", 30)])
+        # The weighing router keeps every stable pod; the canary has its share.
+        assert deployment(cluster, NAME)["spec"]["replicas"] == 4
+        assert deployment(cluster, f"{NAME}-canary")["spec"]["replicas"] == 2
+        selector = obj(cluster, "v1/services", NAME)["spec"]["selector"]
+        assert selector["rampart.dev/track"] == "stable"
+        abort = {"metadata": {"annotations": {"rampart.dev/abort": "now"}}}
+        assert await api(cluster, "PATCH", HSVC_PATH, abort) == 200
+        await eventually(lambda: route_weights(cluster) == [(NAME, 100), (f"{NAME}-canary", 0)])
+        await eventually(lambda: status(cluster)["canary"]["phase"] == "RolledBack")
+        await eventually(
+            lambda: (
+                "rampart.dev/abort"
+                not in (obj(cluster, HSVC, NAME)["metadata"].get("annotations") or {})
+            )
+        )
+    assert "aborted by the rampart.dev/abort annotation" in status(cluster)["canary"]["message"]
+
+
+async def test_ingress_nginx_canary_ingress_follows_the_weight_and_promotion(cluster):
+    cluster.objects["networking.k8s.io/v1/ingresses", NS, "shop"] = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "shop", "namespace": NS, "resourceVersion": "1"},
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [
+                {
+                    "host": "shop.example",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": NAME, "port": {"number": 80}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+    canary = {
+        **canary_spec(None, [{"weight": 20, "pause": "10m"}, {"weight": 100}]),
+        "traffic": {"router": "ingressNginx", "ingressNginx": {"ingress": "shop"}},
+    }
+
+    def canary_weight() -> str | None:
+        ingress = obj(cluster, "networking.k8s.io/v1/ingresses", f"{NAME}-canary")
+        return (
+            (ingress or {})
+            .get("metadata", {})
+            .get("annotations", {})
+            .get("nginx.ingress.kubernetes.io/canary-weight")
+        )
+
+    async with running_operator(cluster, settings()), background(DeploymentController(cluster)):
+        await start_rollout(cluster, canary)
+        await eventually(lambda: canary_weight() == "20")
+        ingress = obj(cluster, "networking.k8s.io/v1/ingresses", f"{NAME}-canary")
+        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend["name"] == f"{NAME}-canary"
+        promote = {"metadata": {"annotations": {"rampart.dev/promote": "now"}}}
+        assert await api(cluster, "PATCH", HSVC_PATH, promote) == 200
+        await eventually(lambda: status(cluster)["canary"]["phase"] == "Succeeded")
+        await eventually(lambda: canary_weight() == "0")
+    assert app_image(deployment(cluster, NAME)) == "ghcr.io/acme/checkout:2"
+    # The user's own Ingress is never touched.
+    mine = obj(cluster, "networking.k8s.io/v1/ingresses", "shop")
+    assert mine["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == NAME
+
+
+async def test_ingress_nginx_without_the_users_ingress_stalls_with_the_field(cluster):
+    canary = {
+        **canary_spec(None, [{"weight": 20}]),
+        "traffic": {"router": "ingressNginx", "ingressNginx": {"ingress": "missing"}},
+    }
+    async with running_operator(cluster, settings()):
+        cluster.objects[HSVC, NS, NAME] = hardened(NAME, replicas=4, canary=canary)
+        await eventually(lambda: status(cluster).get("phase") == "Failed")
+    stalled = {c["type"]: c for c in status(cluster)["conditions"]}["Stalled"]
+    assert stalled["status"] == "True"
+    assert (
+        "spec.canary.traffic.ingressNginx.ingress: Ingress missing not found" in stalled["message"]
+    )
+    assert obj(cluster, DEPLOYMENTS, NAME) is None  # nothing applied
