@@ -234,6 +234,7 @@ class Runtime:
             if body is None or body["metadata"].get("deletionTimestamp"):
                 self._alerted.pop(key, None)
                 self._written.pop(key, None)
+                self.handled.pop(key, None)
                 return None
             if self.settings.sidecar_mode == "auto":
                 mode = mode_for_server(await self.client.version())
