@@ -68,6 +68,40 @@ def test_every_example_is_valid(path):
             assert validate(doc) == []
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, which is what kustomize applies to a custom resource (no merge keys)."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+GITOPS = ROOT / "examples" / "gitops"
+
+
+@pytest.mark.parametrize("overlay", ["staging", "production"])
+def test_gitops_example_overlays_give_valid_services(overlay):
+    base = yaml.safe_load((GITOPS / "base" / "hardenedservice.yaml").read_text())
+    assert validate(base) == []
+    kustomization = yaml.safe_load(
+        (GITOPS / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    assert kustomization["resources"] == ["../../base"]
+    result = base
+    for patch in kustomization["patches"]:
+        result = merge_patch(
+            result, yaml.safe_load((GITOPS / "overlays" / overlay / patch["path"]).read_text())
+        )
+    assert validate(result) == []
+    assert result["spec"]["canary"]["image"] == "ghcr.io/acme/catalog:2.4.0"
+    assert result["spec"]["image"] == "ghcr.io/acme/catalog:2.3.0"  # the version it starts from
+
+
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
 def test_every_invalid_example_is_refused_naming_its_field(path):
     text = path.read_text()
