@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from ..render.names import TRACK_LABEL, child_metadata, selector_labels
 from ..render.sidecar import PROXY_PORT_NAME
 
-__all__ = ["Reference", "TrafficRouter", "canary_service", "scaled"]
+__all__ = ["Reference", "TrafficRouter", "WeighingRouter", "canary_service", "scaled"]
 
 Manifest = dict[str, Any]
 Reference = tuple[str, str, str]  # apiVersion, kind, name: a live object a router reads
@@ -84,3 +84,24 @@ def canary_service(owner: Manifest, spec: dict[str, Any]) -> Manifest:
             ],
         },
     }
+
+
+class WeighingRouter:
+    """What routers that weigh two Services share: every stable pod stays, the
+    canary has its step's share, and nothing in the cluster needs reading."""
+
+    shares_service = False
+
+    def canary_replicas(self, total: int, weight: int) -> int:
+        return scaled(total, weight)
+
+    def stable_replicas(self, total: int, weight: int) -> int:
+        return total
+
+    def reads(self, spec: dict[str, Any]) -> list[Reference]:
+        return []
+
+    def problems(
+        self, owner: Manifest, spec: dict[str, Any], live: dict[Reference, Manifest | None]
+    ) -> list[tuple[str, str]]:
+        return []

@@ -11,23 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..render.names import child_metadata
-from .base import Manifest, Reference, canary_service, scaled
+from .base import Manifest, Reference, WeighingRouter, canary_service
 
 __all__ = ["GatewayAPIRouter"]
 
 
-class GatewayAPIRouter:
-    shares_service = False
-
-    def canary_replicas(self, total: int, weight: int) -> int:
-        return scaled(total, weight)
-
-    def stable_replicas(self, total: int, weight: int) -> int:
-        return total
-
-    def reads(self, spec: dict[str, Any]) -> list[Reference]:
-        return []
-
+class GatewayAPIRouter(WeighingRouter):
     def manifests(
         self,
         owner: Manifest,
@@ -71,8 +60,3 @@ class GatewayAPIRouter:
                 "spec": route_spec,
             },
         ]
-
-    def problems(
-        self, owner: Manifest, spec: dict[str, Any], live: dict[Reference, Manifest | None]
-    ) -> list[tuple[str, str]]:
-        return []

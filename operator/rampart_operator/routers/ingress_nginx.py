@@ -12,7 +12,7 @@ import copy
 from typing import Any
 
 from ..render.names import child_metadata
-from .base import Manifest, Reference, canary_service, scaled
+from .base import Manifest, Reference, WeighingRouter, canary_service
 
 __all__ = ["IngressNginxRouter"]
 
@@ -20,15 +20,7 @@ API = "networking.k8s.io/v1"
 ANNOTATION = "nginx.ingress.kubernetes.io/"
 
 
-class IngressNginxRouter:
-    shares_service = False
-
-    def canary_replicas(self, total: int, weight: int) -> int:
-        return scaled(total, weight)
-
-    def stable_replicas(self, total: int, weight: int) -> int:
-        return total
-
+class IngressNginxRouter(WeighingRouter):
     def reads(self, spec: dict[str, Any]) -> list[Reference]:
         return [(API, "Ingress", spec["canary"]["traffic"]["ingressNginx"]["ingress"])]
 
