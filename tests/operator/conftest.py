@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import kmock
 import kopf
 import pytest
+import yaml
 
 from rampart_operator.handlers import Runtime, register
 from rampart_operator.settings import OperatorSettings
@@ -124,3 +126,26 @@ async def eventually(condition: Callable[[], Any], timeout: float = 10.0) -> Any
             last_error = error
         await asyncio.sleep(0.05)
     raise AssertionError(f"condition not met within {timeout}s (last error: {last_error!r})")
+
+
+def kubeconfig(cluster: kmock.KubernetesEmulator, tmp_path: Path) -> Path:
+    """A kubeconfig pointing at the emulator, default namespace ``shop``."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": str(cluster.url)}}],
+                "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
+                "contexts": [
+                    {
+                        "name": "kmock",
+                        "context": {"cluster": "kmock", "user": "test", "namespace": "shop"},
+                    }
+                ],
+                "current-context": "kmock",
+            }
+        )
+    )
+    return path

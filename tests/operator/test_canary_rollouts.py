@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kmock
 import pytest
-import yaml
 
 from rampart_operator.settings import OperatorSettings
 from tests.conftest import free_port
 from tests.monitoring import Alertmanager, Prometheus
-from tests.operator.conftest import HSVC, eventually, running_operator
+from tests.operator.conftest import HSVC, eventually, kubeconfig, running_operator
 from tests.operator.test_operator_kmock import NS, api, hardened, obj, status
+from tests.operator.test_rollout_parts import PRIMARY_INGRESS
 
 pytestmark = pytest.mark.integration
 
@@ -300,7 +300,7 @@ async def test_polling_alertmanager_catches_alerts_whose_webhook_was_lost(cluste
     operator_settings = settings(alertmanager_url=alertmanager.url, alert_poll_interval=0.3)
     try:
         async with (
-            running_operator(cluster, operator_settings),
+            running_operator(cluster, operator_settings) as runtime,
             background(DeploymentController(cluster)),
         ):
             await start_rollout(cluster, canary_spec(None, steps))
@@ -310,7 +310,9 @@ async def test_polling_alertmanager_catches_alerts_whose_webhook_was_lost(cluste
             alertmanager.post_alert(
                 {"alertname": "Other", "namespace": NS, "hardenedservice": "cart"}
             )
-            await asyncio.sleep(1.0)  # three poll intervals: time for a wrong rollback to show
+            # Once a poll has seen them, none is taken for this service's.
+            await eventually(lambda: runtime.alerts.firing(NS, "cart") == ("Other",))
+            assert runtime.alerts.firing(NS, NAME) == ()
             assert status(cluster)["canary"]["phase"] == "Progressing"
             alertmanager.post_alert(
                 {"alertname": "RampartHighErrorRate", "namespace": NS, "hardenedservice": NAME}
@@ -319,28 +321,6 @@ async def test_polling_alertmanager_catches_alerts_whose_webhook_was_lost(cluste
     finally:
         alertmanager.stop()
     assert "alert firing: RampartHighErrorRate" in status(cluster)["canary"]["message"]
-
-
-def kubeconfig(cluster: kmock.KubernetesEmulator, tmp_path: Path) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": str(cluster.url)}}],
-                "users": [{"name": "test", "user": {"token": "x"}}],
-                "contexts": [
-                    {
-                        "name": "kmock",
-                        "context": {"cluster": "kmock", "user": "test", "namespace": NS},
-                    }
-                ],
-                "current-context": "kmock",
-            }
-        )
-    )
-    return path
 
 
 async def test_a_restarted_operator_carries_on_and_the_cli_promotes(cluster, tmp_path):
@@ -354,9 +334,15 @@ async def test_a_restarted_operator_carries_on_and_the_cli_promotes(cluster, tmp
         replicas = deployment(cluster, f"{NAME}-canary")["spec"]["replicas"]
         assert replicas == 2
 
-        async with running_operator(cluster, settings()):
+        async with running_operator(cluster, settings()) as runtime:
             # A new process: it must neither go back to 25% nor skip the 10-minute pause.
-            await asyncio.sleep(1.0)  # five rollout ticks: time for a wrong step to show
+            # Wait until its resume has reconciled the service (where a wrong step would show).
+            registry = runtime.metrics.registry
+            await eventually(
+                lambda: registry.get_sample_value(
+                    "rampart_operator_reconciliations_total", {"result": "applied"}
+                )
+            )
             resumed = status(cluster)["canary"]
             assert (resumed["phase"], resumed["step"], resumed["weight"]) == ("Progressing", 1, 50)
             assert resumed["stepStarted"] == stored["stepStarted"]
@@ -441,28 +427,9 @@ async def test_gateway_api_weights_move_on_the_httproute_and_abort_sets_zero(clu
 
 
 async def test_ingress_nginx_canary_ingress_follows_the_weight_and_promotion(cluster):
-    cluster.objects["networking.k8s.io/v1/ingresses", NS, "shop"] = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": "shop", "namespace": NS, "resourceVersion": "1"},
-        "spec": {
-            "ingressClassName": "nginx",
-            "rules": [
-                {
-                    "host": "shop.example",
-                    "http": {
-                        "paths": [
-                            {
-                                "path": "/",
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": NAME, "port": {"number": 80}}},
-                            }
-                        ]
-                    },
-                }
-            ],
-        },
-    }
+    users_ingress = copy.deepcopy(PRIMARY_INGRESS)
+    users_ingress["metadata"]["resourceVersion"] = "1"
+    cluster.objects["networking.k8s.io/v1/ingresses", NS, "shop"] = users_ingress
     canary = {
         **canary_spec(None, [{"weight": 20, "pause": "10m"}, {"weight": 100}]),
         "traffic": {"router": "ingressNginx", "ingressNginx": {"ingress": "shop"}},

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
-from tests.operator.conftest import HSVC, eventually
+from tests.operator.conftest import HSVC, eventually, kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "rampart_operator"]
@@ -63,25 +63,11 @@ def test_crd_command_prints_the_committed_crd():
 
 @pytest.mark.integration
 async def test_run_reconciles_through_a_kubeconfig(cluster, tmp_path):
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "kmock",
-                "clusters": [
-                    {"name": "kmock", "cluster": {"server": str(cluster.url).rstrip("/")}}
-                ],
-                "users": [{"name": "tester", "user": {"token": "not-a-secret"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
-            }
-        )
-    )
+    config = kubeconfig(cluster, tmp_path)
     metrics_port, liveness_port = free_port(), free_port()
     env = {
         **os.environ,
-        "KUBECONFIG": str(kubeconfig),
+        "KUBECONFIG": str(config),
         "RAMPART_METRICS_PORT": str(metrics_port),
         "RAMPART_DRIFT_INTERVAL": "60",
     }
