@@ -135,6 +135,7 @@ async def start_operator(
         "RAMPART_METRICS_PORT": "0",
         "RAMPART_SIDECAR_MODE": "native",
         "RAMPART_ALERT_PORT": "0",
+        "RAMPART_WEBHOOK_PORT": "0",
         **(env or {}),
     }
     return await asyncio.create_subprocess_exec(

@@ -181,6 +181,7 @@ async def session(runs: int, first: int) -> tuple[list[float], list[float], tupl
         "RAMPART_ALERT_PORT": str(alert_port),
         "RAMPART_ALERT_TOKEN": TOKEN,
         "RAMPART_METRICS_PORT": str(metrics_port),
+        "RAMPART_WEBHOOK_PORT": "0",
     }
     latencies: list[float] = []
     api_times: list[float] = []

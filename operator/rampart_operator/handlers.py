@@ -23,6 +23,7 @@ import aiohttp
 import kopf
 from aiohttp import web
 
+from .admission.service import Admission
 from .alertmanager import AlertPoller, AlertStore, receiver_app
 from .analysis import analyze
 from .analysis.prometheus import PrometheusProvider
@@ -88,6 +89,8 @@ class Runtime:
         self._written: dict[tuple[str, str], dict[str, Any]] = {}  # as last written here
         self.handled: dict[tuple[str, str], str] = {}  # the spec each create/update reconciled
         self._receiver: web.AppRunner | None = None
+        self.logged_in = asyncio.Event()
+        self.admission: Admission | None = None
 
     @property
     def client(self) -> KubeClient:
@@ -170,6 +173,26 @@ class Runtime:
             await self._receiver.cleanup()
             self._receiver = None
 
+    async def _resolve_sidecar_mode(self) -> None:
+        if self.settings.sidecar_mode == "auto":
+            mode = mode_for_server(await self.client.version())
+            self.settings = dataclasses.replace(self.settings, sidecar_mode=mode)
+            log.info("sidecar mode %s for this cluster", mode)
+
+    async def start_admission(self) -> None:
+        """The webhook server, once logged in (its certificate lives in the cluster)."""
+        if not self.settings.webhook_port:
+            return
+        await self.logged_in.wait()
+        await self._resolve_sidecar_mode()
+        self.admission = Admission(self.settings, self.client, self.metrics)
+        self.admission.start()
+
+    async def stop_admission(self) -> None:
+        if self.admission is not None:
+            await self.admission.stop()
+            self.admission = None
+
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
@@ -236,10 +259,7 @@ class Runtime:
                 self._written.pop(key, None)
                 self.handled.pop(key, None)
                 return None
-            if self.settings.sidecar_mode == "auto":
-                mode = mode_for_server(await self.client.version())
-                self.settings = dataclasses.replace(self.settings, sidecar_mode=mode)
-                log.info("sidecar mode %s for this cluster", mode)
+            await self._resolve_sidecar_mode()
             started = monotonic()
             alerted = self._alerted.pop(key, None)
             try:
@@ -377,19 +397,38 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
         if runtime.settings.metrics_port:
             runtime.metrics.serve(runtime.settings.metrics_port)
         await runtime.start_alerts()
+        runtime.spawn(runtime.start_admission())
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
         await runtime.stop_alerts()
+        await runtime.stop_admission()
 
     @kopf.on.login(registry=registry)
-    def authenticate(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def authenticate(**kwargs: Any) -> kopf.ConnectionInfo | None:
         if login is not None:
             info = login(**kwargs)
         else:
             info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
         runtime.connection = info
+        if info is not None:
+            runtime.logged_in.set()
         return info
+
+    for plural in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+
+        @kopf.on.event(
+            "admissionregistration.k8s.io",
+            "v1",
+            plural,
+            registry=registry,
+            id=f"ca-bundle-{plural}",
+            when=lambda name, **_: name == runtime.settings.webhook_configuration,
+        )
+        async def webhook_configuration_changed(**_: Any) -> None:
+            # A `helm upgrade` re-applies the configuration without caBundle.
+            if runtime.admission is not None:
+                await runtime.admission.keeper.sync_ca_bundle()
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     async def resumed(name: str, namespace: str | None, **_: Any) -> None:

@@ -37,6 +37,13 @@ PLURALS = {
     ("v1", "Service"): "services",
     ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
+    ("v1", "Namespace"): "namespaces",
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): (
+        "mutatingwebhookconfigurations"
+    ),
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"): (
+        "validatingwebhookconfigurations"
+    ),
     ("batch/v1", "CronJob"): "cronjobs",
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",

@@ -59,5 +59,18 @@ class OperatorMetrics:
             registry=self.registry,
         )
 
+        self.admission = Counter(
+            "rampart_operator_admission_reviews_total",
+            "Admission reviews answered, by webhook and result "
+            "(allowed, denied, injected, skipped, malformed).",
+            ["webhook", "result"],
+            registry=self.registry,
+        )
+        self.certificate_expiry = Gauge(
+            "rampart_operator_webhook_certificate_expiry_timestamp_seconds",
+            "When the certificate the webhook server presents expires (Unix time).",
+            registry=self.registry,
+        )
+
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)

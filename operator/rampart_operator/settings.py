@@ -46,6 +46,24 @@ class OperatorSettings:
     # fallback for lost webhooks; empty turns polling off.
     alertmanager_url: str = ""
     alert_poll_interval: float = 15.0
+    # The admission webhook server (HTTPS): port (0 turns it off) and host.
+    webhook_port: int = 9443
+    webhook_host: str = "0.0.0.0"
+    # The operator's own namespace: where the webhook Service and certificate
+    # Secret live, and never injected.
+    namespace: str = "rampart"
+    # The Service the API server calls, the Mutating- and ValidatingWebhookConfiguration
+    # (both carry this name) whose caBundle the operator keeps, and the Secret
+    # holding the CA and serving certificate it generates and rotates.
+    webhook_service: str = "rampart-webhook"
+    webhook_configuration: str = "rampart"
+    webhook_secret: str = "rampart-webhook-tls"  # noqa: S105 - the Secret's name
+    # Set when cert-manager provides the certificate (tls.crt, tls.key mounted
+    # here): the operator then only reloads it and leaves caBundle to cert-manager.
+    webhook_cert_dir: str = ""
+    # Seconds between checks whether the certificate is due for renewal (or
+    # another replica renewed it).
+    webhook_check_interval: float = 600.0
 
     @property
     def native_sidecar(self) -> bool:
@@ -74,6 +92,19 @@ class OperatorSettings:
             alertmanager_url=env.get("RAMPART_ALERTMANAGER_URL", ""),
             alert_poll_interval=float(
                 env.get("RAMPART_ALERT_POLL_INTERVAL", defaults.alert_poll_interval)
+            ),
+            webhook_port=int(env.get("RAMPART_WEBHOOK_PORT", defaults.webhook_port)),
+            namespace=env.get("RAMPART_NAMESPACE")
+            or env.get("POD_NAMESPACE")
+            or defaults.namespace,
+            webhook_service=env.get("RAMPART_WEBHOOK_SERVICE", defaults.webhook_service),
+            webhook_configuration=env.get(
+                "RAMPART_WEBHOOK_CONFIGURATION", defaults.webhook_configuration
+            ),
+            webhook_secret=env.get("RAMPART_WEBHOOK_SECRET", defaults.webhook_secret),
+            webhook_cert_dir=env.get("RAMPART_WEBHOOK_CERT_DIR", ""),
+            webhook_check_interval=float(
+                env.get("RAMPART_WEBHOOK_CHECK_INTERVAL", defaults.webhook_check_interval)
             ),
         )
 

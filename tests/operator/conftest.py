@@ -39,6 +39,16 @@ RESOURCES = {
     "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True, set()),
     "networking.k8s.io/v1/ingresses": ("Ingress", True, set()),
     "v1/events": ("Event", True, set()),
+    "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": (
+        "MutatingWebhookConfiguration",
+        False,
+        set(),
+    ),
+    "admissionregistration.k8s.io/v1/validatingwebhookconfigurations": (
+        "ValidatingWebhookConfiguration",
+        False,
+        set(),
+    ),
     "v1/namespaces": ("Namespace", False, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
 }
@@ -64,7 +74,9 @@ async def operator(
     """The operator, its drift timer ticking every 0.5 s unless a test marks another interval."""
     marker = request.node.get_closest_marker("drift_interval")
     interval = float(marker.args[0]) if marker else 0.5
-    settings = OperatorSettings(drift_interval=interval, metrics_port=0, alert_port=0)
+    settings = OperatorSettings(
+        drift_interval=interval, metrics_port=0, alert_port=0, webhook_port=0
+    )
     async with running_operator(cluster, settings) as runtime:
         yield runtime
 

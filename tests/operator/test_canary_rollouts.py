@@ -45,6 +45,7 @@ def settings(**overrides: Any) -> OperatorSettings:
             "metrics_port": 0,
             "rollout_tick": 0.2,
             "alert_port": 0,
+            "webhook_port": 0,
             **overrides,
         }
     )

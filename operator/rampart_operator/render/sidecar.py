@@ -21,10 +21,14 @@ __all__ = [
     "ADMIN_PORT_NAME",
     "CONFIG_KEY",
     "CONFIG_MOUNT",
+    "CONFIG_VOLUME",
+    "CONFIG_VOLUME_MOUNT",
+    "DEFAULT_RESOURCES",
     "PROXY_PORT_NAME",
     "SIDECAR_NAME",
     "config_hash",
     "drain_seconds",
+    "proxy_container",
     "secret_names",
     "sidecar_container",
     "sidecar_file",
@@ -38,7 +42,9 @@ CONFIG_MOUNT = "/etc/rampart"
 CONFIG_KEY = "sidecar.yaml"
 DEFAULT_LISTEN = "0.0.0.0:8000"
 DEFAULT_ADMIN = "0.0.0.0:9901"
-DEFAULT_RESOURCES = {
+CONFIG_VOLUME = "rampart-config"
+CONFIG_VOLUME_MOUNT = {"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True}
+DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"memory": "128Mi"},
 }
@@ -101,16 +107,44 @@ def sidecar_container(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The container and the volume holding its settings file."""
     proxy_port, admin_port = sidecar_ports(spec)
+    container = proxy_container(
+        settings,
+        args=["rampart-sidecar", "--config", f"{CONFIG_MOUNT}/{CONFIG_KEY}"],
+        ports=(proxy_port, admin_port),
+        env=_secret_env(spec),
+        resources=spec.get("sidecarResources") or DEFAULT_RESOURCES,
+        mounts=[CONFIG_VOLUME_MOUNT],
+        native=settings.native_sidecar,
+    )
+    volume = {
+        "name": CONFIG_VOLUME,
+        "configMap": {"name": config_map, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
+    }
+    return container, volume
+
+
+def proxy_container(
+    settings: OperatorSettings,
+    *,
+    args: list[str],
+    ports: tuple[int, int],
+    env: list[dict[str, Any]],
+    resources: dict[str, Any],
+    mounts: list[dict[str, Any]],
+    native: bool,
+) -> dict[str, Any]:
+    """The sidecar container, as rendered into Deployments and injected into Pods."""
+    proxy_port, admin_port = ports
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": settings.sidecar_image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["rampart-sidecar", "--config", f"{CONFIG_MOUNT}/{CONFIG_KEY}"],
+        "args": args,
         "ports": [
             {"name": PROXY_PORT_NAME, "containerPort": proxy_port, "protocol": "TCP"},
             {"name": ADMIN_PORT_NAME, "containerPort": admin_port, "protocol": "TCP"},
         ],
-        "env": _secret_env(spec),
+        "env": env,
         # Ready only when the app behind it answers: this is the pod's readiness.
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": ADMIN_PORT_NAME},
@@ -129,14 +163,10 @@ def sidecar_container(
             "periodSeconds": 1,
             "failureThreshold": 30,
         },
-        "resources": spec.get("sidecarResources") or DEFAULT_RESOURCES,
-        "volumeMounts": [{"name": "rampart-config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
+        "resources": resources,
+        "volumeMounts": mounts,
     }
-    if settings.native_sidecar:
+    if native:
         # A restartable init container: up before the app, down after it.
         container["restartPolicy"] = "Always"
-    volume = {
-        "name": "rampart-config",
-        "configMap": {"name": config_map, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
-    }
-    return harden_container(container), volume
+    return harden_container(container)
