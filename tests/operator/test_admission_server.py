@@ -38,6 +38,8 @@ from rampart_operator.metrics import OperatorMetrics
 from rampart_operator.render.sidecar import SIDECAR_NAME
 from rampart_operator.settings import OperatorSettings
 from rampart_operator.validation import validate
+from tests.chart import find
+from tests.chart import manifests as chart_manifests
 from tests.conftest import free_port
 
 from .conftest import eventually, running_operator
@@ -50,54 +52,9 @@ T0 = datetime.datetime.now(datetime.UTC)
 
 
 def configurations() -> list[dict[str, Any]]:
-    """The configurations as the Helm chart installs them: no caBundle yet."""
-    service = {"name": "rampart-webhook", "namespace": "rampart", "port": 443}
-    return [
-        {
-            "apiVersion": ADMISSION,
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "rampart"},
-            "webhooks": [
-                {
-                    "name": "inject.rampart.dev",
-                    "clientConfig": {"service": {**service, "path": "/inject"}},
-                    "rules": [
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE"],
-                            "resources": ["pods"],
-                        }
-                    ],
-                    "failurePolicy": "Ignore",
-                    "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"],
-                }
-            ],
-        },
-        {
-            "apiVersion": ADMISSION,
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": "rampart"},
-            "webhooks": [
-                {
-                    "name": "validate.rampart.dev",
-                    "clientConfig": {"service": {**service, "path": "/validate"}},
-                    "rules": [
-                        {
-                            "apiGroups": ["rampart.dev"],
-                            "apiVersions": ["v1alpha1"],
-                            "operations": ["CREATE", "UPDATE"],
-                            "resources": ["hardenedservices"],
-                        }
-                    ],
-                    "failurePolicy": "Fail",
-                    "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"],
-                }
-            ],
-        },
-    ]
+    """The webhook configurations exactly as the Helm chart installs them: no caBundle yet."""
+    kinds = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+    return [find(chart_manifests(), kind) for kind in kinds]
 
 
 class Clock:
