@@ -5,6 +5,9 @@
   /slow?ms=N   answers after N milliseconds
   /flaky?p=P   fails with 503 with probability P
   /events      a server-sent event each second
+
+``--error-rate P`` makes every route answer 503 with probability P: a broken
+release for canary rollouts to catch (the e2e tier uses it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import argparse
 import asyncio
 import random
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def _hello(request: web.Request) -> web.Response:
@@ -40,8 +47,14 @@ async def _events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def build_app() -> web.Application:
-    app = web.Application()
+def build_app(error_rate: float = 0.0) -> web.Application:
+    @web.middleware
+    async def broken(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if random.random() < error_rate:
+            return web.Response(status=503, text="this release is broken\n")
+        return await handler(request)
+
+    app = web.Application(middlewares=[broken] if error_rate > 0 else [])
     app.router.add_get("/", _hello)
     app.router.add_get("/slow", _slow)
     app.router.add_get("/flaky", _flaky)
@@ -53,8 +66,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="demo upstream for rampart-sidecar")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--error-rate", type=float, default=0.0, help="share of requests failed")
     args = parser.parse_args()
-    web.run_app(build_app(), host=args.host, port=args.port, print=None, access_log=None)
+    app = build_app(args.error_rate)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

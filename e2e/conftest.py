@@ -1,0 +1,184 @@
+"""The e2e tier: the integration scenarios on a real kind cluster.
+
+One session fixture creates a kind cluster, builds the image and loads it,
+installs Prometheus (kube-prometheus-stack, trimmed) and the chart, and
+deletes the cluster at the end (``RAMPART_E2E_KEEP=1`` keeps it). Without a
+Docker engine, kind or network access to the chart repositories, every test
+skips and says which one was missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / ".tools" / "bin"
+CLUSTER = "rampart-e2e"
+IMAGE = "ghcr.io/rampart-dev/rampart:e2e"
+NODE_IMAGE = "kindest/node:v1.33.1"
+PROMETHEUS_CHART = "kube-prometheus-stack"
+PROMETHEUS_REPO = "https://prometheus-community.github.io/helm-charts"
+
+
+def _tool(name: str) -> str | None:
+    local = TOOLS / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+def missing_prerequisite() -> str | None:
+    """Why the e2e tier cannot run here, or None when it can."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "no docker command"
+    info = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=30)
+    if info.returncode != 0:
+        first = (info.stderr.strip().splitlines() or ["docker info failed"])[0]
+        return f"no Docker engine ({first})"
+    for tool in ("kind", "helm", "kubectl"):
+        if _tool(tool) is None:
+            source = "kind.sigs.k8s.io" if tool == "kind" else "scripts/install"
+            return f"no {tool} (from {source})"
+    return None
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        tool = _tool(args[0])
+        assert tool is not None
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        result = subprocess.run(
+            [tool, *args[1:]], input=input, capture_output=True, text=True, env=env, timeout=600
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout + result.stderr
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self.run("kubectl", *args, input=input, check=check)
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        out = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        try:
+            found: dict[str, Any] = json.loads(out)
+        except ValueError:
+            return None
+        return found
+
+    def wait_for(
+        self, what: str, condition: Callable[[], Any], timeout: float = 300, every: float = 2
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = condition()
+            if result:
+                return result
+            time.sleep(every)
+        raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def _step(what: str, *command: str, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    reason = missing_prerequisite()
+    if reason:
+        pytest.skip(f"e2e needs Docker and kind: {reason}")
+    kind, helm = _tool("kind"), _tool("helm")
+    assert kind is not None
+    assert helm is not None
+    kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    _step(
+        "kind create cluster",
+        kind,
+        "create",
+        "cluster",
+        "--name",
+        CLUSTER,
+        "--image",
+        NODE_IMAGE,
+        "--kubeconfig",
+        str(kubeconfig),
+        "--wait",
+        "180s",
+    )
+    try:
+        _step("docker build", "docker", "build", "-t", IMAGE, str(ROOT))
+        _step("kind load", kind, "load", "docker-image", IMAGE, "--name", CLUSTER)
+        _step(
+            "helm repo add",
+            helm,
+            "repo",
+            "add",
+            "prometheus-community",
+            PROMETHEUS_REPO,
+            "--force-update",
+        )
+        _step(
+            "install Prometheus",
+            helm,
+            "install",
+            "monitoring",
+            f"prometheus-community/{PROMETHEUS_CHART}",
+            "--namespace",
+            "monitoring",
+            "--create-namespace",
+            "--values",
+            str(ROOT / "e2e" / "manifests" / "prometheus.yaml"),
+            "--wait",
+            "--timeout",
+            "10m",
+            env=env,
+        )
+        kubectl = _tool("kubectl")
+        assert kubectl is not None
+        _step("namespace rampart", kubectl, "create", "namespace", "rampart", env=env)
+        _step(
+            "alert token",
+            kubectl,
+            "-n",
+            "rampart",
+            "create",
+            "secret",
+            "generic",
+            "rampart-e2e-alert-token",
+            "--from-literal=token=e2e-alert-token",
+            env=env,
+        )
+        _step(
+            "install Rampart",
+            helm,
+            "install",
+            "rampart",
+            str(ROOT / "charts" / "rampart"),
+            "--namespace",
+            "rampart",
+            "--values",
+            str(ROOT / "e2e" / "manifests" / "rampart.yaml"),
+            "--wait",
+            "--timeout",
+            "5m",
+            env=env,
+        )
+        _step("helm test", helm, "test", "rampart", "--namespace", "rampart", env=env)
+        yield Cluster(kubeconfig)
+    finally:
+        if os.environ.get("RAMPART_E2E_KEEP") != "1":
+            subprocess.run([kind, "delete", "cluster", "--name", CLUSTER], capture_output=True)
