@@ -220,6 +220,22 @@ async def test_the_webhooks_answer_over_tls_trusted_through_the_ca_bundle(
         assert causes
         assert all(str(p) in answer["status"]["message"] for p in validate(invalid))
 
+        # Invalid from before the webhook existed: bookkeeping on it still passes,
+        # a change of its spec does not.
+        tagged = copy.deepcopy(invalid)
+        tagged["metadata"]["annotations"] = {"rampart.dev/last-handled-configuration": "{}"}
+        bookkeeping = admission_review(tagged, "HardenedService", "shop", "UPDATE")
+        bookkeeping["request"]["oldObject"] = invalid
+        _, answer = await review(port, context, "/validate", bookkeeping)
+        assert isinstance(answer, dict)
+        assert answer["allowed"] is True
+        edited = copy.deepcopy(tagged)
+        edited["spec"]["replicas"] = 3
+        bookkeeping["request"]["object"] = edited
+        _, answer = await review(port, context, "/validate", bookkeeping)
+        assert isinstance(answer, dict)
+        assert answer["allowed"] is False
+
         valid = yaml.safe_load((EXAMPLES / "checkout.yaml").read_text())
         status, answer = await review(
             port, context, "/validate", admission_review(valid, "HardenedService", "shop", "UPDATE")

@@ -87,6 +87,22 @@ def _denial(resource: dict[str, Any], problems: list[Any]) -> dict[str, Any]:
 Handler = Callable[[dict[str, Any]], Awaitable[web.Response]]
 
 
+def _spec_written(request: dict[str, Any]) -> bool:
+    """Whether this request sets a spec to judge.
+
+    An update that leaves the spec as it was (annotations, finalizers, a
+    deletion in progress) passes even if the spec is invalid: the operator must
+    still be able to write its bookkeeping on, and let go of, a HardenedService
+    created before the webhook was installed.
+    """
+    if request.get("operation") == "CREATE":
+        return True
+    if request.get("operation") != "UPDATE":
+        return False
+    old = request.get("oldObject")
+    return not isinstance(old, dict) or old.get("spec") != request["object"].get("spec")
+
+
 def admission_app(
     settings: OperatorSettings,
     namespace_lookup: NamespaceLookup,
@@ -97,7 +113,7 @@ def admission_app(
 
     async def validate_hardened_service(request: dict[str, Any]) -> web.Response:
         resource = request["object"]
-        problems = validate(resource) if request.get("operation") in ("CREATE", "UPDATE") else []
+        problems = validate(resource) if _spec_written(request) else []
         metrics.admission.labels("validate", "denied" if problems else "allowed").inc()
         if not problems:
             return _review(request["uid"], allowed=True)
