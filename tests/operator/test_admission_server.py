@@ -15,7 +15,9 @@ import contextlib
 import copy
 import datetime
 import json
+import os
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,13 @@ from cryptography import x509
 from cryptography.x509 import DNSName
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from rampart_operator.admission.certs import CA_LIFETIME, SERVING_LIFETIME
+from rampart_operator.admission.certs import (
+    CA_LIFETIME,
+    SERVING_LIFETIME,
+    Material,
+    dns_names,
+    issue,
+)
 from rampart_operator.admission.injection import INJECT
 from rampart_operator.admission.service import Admission
 from rampart_operator.kube import KubeClient
@@ -387,3 +395,34 @@ async def test_a_configuration_reapplied_without_ca_bundle_gets_it_back(
         while not await restored():
             assert asyncio.get_running_loop().time() < deadline, "caBundle never came back"
             await asyncio.sleep(0.05)
+
+
+async def test_with_cert_manager_the_mounted_files_are_served_and_reloaded(
+    api: KubeClient, tmp_path: Path
+) -> None:
+    def mount(material: Material) -> None:
+        # As the kubelet updates a Secret volume: new files swapped in whole.
+        for name, text in (("tls.crt", material.cert), ("tls.key", material.key)):
+            staged = tmp_path / f".{name}"
+            staged.write_text(text)
+            staged.replace(tmp_path / name)
+
+    first = issue(dns_names("rampart-webhook", "rampart"), T0)
+    mount(first)
+    settings = webhook_settings(webhook_cert_dir=str(tmp_path))
+    async with serving(api, settings, Clock()) as admission:
+        context = ssl.create_default_context(cadata=first.ca_bundle)
+        served = await served_certificate(settings.webhook_port, context)
+        assert served == x509.load_pem_x509_certificate(first.cert.encode())
+        second = issue(dns_names("rampart-webhook", "rampart"), T0)
+        mount(second)
+        os.utime(tmp_path / "tls.crt", (time.time() + 5, time.time() + 5))  # a later mtime
+        await admission.keeper.check()
+        context = ssl.create_default_context(cadata=second.ca_bundle)
+        served = await served_certificate(settings.webhook_port, context)
+        assert served == x509.load_pem_x509_certificate(second.cert.encode())
+    # cert-manager owns the Secret and caBundle: the operator wrote neither.
+    assert await api.get("v1", "Secret", "rampart", "rampart-webhook-tls") is None
+    configuration = await api.get(ADMISSION, "MutatingWebhookConfiguration", None, "rampart")
+    assert configuration is not None
+    assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]

@@ -89,7 +89,7 @@ class CertKeeper:
             await asyncio.sleep(self.settings.webhook_check_interval)
             try:
                 await self.check()
-            except (ApiError, OSError, ssl.SSLError) as error:
+            except (ApiError, OSError, ValueError) as error:  # SSLError is an OSError
                 log.warning("webhook certificate check failed (%s); trying again later", error)
 
     async def check(self) -> None:

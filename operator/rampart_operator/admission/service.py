@@ -81,7 +81,7 @@ class Admission:
             try:
                 await self.keeper.check()
                 break
-            except (ApiError, OSError) as error:
+            except (ApiError, OSError, ValueError) as error:  # ValueError: unreadable PEM
                 log.warning("no webhook certificate yet (%s); retrying", error)
                 await asyncio.sleep(FIRST_CERTIFICATE_RETRY)
         settings = self.settings
