@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
