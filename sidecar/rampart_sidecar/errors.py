@@ -7,7 +7,8 @@
         ├── UpstreamReset    the connection broke after the request was sent
         └── PerTryTimeout    the attempt ran past ``retries.perTryTimeout``
 
-Lower-level aiohttp and OS errors are translated into these in one place,
+Lower-level errors (the upstream pool's ``ConnectionError``s, aiohttp's for
+WebSockets, the OS's) are translated into these in one place,
 ``proxy.classify_client_error``, keeping the original as ``__cause__``.
 """
 

@@ -41,6 +41,7 @@ from .policies import (
     Route,
     RouteTable,
 )
+from .upstream import UpstreamConnectError, UpstreamPool, UpstreamResponse
 from .websocket import is_websocket_upgrade, relay_websocket
 
 __all__ = ["CacheLayer", "Exchange", "Proxy", "ResponseHook", "classify_client_error"]
@@ -120,10 +121,10 @@ class ResponseHook(Protocol):
     def substitute(self, status: int) -> web.StreamResponse | None:
         """An answer to send instead of this upstream error (a stale entry), if any."""
 
-    def storable(self, upstream: aiohttp.ClientResponse) -> bool:
+    def storable(self, upstream: UpstreamResponse) -> bool:
         """Whether to read the body whole so it can be stored."""
 
-    async def store(self, upstream: aiohttp.ClientResponse, body: bytes) -> None:
+    async def store(self, upstream: UpstreamResponse, body: bytes) -> None:
         """Keep the response whose whole body is ``body``."""
 
 
@@ -141,7 +142,9 @@ class CacheLayer(Protocol):
 def classify_client_error(error: BaseException) -> UpstreamError:
     """Translate an aiohttp or OS error from one attempt, keeping it as the cause."""
     translated: UpstreamError
-    if isinstance(error, aiohttp.ClientConnectorError | ConnectionRefusedError):
+    if isinstance(
+        error, UpstreamConnectError | aiohttp.ClientConnectorError | ConnectionRefusedError
+    ):
         translated = ConnectFailure(str(error))
     else:
         translated = UpstreamReset(str(error) or type(error).__name__)
@@ -172,7 +175,8 @@ class Proxy:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # WebSockets and health checks
+        self._pool: UpstreamPool | None = None  # every other request
         self._rejected_children: dict[str, Counter] = {}
         recorder.inflight.set_function(lambda: self.in_flight)
         # Read at scrape time: open turns half-open by the clock, not by an event.
@@ -182,6 +186,7 @@ class Proxy:
 
     async def start(self) -> None:
         upstream = self.settings.upstream
+        self._pool = UpstreamPool(upstream)
         connector = aiohttp.TCPConnector(
             limit=upstream.max_connections,
             keepalive_timeout=upstream.idle_timeout,
@@ -203,7 +208,14 @@ class Proxy:
         assert self._session is not None, "Proxy.start() was not awaited"
         return self._session
 
+    @property
+    def pool(self) -> UpstreamPool:
+        assert self._pool is not None, "Proxy.start() was not awaited"
+        return self._pool
+
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -319,7 +331,7 @@ class Proxy:
 
         stream = body if isinstance(body, RequestBodyStream) else None
         retryable = stream is None and self.retry.retries_method(request.method)
-        url = self.upstream_url(request)
+        target = request_target(request.rel_url)
         headers = self.upstream_headers(request, exchange)
         retries_done = 0
         holding_budget = False
@@ -335,17 +347,11 @@ class Proxy:
                 attempt_timeout = min(remaining, per_try) if per_try else remaining
                 exchange.attempts += 1
                 attempt_started = monotonic()
-                upstream: aiohttp.ClientResponse | None = None
+                upstream: UpstreamResponse | None = None
                 failure: UpstreamError | None = None
                 try:
                     async with asyncio.timeout(attempt_timeout):
-                        upstream = await self.session.request(
-                            request.method,
-                            url,
-                            headers=headers,
-                            data=body,
-                            allow_redirects=False,
-                        )
+                        upstream = await self.pool.request(request.method, target, headers, body)
                 except TimeoutError:
                     failure = PerTryTimeout(f"no response within {attempt_timeout:.3f}s")
                 except (aiohttp.ClientError, OSError) as error:
@@ -432,7 +438,7 @@ class Proxy:
     async def _relay(
         self,
         request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         exchange: Exchange,
         hook: ResponseHook | None = None,
     ) -> web.StreamResponse:
@@ -492,7 +498,7 @@ class Proxy:
                     if not chunk:
                         break
                     await response.write(chunk)
-            except (TimeoutError, aiohttp.ClientError) as error:
+            except (TimeoutError, OSError) as error:
                 # The status line is gone already; cutting the connection is the
                 # only way left to tell the client its body is incomplete.
                 exchange.body_error = type(error).__name__
@@ -501,13 +507,13 @@ class Proxy:
                 return response
             await response.write_eof()
             return response
-        except (TimeoutError, aiohttp.ClientError):
+        except (TimeoutError, OSError):
             # Failed while reading a small body, before anything was sent.
             return self._local(exchange, 502, "upstream-reset")
         finally:
             upstream.release()
 
-    async def _read_up_to(self, upstream: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    async def _read_up_to(self, upstream: UpstreamResponse, limit: int) -> tuple[bytes, bool]:
         """Read until the end or past ``limit``; True when the end came first."""
         buffer = bytearray()
         while len(buffer) <= limit:

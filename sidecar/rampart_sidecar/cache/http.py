@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -39,6 +38,7 @@ from .tiered import TieredCache
 
 if TYPE_CHECKING:
     from ..proxy import Exchange, ResponseHook
+    from ..upstream import UpstreamResponse
 
 __all__ = ["ResponseCache"]
 
@@ -243,7 +243,7 @@ class _StoreHook:
             return self.cache._answer(self.request, self.exchange, self.stale, "STALE")
         return None
 
-    def storable(self, upstream: aiohttp.ClientResponse) -> bool:
+    def storable(self, upstream: UpstreamResponse) -> bool:
         length = upstream.content_length
         if length is not None and length > self.max_body:
             return False
@@ -254,7 +254,7 @@ class _StoreHook:
         self._lifetime, self._control = decided
         return True
 
-    async def store(self, upstream: aiohttp.ClientResponse, body: bytes) -> None:
+    async def store(self, upstream: UpstreamResponse, body: bytes) -> None:
         if len(body) > self.max_body:  # a body of unknown length turned out too large
             return
         now = self.cache.clock()

@@ -1,0 +1,175 @@
+"""The upstream pool against scripted servers: the HTTP/1.1 corners a real application may show.
+
+Each server here answers with exact bytes, so the cases the integration
+tests' upstream never produces (100 Continue, a body ended by closing, a
+HEAD announcing a length, garbage) are pinned down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from multidict import CIMultiDict
+
+from rampart_sidecar.config import UpstreamSettings
+from rampart_sidecar.upstream import UpstreamClosed, UpstreamConnectError, UpstreamPool
+from tests.conftest import free_port
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Scripted:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+
+@contextlib.asynccontextmanager
+async def scripted(
+    answer: Callable[[bytes], bytes], close_after: bool = False
+) -> AsyncIterator[tuple[UpstreamPool, Scripted]]:
+    """A server answering each request head with ``answer(head)``; and a pool to it."""
+    seen = Scripted()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                seen.requests.append(head)
+                writer.write(answer(head))
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = UpstreamPool(UpstreamSettings(url=f"http://127.0.0.1:{port}", idle_timeout=5.0))
+    try:
+        yield pool, seen
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def get(pool: UpstreamPool, method: str = "GET", path: str = "/") -> tuple[int, bytes]:
+    response = await pool.request(method, path, CIMultiDict({"Host": "app"}))
+    try:
+        return response.status, await response.read()
+    finally:
+        response.release()
+
+
+async def test_informational_responses_are_skipped_for_the_real_one() -> None:
+    reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+    async with scripted(lambda _: reply) as (pool, _):
+        assert await get(pool) == (201, b"ok")
+
+
+async def test_a_body_without_length_ends_with_the_connection_which_is_not_reused() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"
+    async with scripted(lambda _: reply, close_after=True) as (pool, seen):
+        assert await get(pool) == (200, b"until the end")
+        assert await get(pool) == (200, b"until the end")
+        assert seen.connections == 2
+
+
+async def test_head_does_not_wait_for_the_announced_body_and_the_connection_is_reused() -> None:
+    def answer(head: bytes) -> bytes:
+        if head.startswith(b"HEAD"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+    async with scripted(answer) as (pool, seen):
+        async with asyncio.timeout(2):
+            assert await get(pool, "HEAD") == (200, b"")
+            assert await get(pool, "GET") == (200, b"hello")
+            assert await get(pool, "HEAD") == (200, b"")
+        assert seen.connections == 1
+        assert [r.split(b" ")[0] for r in seen.requests] == [b"HEAD", b"GET", b"HEAD"]
+
+
+async def test_chunked_bodies_are_decoded_and_keep_alive_holds() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    async with scripted(lambda _: reply) as (pool, seen):
+        for _ in range(3):
+            assert await get(pool) == (200, b"abcde")
+        assert seen.connections == 1
+
+
+async def test_garbage_is_a_broken_connection_not_a_crash() -> None:
+    async with scripted(lambda _: b"SMTP ready\r\n\r\n") as (pool, _):
+        with pytest.raises(UpstreamClosed):
+            await get(pool)
+
+
+async def test_nothing_listening_is_a_connect_error() -> None:
+    pool = UpstreamPool(UpstreamSettings(url=f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(UpstreamConnectError):
+        await get(pool)
+    await pool.close()
+
+
+async def test_the_connection_limit_makes_requests_wait_for_a_free_connection() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+    async with scripted(lambda _: reply) as (pool, seen):
+        pool.limit = 1
+        first = await pool.request("GET", "/", CIMultiDict())
+        second = asyncio.create_task(get(pool))
+        await asyncio.sleep(0.05)
+        assert not second.done()  # waiting for the only connection
+        assert await first.read() == b"x"
+        first.release()
+        assert await second == (200, b"x")
+        assert seen.connections == 1
+
+
+async def test_a_large_body_arrives_whole_through_back_pressure() -> None:
+    body = bytes(range(256)) * 8192  # 2 MiB, eight times the high-water mark
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    async with scripted(lambda _: reply) as (pool, _):
+        response = await pool.request("GET", "/", CIMultiDict())
+        parts = []
+        while chunk := await response.content.readany():
+            parts.append(chunk)
+            await asyncio.sleep(0)  # a slow reader
+        response.release()
+        assert b"".join(parts) == body
+
+
+async def test_a_streamed_request_body_goes_chunked_without_a_length() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    received = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        body = await reader.readuntil(b"0\r\n\r\n")
+        received.set_result((head, body))
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = UpstreamPool(UpstreamSettings(url=f"http://127.0.0.1:{port}"))
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"hello "
+        yield b"world"
+
+    response = await pool.request("POST", "/upload", CIMultiDict(), body())
+    assert await response.read() == b""
+    response.release()
+    head, sent = await received
+    assert b"Transfer-Encoding: chunked" in head
+    assert sent == b"6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"
+    await pool.close()
+    server.close()
+    await server.wait_closed()
