@@ -317,6 +317,20 @@ def proxy_targets(
             False,
         ),
     ]
+    if args.floor:
+        targets.append(
+            (
+                "Python floor (uvloop + llhttp, GET only, no policies)",
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "floor_proxy.py"),
+                    str(ports[5]),
+                    str(up_port),
+                ],
+                ports[5],
+                False,
+            )
+        )
     if not args.no_cache:
         targets += [
             (
@@ -341,6 +355,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=1000, help="fixed rate for latency, req/s")
     parser.add_argument("--no-cache", action="store_true", help="skip the cache-hit targets")
+    parser.add_argument(
+        "--floor", action="store_true", help="also the bare uvloop + llhttp proxy (floor_proxy.py)"
+    )
     args = parser.parse_args()
     ensure_tools()
     if (os.cpu_count() or 1) < 2:
@@ -364,6 +381,8 @@ def main() -> None:
     print(
         f"# command: .venv/bin/python bench/proxy_bench.py --duration {args.duration} "
         f"--connections {args.connections} --rate {args.rate}"
+        + (" --no-cache" if args.no_cache else "")
+        + (" --floor" if args.floor else "")
     )
     print(table(results, args))
 
