@@ -184,7 +184,13 @@ class Runtime:
         if not self.settings.webhook_port:
             return
         await self.logged_in.wait()
-        await self._resolve_sidecar_mode()
+        while True:
+            try:
+                await self._resolve_sidecar_mode()  # the sidecar injected depends on it
+                break
+            except ApiError as error:
+                log.warning("admission webhooks wait for the API server's version (%s)", error)
+                await asyncio.sleep(5)
         self.admission = Admission(self.settings, self.client, self.metrics)
         self.admission.start()
 

@@ -297,8 +297,19 @@ async def test_the_webhooks_answer_over_tls_trusted_through_the_ca_bundle(
         ).encode(),
         b"[" * 100_000 + b"]" * 100_000,
         b"\xff\xfe",
+        json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u",
+                    "operation": "CREATE",
+                    "object": {"metadata": "x", "spec": 5},
+                },
+            }
+        ).encode(),
     ],
-    ids=["not-json", "a-list", "v1beta1", "no-uid", "deeply-nested", "not-utf8"],
+    ids=["not-json", "a-list", "v1beta1", "no-uid", "deeply-nested", "not-utf8", "odd-object"],
 )
 async def test_anything_but_an_admission_review_gets_400_and_the_server_lives_on(
     api: KubeClient, body: bytes

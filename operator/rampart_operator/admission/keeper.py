@@ -68,13 +68,13 @@ class CertKeeper:
         settings: OperatorSettings,
         context: ssl.SSLContext,
         metrics: OperatorMetrics | None = None,
-        clock: Clock = _now,
+        clock: Clock | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.context = context
         self.metrics = metrics or OperatorMetrics()
-        self.clock = clock
+        self.clock = clock or _now
         self.loaded: str | None = None  # the certificate PEM the context holds
         self.ca_bundle: str | None = None
         self._files: tuple[float, float] | None = None  # cert-manager files' mtimes

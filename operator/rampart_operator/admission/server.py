@@ -162,7 +162,12 @@ def admission_app(
             except (ValueError, RecursionError) as error:
                 metrics.admission.labels(webhook, "malformed").inc()
                 return web.Response(status=400, text=f"{error}\n")
-            return await handler(request)
+            try:
+                return await handler(request)
+            except (AttributeError, TypeError, KeyError, ValueError) as error:
+                # An object of a shape the API server never sends: not ours to crash on.
+                metrics.admission.labels(webhook, "malformed").inc()
+                return web.Response(status=400, text=f"malformed object: {error!r}\n")
 
         return serve_review
 

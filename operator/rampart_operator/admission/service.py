@@ -59,8 +59,7 @@ class Admission:
     ) -> None:
         self.settings = settings
         self.context = server_context()
-        keeper_clock = {"clock": clock} if clock is not None else {}
-        self.keeper = CertKeeper(client, settings, self.context, metrics, **keeper_clock)
+        self.keeper = CertKeeper(client, settings, self.context, metrics, clock)
         self.app = admission_app(
             settings,
             NamespaceCache(client),
