@@ -306,9 +306,12 @@ class UpstreamPool:
             self._waiters.append(waiter)
             try:
                 await waiter
-            finally:
+            except BaseException:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, then cancelled: the next in line gets the turn
+                raise
             if self._idle:
                 return await self._acquire()
         self._connecting += 1

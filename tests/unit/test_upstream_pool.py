@@ -173,3 +173,19 @@ async def test_a_streamed_request_body_goes_chunked_without_a_length() -> None:
     await pool.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_a_request_cancelled_just_as_its_turn_came_passes_the_turn_on() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+    async with scripted(lambda _: reply) as (pool, _):
+        pool.limit = 1
+        first = await pool.request("GET", "/", CIMultiDict())
+        await first.read()
+        second = asyncio.create_task(get(pool))
+        third = asyncio.create_task(get(pool))
+        await asyncio.sleep(0.05)  # both wait for the only connection
+        first.release()  # the second's turn...
+        second.cancel()  # ...which it gives up before it runs
+        async with asyncio.timeout(2):
+            assert await third == (200, b"x")
+        assert second.cancelled()
