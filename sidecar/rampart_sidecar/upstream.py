@@ -291,6 +291,11 @@ class UpstreamPool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closing = False
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a connection because ``max_connections`` are open."""
+        return len(self._waiters)
+
     # -- connections ------------------------------------------------------
 
     async def _acquire(self) -> _Connection:

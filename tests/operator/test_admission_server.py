@@ -48,7 +48,7 @@ from rampart_operator.settings import OperatorSettings
 from rampart_operator.validation import validate
 from tests.chart import find
 from tests.chart import manifests as chart_manifests
-from tests.conftest import free_port
+from tests.conftest import async_wait_until, free_port
 
 from .conftest import eventually, running_operator
 
@@ -402,10 +402,7 @@ async def test_a_configuration_reapplied_without_ca_bundle_gets_it_back(
             except KeyError:
                 return False
 
-        deadline = asyncio.get_running_loop().time() + 10
-        while not await restored():
-            assert asyncio.get_running_loop().time() < deadline, "caBundle never came back"
-            await asyncio.sleep(0.05)
+        await async_wait_until(restored)
 
 
 async def test_with_cert_manager_the_mounted_files_are_served_and_reloaded(

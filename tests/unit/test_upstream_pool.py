@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 
 from rampart_sidecar.config import UpstreamSettings
 from rampart_sidecar.upstream import UpstreamClosed, UpstreamConnectError, UpstreamPool
-from tests.conftest import free_port
+from tests.conftest import async_wait_until, free_port
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -25,6 +25,20 @@ class Scripted:
     def __init__(self) -> None:
         self.connections = 0
         self.requests: list[bytes] = []
+
+
+@contextlib.asynccontextmanager
+async def serving(serve: Script) -> AsyncIterator[UpstreamPool]:
+    """A server running ``serve`` for each connection, and a pool to it."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = UpstreamPool(UpstreamSettings(url=f"http://127.0.0.1:{port}", idle_timeout=5.0))
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
 
 
 @contextlib.asynccontextmanager
@@ -48,15 +62,8 @@ async def scripted(
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = UpstreamPool(UpstreamSettings(url=f"http://127.0.0.1:{port}", idle_timeout=5.0))
-    try:
+    async with serving(serve) as pool:
         yield pool, seen
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def get(pool: UpstreamPool, method: str = "GET", path: str = "/") -> tuple[int, bytes]:
@@ -123,8 +130,7 @@ async def test_the_connection_limit_makes_requests_wait_for_a_free_connection() 
         pool.limit = 1
         first = await pool.request("GET", "/", CIMultiDict())
         second = asyncio.create_task(get(pool))
-        await asyncio.sleep(0.05)
-        assert not second.done()  # waiting for the only connection
+        await async_wait_until(lambda: pool.waiting == 1)  # for the only connection
         assert await first.read() == b"x"
         first.release()
         assert await second == (200, b"x")
@@ -156,23 +162,17 @@ async def test_a_streamed_request_body_goes_chunked_without_a_length() -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = UpstreamPool(UpstreamSettings(url=f"http://127.0.0.1:{port}"))
-
     async def body() -> AsyncIterator[bytes]:
         yield b"hello "
         yield b"world"
 
-    response = await pool.request("POST", "/upload", CIMultiDict(), body())
-    assert await response.read() == b""
-    response.release()
+    async with serving(serve) as pool:
+        response = await pool.request("POST", "/upload", CIMultiDict(), body())
+        assert await response.read() == b""
+        response.release()
     head, sent = await received
     assert b"Transfer-Encoding: chunked" in head
     assert sent == b"6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"
-    await pool.close()
-    server.close()
-    await server.wait_closed()
 
 
 async def test_a_request_cancelled_just_as_its_turn_came_passes_the_turn_on() -> None:
@@ -183,7 +183,7 @@ async def test_a_request_cancelled_just_as_its_turn_came_passes_the_turn_on() ->
         await first.read()
         second = asyncio.create_task(get(pool))
         third = asyncio.create_task(get(pool))
-        await asyncio.sleep(0.05)  # both wait for the only connection
+        await async_wait_until(lambda: pool.waiting == 2)  # both, for the only connection
         first.release()  # the second's turn...
         second.cancel()  # ...which it gives up before it runs
         async with asyncio.timeout(2):
