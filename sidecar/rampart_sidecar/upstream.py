@@ -330,7 +330,7 @@ class UpstreamPool:
                     server_hostname=self.host if self.ssl else None,
                 )
         except TimeoutError:
-            raise
+            raise  # an OSError too, but the caller's timeout, not a refused connection
         except OSError as error:
             raise UpstreamConnectError(str(error) or type(error).__name__) from error
         finally:
