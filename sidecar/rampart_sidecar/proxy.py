@@ -41,7 +41,7 @@ from .policies import (
     Route,
     RouteTable,
 )
-from .upstream import UpstreamConnectError, UpstreamPool, UpstreamResponse
+from .upstream import NO_BODY_STATUSES, UpstreamConnectError, UpstreamPool, UpstreamResponse
 from .websocket import is_websocket_upgrade, relay_websocket
 
 __all__ = ["CacheLayer", "Exchange", "Proxy", "ResponseHook", "classify_client_error"]
@@ -54,7 +54,6 @@ log = logging.getLogger("rampart.proxy")
 _BUFFERED_RESPONSE_LIMIT = 64 * 1024
 # Response headers the server computes itself from the body it sends.
 _RESPONSE_FRAMING = frozenset({"content-length"})
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class BodyTooLarge(Exception):
@@ -449,7 +448,7 @@ class Proxy:
         if exchange.cache_status:
             headers["X-Rampart-Cache"] = exchange.cache_status
         length = upstream.content_length
-        no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES
+        no_body = request.method == "HEAD" or upstream.status in NO_BODY_STATUSES
         event_stream = upstream.content_type == "text/event-stream"
         storing = hook is not None and not event_stream and hook.storable(upstream)
         whole_limit = (

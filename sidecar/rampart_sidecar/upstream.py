@@ -32,12 +32,18 @@ from yarl import URL
 
 from .config import UpstreamSettings
 
-__all__ = ["UpstreamClosed", "UpstreamConnectError", "UpstreamPool", "UpstreamResponse"]
+__all__ = [
+    "NO_BODY_STATUSES",
+    "UpstreamClosed",
+    "UpstreamConnectError",
+    "UpstreamPool",
+    "UpstreamResponse",
+]
 
 # Pause reading from the application above this much unread body, resume below the low mark.
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
-_NO_BODY_STATUSES = frozenset({204, 304})
+NO_BODY_STATUSES = frozenset({204, 304})  # never a body, whatever the headers say
 # As aiohttp's parser decodes them, so a header the client sent goes out byte for byte.
 _ENCODING = ("utf-8", "surrogateescape")
 
@@ -176,7 +182,7 @@ class UpstreamResponse:
         self.status = status
         self.headers = CIMultiDictProxy(CIMultiDict(self._raw_headers))
         self.keep_alive = parser.should_keep_alive()
-        no_body = self._head or status in _NO_BODY_STATUSES
+        no_body = self._head or status in NO_BODY_STATUSES
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         self._until_close = not no_body and not chunked and "Content-Length" not in self.headers
         self.headers_arrived.set_result(None)
