@@ -41,15 +41,7 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
     if cache is not None:
         await cache.start()
         proxy.cache = cache
-    proxy_server = ProxyServer(
-        proxy.handle,
-        on_error=proxy.count_rejection,
-        keepalive_timeout=settings.server.idle_timeout,
-        max_field_size=settings.server.max_header_bytes,
-        max_line_size=settings.server.max_header_bytes,
-        access_log=None,
-        handler_cancellation=True,
-    )
+    proxy_server = ProxyServer(proxy.handle, settings.server, on_error=proxy.count_rejection)
     host, port = parse_host_port(settings.listen)
     listener = await loop.create_server(proxy_server, host, port, reuse_address=True, backlog=1024)
 
@@ -73,6 +65,7 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
     finally:
         log.info("draining", extra={"in_flight": proxy.in_flight})
         proxy.draining = True
+        proxy_server.start_draining()
         listener.close()
         drained = await proxy.drain(settings.shutdown.drain_timeout)
         if not drained:

@@ -6,9 +6,8 @@ import os
 import re
 
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
-__all__ = ["HOP_BY_HOP", "end_to_end", "request_id", "request_target"]
+__all__ = ["HOP_BY_HOP", "end_to_end", "request_id"]
 
 # RFC 9110 section 7.6.1, plus Trailer: trailers are not relayed, so neither is
 # the field announcing them.
@@ -47,13 +46,3 @@ def request_id(incoming: str | None) -> str:
     if incoming and _REQUEST_ID.fullmatch(incoming):
         return incoming
     return os.urandom(16).hex()
-
-
-def request_target(url: URL) -> str:
-    """The path and query exactly as the client encoded them, from a request's ``rel_url``.
-
-    Never the raw request-target: an absolute-form target ("GET http://evil/")
-    must neither choose the upstream nor a cache key.
-    """
-    query = url.raw_query_string
-    return url.raw_path + ("?" + query if query else "")

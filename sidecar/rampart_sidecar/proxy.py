@@ -21,15 +21,14 @@ from time import monotonic
 from typing import Protocol
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import Counter
-from yarl import URL
 
 from .config import SidecarSettings
 from .errors import ConnectFailure, PerTryTimeout, UpstreamError, UpstreamReset
-from .headers import end_to_end, request_id, request_target
+from .headers import end_to_end, request_id
 from .logs import redact_headers
+from .messages import Request, Response, StreamResponse
 from .metrics import Recorder
 from .policies import (
     BreakerState,
@@ -63,12 +62,13 @@ class BodyTooLarge(Exception):
 class RequestBodyStream:
     """The client's body relayed as it arrives, remembering why it stopped early.
 
-    aiohttp writes a request body in a task of its own, so an error raised here
+    The upstream pool writes a request body in a task of its own, so an error raised here
     may reach the caller only as a broken connection; ``failure`` keeps the real
     reason (the client's fault, not the upstream's).
     """
 
-    def __init__(self, request: web.BaseRequest, prefix: bytes, limit: int, idle: float) -> None:
+    def __init__(self, request: Request, prefix: bytes, limit: int, idle: float) -> None:
+        assert request.content is not None
         self._content = request.content
         self._prefix = prefix
         self._limit = limit
@@ -117,7 +117,7 @@ class ResponseHook(Protocol):
 
     max_body: int
 
-    def substitute(self, status: int) -> web.StreamResponse | None:
+    def substitute(self, status: int) -> Response | None:
         """An answer to send instead of this upstream error (a stale entry), if any."""
 
     def storable(self, upstream: UpstreamResponse) -> bool:
@@ -130,12 +130,12 @@ class ResponseHook(Protocol):
 class CacheLayer(Protocol):
     async def serve(
         self,
-        request: web.BaseRequest,
+        request: Request,
         exchange: Exchange,
         forward: Callable[
-            [web.BaseRequest, Exchange, ResponseHook | None], Awaitable[web.StreamResponse]
+            [Request, Exchange, ResponseHook | None], Awaitable[Response | StreamResponse]
         ],
-    ) -> web.StreamResponse: ...
+    ) -> Response | StreamResponse: ...
 
 
 def classify_client_error(error: BaseException) -> UpstreamError:
@@ -233,11 +233,11 @@ class Proxy:
 
     # -- the request path -------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Response | StreamResponse:
         exchange = Exchange(
             method=request.method,
-            path=request.rel_url.path,
-            route=self.routes.match(request.rel_url.path),
+            path=request.path,
+            route=self.routes.match(request.path),
             request_id=request_id(request.headers.get("X-Request-ID")),
             started=monotonic(),
         )
@@ -255,19 +255,17 @@ class Proxy:
             self.retry_budget.requests_in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
-        if self.draining:
-            response.force_close()  # tell keep-alive clients to go elsewhere
         self._finish(request, exchange)
         return response
 
-    async def _serve(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
-        if request.method == "CONNECT" or not request.rel_url.raw_path.startswith("/"):
-            return self._local(exchange, 400, "bad-request")
+    async def _serve(self, request: Request, exchange: Exchange) -> Response | StreamResponse:
+        if request.method == "CONNECT" or not request.raw_path.startswith("/"):
+            return self.local(exchange, 400, "bad-request")
         if self.rate_limiter.enabled:
             key = self._client_key(request)
             wait = self.rate_limiter.check(key)
             if wait > 0:
-                return self._local(
+                return self.local(
                     exchange, 429, "rate-limited", retry_after=RateLimiter.retry_after(wait)
                 )
         if self.cache is not None and not is_websocket_upgrade(request):
@@ -275,11 +273,11 @@ class Proxy:
         return await self._forward_limited(request, exchange, None)
 
     async def _forward_limited(
-        self, request: web.BaseRequest, exchange: Exchange, hook: ResponseHook | None
-    ) -> web.StreamResponse:
+        self, request: Request, exchange: Exchange, hook: ResponseHook | None
+    ) -> Response | StreamResponse:
         deadline = exchange.started + exchange.route.request_timeout
         if not await self.concurrency.acquire(deadline - monotonic()):
-            return self._local(exchange, 503, "concurrency-limit")
+            return self.local(exchange, 503, "concurrency-limit")
         try:
             if is_websocket_upgrade(request):
                 return await relay_websocket(self, request, exchange)
@@ -287,7 +285,7 @@ class Proxy:
         finally:
             self.concurrency.release()
 
-    def _client_key(self, request: web.BaseRequest) -> str:
+    def _client_key(self, request: Request) -> str:
         header = self.rate_limiter.header
         if header is not None:
             value = request.headers.get(header)
@@ -295,10 +293,7 @@ class Proxy:
                 return "h:" + value
         return "ip:" + (request.remote or "")
 
-    def upstream_url(self, request: web.BaseRequest) -> URL:
-        return URL(self.upstream_base + request_target(request.rel_url), encoded=True)
-
-    def upstream_headers(self, request: web.BaseRequest, exchange: Exchange) -> CIMultiDict[str]:
+    def upstream_headers(self, request: Request, exchange: Exchange) -> CIMultiDict[str]:
         headers = end_to_end(request.headers)
         headers["X-Request-ID"] = exchange.request_id
         client = request.remote
@@ -310,14 +305,14 @@ class Proxy:
 
     async def _forward(
         self,
-        request: web.BaseRequest,
+        request: Request,
         exchange: Exchange,
         deadline: float,
         hook: ResponseHook | None = None,
-    ) -> web.StreamResponse:
+    ) -> Response | StreamResponse:
         length = request.content_length
         if length is not None and length > self.max_body:
-            return self._local(exchange, 413, "body-too-large")
+            return self.local(exchange, 413, "body-too-large")
         try:
             body = await self._request_body(request, length)
         except (TimeoutError, BodyTooLarge) as error:
@@ -326,11 +321,11 @@ class Proxy:
                 if isinstance(error, TimeoutError)
                 else (413, "body-too-large")
             )
-            return self._local(exchange, status, reason)
+            return self.local(exchange, status, reason)
 
         stream = body if isinstance(body, RequestBodyStream) else None
         retryable = stream is None and self.retry.retries_method(request.method)
-        target = request_target(request.rel_url)
+        target = request.target
         headers = self.upstream_headers(request, exchange)
         retries_done = 0
         holding_budget = False
@@ -338,7 +333,7 @@ class Proxy:
             while True:
                 permit = self.breaker.acquire() if self.breaker.enabled else None
                 if self.breaker.enabled and permit is None:
-                    return self._local(
+                    return self.local(
                         exchange, 503, "circuit-open", retry_after=self.breaker.retry_after()
                     )
                 remaining = deadline - monotonic()
@@ -366,7 +361,7 @@ class Proxy:
                         self.breaker.release(permit)
                     if upstream is not None:
                         upstream.release()
-                    return self._local(exchange, *stream.failure)
+                    return self.local(exchange, *stream.failure)
                 elapsed = monotonic() - attempt_started
                 if upstream is not None:
                     self.recorder.observe_upstream(upstream.status, elapsed)
@@ -379,7 +374,7 @@ class Proxy:
                     if permit is not None:
                         self.breaker.record(permit, False)
                     if monotonic() >= deadline:
-                        return self._local(exchange, 504, "request-timeout")
+                        return self.local(exchange, 504, "request-timeout")
                     wants_retry = self.retry.retries_error(failure.retry_on)
 
                 # Cheapest checks first: most attempts succeed and go straight to the relay.
@@ -401,7 +396,7 @@ class Proxy:
                         "upstream attempt failed",
                         extra={"request_id": exchange.request_id, "error": str(failure)},
                     )
-                    return self._local(exchange, failure.status, failure.reason)
+                    return self.local(exchange, failure.status, failure.reason)
                 holding_budget = True
                 if upstream is not None:
                     upstream.release()
@@ -413,20 +408,21 @@ class Proxy:
                 self.retry_budget.release()
 
     async def _request_body(
-        self, request: web.BaseRequest, length: int | None
+        self, request: Request, length: int | None
     ) -> bytes | RequestBodyStream | None:
         """The body to send: bytes when it fits the retry buffer, else a stream."""
-        if not request.body_exists:
+        content = request.content
+        if content is None:
             return None
         cap = self.retry.max_buffered_body
         if length is not None and length <= cap:
             async with asyncio.timeout(self.idle_timeout):
-                return await request.content.read()
+                return await content.read()
         prefix = bytearray()
         if length is None:  # chunked: buffer it if it turns out small
             while len(prefix) <= cap:
                 async with asyncio.timeout(self.idle_timeout):
-                    chunk = await request.content.readany()
+                    chunk = await content.readany()
                 if not chunk:
                     return bytes(prefix)
                 prefix += chunk
@@ -436,11 +432,11 @@ class Proxy:
 
     async def _relay(
         self,
-        request: web.BaseRequest,
+        request: Request,
         upstream: UpstreamResponse,
         exchange: Exchange,
         hook: ResponseHook | None = None,
-    ) -> web.StreamResponse:
+    ) -> Response | StreamResponse:
         """Send the upstream's response to the client, whole when small, else streamed."""
         exchange.status = upstream.status
         headers = end_to_end(upstream.headers, _RESPONSE_FRAMING)
@@ -473,18 +469,9 @@ class Proxy:
             if body is not None:
                 if storing and hook is not None:
                     await hook.store(upstream, body)
-                whole = web.Response(
-                    status=upstream.status, reason=upstream.reason, headers=headers
-                )
-                if body:
-                    whole.body = body
-                return whole
+                return Response(upstream.status, headers, body, upstream.reason)
 
-            response = web.StreamResponse(
-                status=upstream.status, reason=upstream.reason, headers=headers
-            )
-            if length is not None:
-                response.content_length = length
+            response = StreamResponse(upstream.status, headers, upstream.reason, length)
             await response.prepare(request)
             exchange.headers_sent = monotonic()
             idle = None if event_stream else self.idle_timeout
@@ -501,14 +488,13 @@ class Proxy:
                 # The status line is gone already; cutting the connection is the
                 # only way left to tell the client its body is incomplete.
                 exchange.body_error = type(error).__name__
-                if request.transport is not None:
-                    request.transport.abort()
+                request.abort()
                 return response
             await response.write_eof()
             return response
         except (TimeoutError, OSError):
             # Failed while reading a small body, before anything was sent.
-            return self._local(exchange, 502, "upstream-reset")
+            return self.local(exchange, 502, "upstream-reset")
         finally:
             upstream.release()
 
@@ -523,9 +509,9 @@ class Proxy:
             buffer += chunk
         return bytes(buffer), False
 
-    def _local(
+    def local(
         self, exchange: Exchange, status: int, reason: str, retry_after: int | None = None
-    ) -> web.Response:
+    ) -> Response:
         """An answer the sidecar makes itself, saying why in ``X-Rampart-Reason``."""
         exchange.status = status
         exchange.reason = reason
@@ -533,12 +519,18 @@ class Proxy:
             self.recorder.timeouts.inc()
         else:
             self.count_rejection(reason)
-        headers = {"X-Rampart-Reason": reason, "X-Request-ID": exchange.request_id}
+        headers = CIMultiDict(
+            {
+                "Content-Type": "text/plain; charset=utf-8",
+                "X-Rampart-Reason": reason,
+                "X-Request-ID": exchange.request_id,
+            }
+        )
         if exchange.cache_status:
             headers["X-Rampart-Cache"] = exchange.cache_status
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
-        return web.Response(status=status, text=reason + "\n", headers=headers)
+        return Response(status, headers, (reason + "\n").encode())
 
     def count_rejection(self, reason: str) -> None:
         child = self._rejected_children.get(reason)
@@ -547,7 +539,7 @@ class Proxy:
             self._rejected_children[reason] = child
         child.inc()
 
-    def _finish(self, request: web.BaseRequest, exchange: Exchange) -> None:
+    def _finish(self, request: Request, exchange: Exchange) -> None:
         now = monotonic()
         to_headers = (exchange.headers_sent or now) - exchange.started
         self.recorder.observe_request(

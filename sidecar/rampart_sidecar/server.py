@@ -1,59 +1,528 @@
-"""The proxy listener's HTTP server: aiohttp's, with its own answers to unparsable requests.
+"""The proxy listener's HTTP/1.1 server: asyncio protocols and llhttp, nothing in between.
 
-aiohttp answers a request it cannot parse (bad request line, oversized
-header, broken chunking) before any handler runs, and logs a traceback for
-each. Here those answers carry ``X-Rampart-Reason: bad-request`` like every
-other answer the sidecar makes itself, are counted, and are logged as one
-line: a scanner sending garbage must not be able to flood the logs.
+Why not aiohttp's server: it was most of the sidecar's cost per request (see
+docs/benchmarks.md). This one parses with llhttp (``httptools``), hands the
+proxy a ``messages.Request`` as soon as a head is complete, and writes each
+answer with as few writes as it can. It keeps what a server facing the
+network must:
+
+- keep-alive, and pipelined requests answered in order;
+- a deadline for each request head (``server.idleTimeout``), which also closes
+  idle keep-alive connections and stops clients that send a byte a second;
+- ``server.maxHeaderBytes`` for the request line and each header field, and
+  eight times that for the whole head;
+- back-pressure both ways: reading pauses while a body waits unread, and
+  answers wait while the client is not reading;
+- requests it cannot parse get one 400 with ``X-Rampart-Reason: bad-request``,
+  are counted and logged as one line (a scanner must not flood the logs);
+- a client that goes away cancels its request;
+- Upgrade (WebSocket) requests can take the connection over as a byte tunnel;
+- a lingering close after an answer sent before the request body was read, so
+  the client reads the answer instead of a reset.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from typing import Any, cast
 
-from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["ProxyServer"]
+from .config import ServerSettings
+from .messages import Request, RequestBody, Response, StreamResponse, reason_phrase
+from .upstream import ENCODING, NO_BODY_STATUSES
+
+__all__ = ["HttpConnection", "ProxyServer"]
 
 log = logging.getLogger("rampart.server")
 
+Handler = Callable[[Request], Awaitable["Response | StreamResponse"]]
 
-class _ProxyRequestHandler(RequestHandler):
-    on_error: Callable[[str], None] = staticmethod(lambda reason: None)
+_HEAD_LIMIT_FACTOR = 8  # the whole head may be this many maxHeaderBytes
+_MAX_QUEUED = 16  # pipelined requests parsed ahead; reading pauses beyond this
+_LINGER = 2.0  # seconds to swallow a body nobody read before closing
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_HIGH_LEFTOVER = 64 * 1024  # bytes after an Upgrade head kept until the tunnel takes them
 
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started; cannot send an error")
-        reason = "bad-request" if status < 500 else "internal-error"
-        if status < 500:
-            log.info("unparsable request", extra={"client": request.remote, "error": message})
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class _HttpDate:
+    """The ``Date`` header's value, formatted once a second rather than per response."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._value = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True)
+        return self._value
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parses requests, runs the handler for each in turn, writes answers."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.parser: Any = httptools.HttpRequestParser(self)
+        self.closed = False
+        # the request being parsed, those parsed and waiting, the one being answered
+        self._parsing: Request | None = None
+        self._queue: deque[Request] = deque()
+        self._current: Request | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._url = b""
+        self._raw_headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
+        self._in_head = False
+        self._stop_parsing = False  # after a Connection: close request, an upgrade or garbage
+        self._upgrading = False
+        self._head_size = 0
+        self._must_close = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._pauses: set[str] = set()
+        self._writable: asyncio.Future[None] | None = None
+        self._stream_open = False
+        self._tunnel: asyncio.StreamReader | None = None
+        self._leftover = b""  # bytes after an Upgrade head, for the tunnel
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else ""
+        self.server.connections.add(self)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._cancel_head_timer()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # the client went away: stop working for it
+        gone = ConnectionResetError("the client closed the connection")
+        for request in (self._parsing, *self._queue):
+            if request is not None and request.content is not None:
+                request.content.fail(gone)
+        if self._tunnel is not None:
+            self._tunnel.feed_eof()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(gone)
+            self._writable.exception()
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.feed_data(data)
+            return
+        if self._stop_parsing:
+            if self._upgrading:
+                self._leftover += data  # the tunnel's first bytes, if it is taken
+                if len(self._leftover) > _HIGH_LEFTOVER:
+                    self._pause("upgrade")
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # Answered like any request; only a handler that takes the
+            # connection over (a WebSocket) keeps it open afterwards.
+            self._stop_parsing = self._upgrading = self._must_close = True
+            self._leftover = data[upgrade.args[0] :]
+            return
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__ or error.__cause__
+            self._refuse(str(cause) if isinstance(cause, _HeadTooLarge) else str(error))
+        except httptools.HttpParserError as error:
+            self._refuse(str(error))
+            return
+        if self._in_head:
+            # llhttp keeps a field until it ends: this bounds one that never does.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.server.max_head_bytes:
+                self._refuse("head too large")
+
+    def eof_received(self) -> bool:
+        if self._tunnel is not None:
+            self._tunnel.feed_eof()
+            return True
+        if self._current is not None:
+            # Half-closed after sending: answer, then close.
+            self._must_close = True
+            if self._parsing is not None and self._parsing.content is not None:
+                self._parsing.content.fail(ConnectionResetError("the client stopped sending"))
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        self._writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # -- llhttp's callbacks ---------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_size = 0
+        self._url = b""
+        self._raw_headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.server.max_header_bytes:
+            raise _HeadTooLarge("request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value) + 2
+        if size > self.server.max_header_bytes:
+            raise _HeadTooLarge("header field too long")
+        self._head_size += size
+        if self._head_size > self.server.max_head_bytes:
+            raise _HeadTooLarge("head too large")
+        self._raw_headers.append((name.decode(*ENCODING), value.decode(*ENCODING)))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self.parser
+        headers = CIMultiDictProxy(CIMultiDict(self._raw_headers))
+        method = parser.get_method().decode("ascii")
+        try:
+            url = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError:
+            raw_path, query = self._url.decode(*ENCODING), ""  # refused by the proxy
         else:
-            log.error("unhandled error", exc_info=exc, extra={"client": request.remote})
-        self.on_error(reason)
-        response = web.Response(
-            status=status, text=reason + "\n", headers={"X-Rampart-Reason": reason}
+            raw_path = url.path.decode(*ENCODING) if url.path else ""
+            query = url.query.decode(*ENCODING) if url.query else ""
+        length = headers.get("Content-Length")
+        chunked = "Transfer-Encoding" in headers
+        body = None
+        if chunked or (length is not None and length != "0"):
+            expect = headers.get("Expect", "").lower() == "100-continue"
+            body = RequestBody(self, expect)
+        request = Request(
+            self,
+            method,
+            raw_path,
+            query,
+            headers,
+            parser.get_http_version(),
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+            body,
         )
-        response.force_close()
-        return response
+        self._parsing = request
+        self._cancel_head_timer()
+        if self._current is None:
+            self._start(request)
+        else:
+            self._queue.append(request)
+            if len(self._queue) >= _MAX_QUEUED:
+                self._pause("queue")
+
+    def on_body(self, body: bytes) -> None:
+        request = self._parsing
+        if request is not None and request.content is not None:
+            request.content.feed(body)
+
+    def on_message_complete(self) -> None:
+        request = self._parsing
+        self._parsing = None
+        if request is None:
+            return
+        if request.content is not None:
+            request.content.finish()
+        if not request.keep_alive:
+            self._stop_parsing = True  # llhttp refuses anything after it anyway
+
+    # -- answering ------------------------------------------------------------
+
+    def _start(self, request: Request) -> None:
+        self._current = request
+        self._task = self.loop.create_task(self._answer(request))
+
+    async def _answer(self, request: Request) -> None:
+        try:
+            response = await self.server.handler(request)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("unhandled error", extra={"client": self.peer})
+            self.server.on_error("internal-error")
+            if self._stream_open or self._tunnel is not None:
+                self.abort()
+                return
+            response = _plain(500, "internal-error")
+            self._must_close = True
+        if self.closed or self._tunnel is not None:
+            return
+        if not response.prepared:
+            assert isinstance(response, Response)
+            self._write_whole(request, response)
+        elif self._stream_open:
+            self.abort()  # the handler gave up on a streamed body half-way
+            return
+        try:
+            await self.drain()
+        except ConnectionError:
+            return
+        self._next(request)
+
+    def _next(self, done: Request) -> None:
+        self._current = None
+        self._task = None
+        unread = done.content is not None and not done.content.complete
+        if self._must_close or not self._keeps_alive(done) or unread:
+            self._queue.clear()
+            self._linger() if unread else self.close()
+            return
+        if self._queue:
+            self._resume("queue")
+            self._start(self._queue.popleft())
+        elif not self.closed:
+            self._arm_head_timer()
+
+    def _keeps_alive(self, request: Request) -> bool:
+        return request.keep_alive and not self.server.draining and not self._must_close
+
+    def _head(
+        self, request: Request, status: int, reason: str, headers: CIMultiDict[str]
+    ) -> list[str]:
+        lines = [f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        if "Date" not in headers:
+            lines.append(f"Date: {self.server.date()}\r\n")
+        if not self._keeps_alive(request):
+            lines.append("Connection: close\r\n")
+        elif request.version == "1.0":
+            lines.append("Connection: keep-alive\r\n")
+        return lines
+
+    def _write_whole(self, request: Request, response: Response) -> None:
+        status = response.status
+        headers = response.headers
+        body = response.body
+        if body and "Content-Length" in headers:
+            del headers["Content-Length"]
+        lines = self._head(request, status, response.reason, headers)
+        if status not in NO_BODY_STATUSES and (body or "Content-Length" not in headers):
+            lines.append(f"Content-Length: {len(body)}\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode(*ENCODING)
+        if body and request.method != "HEAD" and status not in NO_BODY_STATUSES:
+            self.write(head + body)
+        else:
+            self.write(head)
+
+    def start_stream(self, request: Request, response: StreamResponse) -> bool:
+        """Write a streamed response's head; True when its body must go chunked."""
+        headers = response.headers
+        chunked = False
+        if response.content_length is not None:
+            headers["Content-Length"] = str(response.content_length)
+        elif request.version == "1.1":
+            headers["Transfer-Encoding"] = "chunked"
+            chunked = True
+        else:
+            self._must_close = True  # an HTTP/1.0 body of unknown length ends with the connection
+        lines = self._head(request, response.status, response.reason, headers)
+        lines.append("\r\n")
+        self.write("".join(lines).encode(*ENCODING))
+        self._stream_open = True
+        return chunked
+
+    def write_head(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
+        """A head exactly as given, with nothing added: for ``101 Switching Protocols``."""
+        lines = [f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        lines.append("\r\n")
+        self.write("".join(lines).encode(*ENCODING))
+
+    def end_stream(self) -> None:
+        self._stream_open = False
+
+    def send_continue(self) -> None:
+        if self._current is not None and self._current.version == "1.1" and not self.closed:
+            self.write(_CONTINUE)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("the client closed the connection")
+        if self._writable is not None:
+            await self._writable
+
+    # -- upgrades -------------------------------------------------------------
+
+    def take_over(self) -> asyncio.StreamReader:
+        """Turn the connection into a byte tunnel; what the client sends arrives in the reader.
+
+        Only for a request that asked to upgrade. The caller writes with
+        ``write``/``drain`` and closes with ``close`` when the tunnel ends.
+        """
+        assert self._current is not None
+        assert self._current.upgrade
+        reader = asyncio.StreamReader(limit=2**16)
+        assert self.transport is not None
+        reader.set_transport(self.transport)
+        if self._leftover:
+            reader.feed_data(self._leftover)
+            self._leftover = b""
+        self._resume("upgrade")
+        if self.closed:
+            reader.feed_eof()
+        self._tunnel = reader
+        return reader
+
+    # -- closing --------------------------------------------------------------
+
+    def _refuse(self, error: str) -> None:
+        """An unparsable request: one 400 when nothing else is being answered, then close."""
+        self._stop_parsing = True
+        self._cancel_head_timer()
+        log.info("unparsable request", extra={"client": self.peer, "error": error})
+        self.server.on_error("bad-request")
+        if self._current is not None:
+            self._must_close = True  # answer what came before, then close
+            return
+        self.write(_plain_bytes(400, "bad-request"))
+        self._linger()
+
+    def _on_head_timeout(self) -> None:
+        self._head_timer = None
+        if self._current is not None or self.closed:
+            return
+        if self._in_head:
+            self.server.on_error("client-header-timeout")
+            self.write(_plain_bytes(408, "client-header-timeout"))
+        self.close()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.server.idle_timeout, self._on_head_timeout)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _pause(self, reason: str) -> None:
+        if not self._pauses and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._pauses.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason in self._pauses:
+            self._pauses.discard(reason)
+            if not self._pauses and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def pause_reading(self) -> None:
+        self._pause("body")
+
+    def resume_reading(self) -> None:
+        self._resume("body")
+
+    def close(self) -> None:
+        self._cancel_head_timer()
+        if self.transport is not None and not self.closed:
+            self.transport.close()  # after what is buffered has been written
+
+    def _linger(self) -> None:
+        """Close our side now, but swallow what the client still sends for a while."""
+        self._stop_parsing = True
+        self._current = None
+        self._resume("body")
+        self._resume("queue")
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(_LINGER, self.close)
+        else:
+            self.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    @property
+    def idle(self) -> bool:
+        return self._current is None and not self._in_head
+
+    def close_if_idle(self) -> None:
+        if self.idle:
+            self.close()
 
 
-class ProxyServer(web.Server):
-    """``web.Server`` whose connections use ``_ProxyRequestHandler``."""
+def _plain(status: int, reason: str) -> Response:
+    headers = CIMultiDict({"Content-Type": "text/plain; charset=utf-8", "X-Rampart-Reason": reason})
+    return Response(status, headers, (reason + "\n").encode())
 
-    def __init__(self, *args: Any, on_error: Callable[[str], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._handler_class: type[_ProxyRequestHandler] = type(
-            "ProxyRequestHandler", (_ProxyRequestHandler,), {"on_error": staticmethod(on_error)}
-        )
 
-    def __call__(self) -> RequestHandler:
-        return self._handler_class(self, loop=self._loop, **self._kwargs)
+def _plain_bytes(status: int, reason: str) -> bytes:
+    body = (reason + "\n").encode()
+    return (
+        f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"X-Rampart-Reason: {reason}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+class ProxyServer:
+    """The protocol factory for ``loop.create_server``, and the connections it made."""
+
+    def __init__(
+        self, handler: Handler, settings: ServerSettings, on_error: Callable[[str], None]
+    ) -> None:
+        self.handler = handler
+        self.on_error = on_error
+        self.idle_timeout = settings.idle_timeout
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_head_bytes = settings.max_header_bytes * _HEAD_LIMIT_FACTOR
+        self.connections: set[HttpConnection] = set()
+        self.draining = False
+        self.date = _HttpDate()
+
+    def __call__(self) -> HttpConnection:
+        return HttpConnection(self)
+
+    def start_draining(self) -> None:
+        """Answer what is in flight with ``Connection: close``; close idle connections now."""
+        self.draining = True
+        for connection in list(self.connections):
+            connection.close_if_idle()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Close every connection, giving busy ones up to ``timeout`` to finish."""
+        self.start_draining()
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            for connection in list(self.connections):
+                connection.close_if_idle()
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.abort()

@@ -33,6 +33,7 @@ from yarl import URL
 from .config import UpstreamSettings
 
 __all__ = [
+    "ENCODING",
     "NO_BODY_STATUSES",
     "UpstreamClosed",
     "UpstreamConnectError",
@@ -45,7 +46,7 @@ _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})  # never a body, whatever the headers say
 # As aiohttp's parser decodes them, so a header the client sent goes out byte for byte.
-_ENCODING = ("utf-8", "surrogateescape")
+ENCODING = ("utf-8", "surrogateescape")
 
 Body = bytes | AsyncIterable[bytes] | None
 
@@ -168,10 +169,10 @@ class UpstreamResponse:
     # -- llhttp's callbacks ---------------------------------------------------
 
     def on_status(self, reason: bytes) -> None:
-        self.reason = reason.decode(*_ENCODING)
+        self.reason = reason.decode(*ENCODING)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw_headers.append((name.decode(*_ENCODING), value.decode(*_ENCODING)))
+        self._raw_headers.append((name.decode(*ENCODING), value.decode(*ENCODING)))
 
     def on_headers_complete(self) -> None:
         parser = self._connection.parser
@@ -381,13 +382,13 @@ class UpstreamPool:
 
     # -- requests ---------------------------------------------------------
 
-    def _head(self, method: str, target: str, headers: CIMultiDict[str]) -> bytes:
+    def request_head(self, method: str, target: str, headers: CIMultiDict[str]) -> bytes:
         lines = [f"{method} {self.base_path}{target} HTTP/1.1\r\n"]
         if "Host" not in headers:
             lines.append(f"Host: {self.authority}\r\n")
         lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
         lines.append("\r\n")
-        return "".join(lines).encode(*_ENCODING)
+        return "".join(lines).encode(*ENCODING)
 
     async def request(
         self, method: str, target: str, headers: CIMultiDict[str], body: Body = None
@@ -406,7 +407,7 @@ class UpstreamPool:
         connection = await self._acquire()
         try:
             response = connection.start(method)
-            head = self._head(method, target, headers)
+            head = self.request_head(method, target, headers)
             assert connection.transport is not None
             if isinstance(body, bytes):
                 connection.transport.write(head + body if body else head)

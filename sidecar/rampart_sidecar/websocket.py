@@ -1,119 +1,150 @@
-"""WebSocket pass-through: frames are relayed both ways, untouched, for as long as both sides like.
+"""WebSocket pass-through: once both handshakes are done, bytes are relayed both ways, untouched.
 
-The sidecar completes the handshake with the upstream first and offers the
-client the subprotocol the upstream chose, so a refused upstream handshake
-reaches the client as an HTTP error, not as a socket that closes at once.
-Pings, pongs and close codes are relayed rather than answered here, so the
-two ends see each other's keep-alive and close semantics.
+The client's handshake goes to the upstream on a connection of its own (never
+a pooled one: it will not come back). Only when the upstream answers
+``101 Switching Protocols`` does the client get that answer, so a refused
+handshake reaches the client as an HTTP error, not as a socket that closes at
+once. After that the sidecar relays bytes, not frames: pings, pongs, close
+codes, extensions and subprotocols are the two ends' business, and neither
+the request timeout nor the idle timeout applies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp import WSCloseCode, WSMsgType, web
+import httptools
+from multidict import CIMultiDict
+
+from .messages import Request, Response, StreamResponse
+from .upstream import ENCODING
 
 if TYPE_CHECKING:
     from .proxy import Exchange, Proxy
 
 __all__ = ["is_websocket_upgrade", "relay_websocket"]
 
-_HANDSHAKE_FIELDS = (
-    "Sec-WebSocket-Key",
-    "Sec-WebSocket-Version",
-    "Sec-WebSocket-Extensions",
-    "Sec-WebSocket-Protocol",
-)
-_WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+_MAX_HEAD = 64 * 1024
+_BUFFER = 64 * 1024
 
 
-def is_websocket_upgrade(request: web.BaseRequest) -> bool:
-    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
+def is_websocket_upgrade(request: Request) -> bool:
+    return (
+        request.upgrade
+        and request.method == "GET"
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+    )
+
+
+class _Handshake:
+    """llhttp's callbacks for the upstream's answer to the handshake."""
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[str, str]] = []
+        self.reason = ""
+        self.complete = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason.decode(*ENCODING)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode(*ENCODING), value.decode(*ENCODING)))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
 
 
 async def relay_websocket(
-    proxy: Proxy, request: web.BaseRequest, exchange: Exchange
-) -> web.StreamResponse:
-    url = proxy.upstream_url(request)
-    url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    proxy: Proxy, request: Request, exchange: Exchange
+) -> Response | StreamResponse:
+    pool = proxy.pool
     headers = proxy.upstream_headers(request, exchange)
-    for name in _HANDSHAKE_FIELDS:
-        headers.popall(name, None)
-    offered = request.headers.get("Sec-WebSocket-Protocol", "")
-    protocols = [p.strip() for p in offered.split(",") if p.strip()]
+    headers["Connection"] = "Upgrade"
+    headers["Upgrade"] = request.headers["Upgrade"]
     try:
         async with asyncio.timeout(exchange.route.request_timeout):
-            upstream = await proxy.session.ws_connect(
-                url,
-                headers=headers,
-                protocols=protocols,
-                autoclose=False,
-                autoping=False,
-                max_msg_size=0,
+            reader, writer = await asyncio.open_connection(
+                pool.host,
+                pool.port,
+                ssl=pool.ssl,
+                server_hostname=pool.host if pool.ssl else None,
+                limit=_BUFFER,
             )
-    except aiohttp.WSServerHandshakeError as error:
-        status = error.status if 400 <= error.status < 500 else 502
-        return proxy._local(exchange, status, "websocket-handshake-refused")
+            try:
+                writer.write(pool.request_head("GET", request.target, headers))
+                status, reason, answer, rest = await _read_handshake(reader)
+            except BaseException:
+                writer.close()
+                raise
     except TimeoutError:
-        return proxy._local(exchange, 504, "request-timeout")
-    except (aiohttp.ClientError, OSError):
-        return proxy._local(exchange, 502, "upstream-connect-failure")
+        return proxy.local(exchange, 504, "request-timeout")
+    except (OSError, ValueError, httptools.HttpParserError):
+        return proxy.local(exchange, 502, "upstream-connect-failure")
 
-    downstream = web.WebSocketResponse(
-        protocols=[upstream.protocol] if upstream.protocol else (),
-        autoclose=False,
-        autoping=False,
-        max_msg_size=0,
-    )
-    try:
-        await downstream.prepare(request)
-        exchange.status = 101
-        exchange.headers_sent = monotonic()
-        to_upstream = asyncio.create_task(_pump(downstream, upstream))
-        to_client = asyncio.create_task(_pump(upstream, downstream))
-        try:
-            done, _ = await asyncio.wait(
-                {to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in (to_upstream, to_client):
-                task.cancel()
-            await asyncio.gather(to_upstream, to_client, return_exceptions=True)
-        finished = done.pop()
-        try:
-            code, message = finished.result()
-        except (aiohttp.ClientError, OSError, RuntimeError):
-            code, message = WSCloseCode.GOING_AWAY, b""
-        # Close the side that did not hang up first, with the code the other gave;
-        # then answer the side that did (aiohttp does not wait for a reply there).
-        first, second = (
-            (upstream, downstream) if finished is to_upstream else (downstream, upstream)
+    if status != 101:
+        writer.close()
+        return proxy.local(
+            exchange, status if 400 <= status < 500 else 502, "websocket-handshake-refused"
         )
-        await first.close(code=code, message=message)
-        await second.close(code=code, message=message)
+    connection = request.connection
+    client = connection.take_over()
+    answer["X-Request-ID"] = exchange.request_id
+    connection.write_head(101, reason, answer)
+    exchange.status = 101
+    exchange.headers_sent = monotonic()
+    if rest:
+        connection.write(rest)
+    to_upstream = asyncio.create_task(_pump(client, writer.write, writer.drain))
+    to_client = asyncio.create_task(_pump(reader, connection.write, connection.drain))
+    try:
+        await asyncio.wait({to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if not upstream.closed:
-            await upstream.close(code=WSCloseCode.GOING_AWAY)
-    return downstream
+        for task in (to_upstream, to_client):
+            task.cancel()
+        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        writer.close()
+        connection.close()
+    switched = StreamResponse(101, answer, reason)
+    switched.prepared = True  # written already: nothing left for the server to send
+    return switched
 
 
-async def _pump(source: _WebSocket, sink: _WebSocket) -> tuple[int, bytes]:
-    """Relay frames until ``source`` closes; return the close code and reason to pass on."""
+async def _read_handshake(
+    reader: asyncio.StreamReader,
+) -> tuple[int, str, CIMultiDict[str], bytes]:
+    """The upstream's status, reason and headers, and any bytes that came after them."""
+    callbacks = _Handshake()
+    parser: Any = httptools.HttpResponseParser(callbacks)
+    received = 0
     while True:
-        message = await source.receive()
-        kind = message.type
-        if kind is WSMsgType.TEXT:
-            await sink.send_str(message.data)
-        elif kind is WSMsgType.BINARY:
-            await sink.send_bytes(message.data)
-        elif kind is WSMsgType.PING:
-            await sink.ping(message.data)
-        elif kind is WSMsgType.PONG:
-            await sink.pong(message.data)
-        elif kind is WSMsgType.CLOSE:
-            return message.data, (message.extra or "").encode()
-        else:  # CLOSING, CLOSED, ERROR: the source is gone without a close frame
-            return WSCloseCode.GOING_AWAY, b""
+        data = await reader.read(_BUFFER)
+        if not data:
+            raise ConnectionResetError("the upstream closed during the handshake")
+        received += len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            rest = data[upgrade.args[0] :]
+            break
+        if callbacks.complete:
+            rest = b""
+            break
+        if received > _MAX_HEAD:
+            raise ValueError("handshake answer too large")
+    return parser.get_status_code(), callbacks.reason, CIMultiDict(callbacks.headers), rest
+
+
+async def _pump(
+    source: asyncio.StreamReader,
+    write: Callable[[bytes], object],
+    drain: Callable[[], Awaitable[None]],
+) -> None:
+    """Relay bytes until ``source`` ends or either side breaks."""
+    with contextlib.suppress(ConnectionError, OSError):
+        while data := await source.read(_BUFFER):
+            write(data)
+            await drain()

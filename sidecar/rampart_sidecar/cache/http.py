@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config import CacheSettings
-from ..headers import end_to_end, request_target
+from ..headers import end_to_end
+from ..messages import Request, Response, StreamResponse
 from ..metrics import Recorder
 from .entry import CacheEntry
 from .policy import (
@@ -51,7 +51,7 @@ _NOT_STORED = frozenset({"age", "x-request-id", "x-rampart-cache", "set-cookie"}
 _STATS_INTERVAL = 10.0
 
 Forward = Callable[
-    ["web.BaseRequest", "Exchange", "ResponseHook | None"], Awaitable[web.StreamResponse]
+    [Request, "Exchange", "ResponseHook | None"], Awaitable[Response | StreamResponse]
 ]
 
 
@@ -99,13 +99,13 @@ class ResponseCache:
     # -- the request path ---------------------------------------------------
 
     async def serve(
-        self, request: web.BaseRequest, exchange: Exchange, forward: Forward
-    ) -> web.StreamResponse:
+        self, request: Request, exchange: Exchange, forward: Forward
+    ) -> Response | StreamResponse:
         plan = plan_request(request.method, request.headers)
         if not plan.store:
             self._count(exchange, "BYPASS")
             return await forward(request, exchange, None)
-        target = request_target(request.rel_url)
+        target = request.target
         key = primary_key(request.method, request.host, target)
         stale: CacheEntry | None = None
         leading: asyncio.Future[_Shared | None] | None = None
@@ -158,8 +158,8 @@ class ResponseCache:
             return None
 
     def _answer(
-        self, request: web.BaseRequest, exchange: Exchange, entry: CacheEntry, result: str
-    ) -> web.Response:
+        self, request: Request, exchange: Exchange, entry: CacheEntry, result: str
+    ) -> Response:
         headers = CIMultiDict(entry.headers)
         if request.method != "HEAD":
             headers.popall("Content-Length", None)  # computed from the body sent
@@ -168,10 +168,7 @@ class ResponseCache:
         headers["X-Request-ID"] = exchange.request_id
         exchange.status = entry.status
         self._count(exchange, result)
-        response = web.Response(status=entry.status, headers=headers)
-        if entry.body and request.method != "HEAD":
-            response.body = entry.body
-        return response
+        return Response(entry.status, headers, entry.body if request.method != "HEAD" else b"")
 
     def _count(self, exchange: Exchange, result: str) -> None:
         exchange.cache_status = result
@@ -216,7 +213,7 @@ class _StoreHook:
         cache: ResponseCache,
         key: str,
         target: str,
-        request: web.BaseRequest,
+        request: Request,
         exchange: Exchange,
         stale: CacheEntry | None,
     ) -> None:
@@ -232,7 +229,7 @@ class _StoreHook:
         self._lifetime = 0.0
         self._control = CacheControl({})
 
-    def substitute(self, status: int) -> web.StreamResponse | None:
+    def substitute(self, status: int) -> Response | None:
         """A stale entry instead of an upstream error, when one is still allowed."""
         if (
             status in ERROR_STATUSES
@@ -247,7 +244,7 @@ class _StoreHook:
         length = upstream.content_length
         if length is not None and length > self.max_body:
             return False
-        ttl = default_ttl_for(self.cache.settings, self.request.rel_url.path)
+        ttl = default_ttl_for(self.cache.settings, self.request.path)
         decided = freshness_lifetime(upstream.headers, self.request.headers, upstream.status, ttl)
         if decided is None:
             return False

@@ -1,0 +1,252 @@
+"""One client request and the answers to it, as the proxy listener hands them to the proxy.
+
+These are deliberately smaller than a web framework's: the sidecar only
+relays, so a request is its parsed head plus a body that arrives on demand,
+and a response is a status, headers and either a whole body (``Response``) or
+a body written as it arrives (``StreamResponse``). ``server.HttpConnection``
+parses the requests and writes the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+if TYPE_CHECKING:
+    from .server import HttpConnection
+
+__all__ = ["Request", "RequestBody", "Response", "StreamResponse", "reason_phrase"]
+
+# Pause reading from the client above this much unread body, resume below it.
+_HIGH_WATER = 256 * 1024
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, "")
+
+
+class RequestBody:
+    """The client's body as it arrives: ``readany()`` returns what is there, b"" at the end.
+
+    A client that sent ``Expect: 100-continue`` is told to go on the first
+    time the body is read, so a body nobody reads (a 413, a 429) is never sent.
+    """
+
+    def __init__(self, connection: HttpConnection, expect_continue: bool) -> None:
+        self._connection = connection
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._expect_continue = expect_continue
+
+    async def readany(self) -> bytes:
+        if self._expect_continue:
+            self._expect_continue = False
+            self._connection.send_continue()
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._connection.resume_reading()
+        return chunk
+
+    async def read(self) -> bytes:
+        parts = []
+        while chunk := await self.readany():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has arrived (read or not)."""
+        return self._done
+
+    # -- what the connection tells it -------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _HIGH_WATER and not self._paused:
+            self._paused = True
+            self._connection.pause_reading()
+        self._wake()
+
+    def finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._done and self._error is None:
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class Request:
+    """A client request: its head, parsed, and its body, to be read.
+
+    ``raw_path`` and ``query_string`` are exactly as the client encoded them
+    (an absolute-form target is reduced to its path, so it can choose neither
+    the upstream nor a cache key); ``path`` is ``raw_path`` percent-decoded,
+    for matching routes.
+    """
+
+    __slots__ = (
+        "_path",
+        "connection",
+        "content",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "method",
+        "query_string",
+        "raw_path",
+        "remote",
+        "scheme",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(
+        self,
+        connection: HttpConnection,
+        method: str,
+        raw_path: str,
+        query_string: str,
+        headers: CIMultiDictProxy[str],
+        version: str,
+        keep_alive: bool,
+        upgrade: bool,
+        content: RequestBody | None,
+    ) -> None:
+        self.connection = connection
+        self.method = method
+        self.raw_path = raw_path
+        self.query_string = query_string
+        self.headers = headers
+        self.version = version
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.content = content
+        self.remote = connection.peer
+        self.scheme = "http"
+        length = headers.get("Content-Length")
+        self.content_length = int(length) if length is not None else None
+        self._path: str | None = None
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            raw = self.raw_path
+            self._path = unquote(raw, errors="surrogateescape") if "%" in raw else raw
+        return self._path
+
+    @property
+    def target(self) -> str:
+        """Path and query as the client encoded them: what goes to the upstream."""
+        query = self.query_string
+        return self.raw_path + "?" + query if query else self.raw_path
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("Host", "")
+
+    @property
+    def body_exists(self) -> bool:
+        return self.content is not None
+
+    def abort(self) -> None:
+        """Cut the connection: the only way to say a streamed response is incomplete."""
+        self.connection.abort()
+
+
+class Response:
+    """A whole response, written with one ``write`` and a computed ``Content-Length``.
+
+    A ``Content-Length`` in ``headers`` is kept only when there is no body to
+    measure (the answer to a HEAD, which announces the length it would have).
+    """
+
+    __slots__ = ("body", "headers", "reason", "status")
+    prepared = False
+
+    def __init__(
+        self,
+        status: int,
+        headers: CIMultiDict[str] | None = None,
+        body: bytes = b"",
+        reason: str = "",
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers: CIMultiDict[str] = headers if headers is not None else CIMultiDict()
+        self.body = body
+
+
+class StreamResponse:
+    """A response whose body is written as it arrives: ``prepare``, ``write``..., ``write_eof``.
+
+    With ``content_length`` set the body goes as is; without it, chunked (or,
+    to an HTTP/1.0 client, until the connection closes).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        headers: CIMultiDict[str],
+        reason: str = "",
+        content_length: int | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.content_length = content_length
+        self.prepared = False
+        self._chunked = False
+        self._connection: HttpConnection | None = None
+
+    async def prepare(self, request: Request) -> None:
+        connection = request.connection
+        self._connection = connection
+        self._chunked = connection.start_stream(request, self)
+        self.prepared = True
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        assert self._connection is not None, "prepare() first"
+        if self._chunked:
+            self._connection.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self._connection.write(data)
+        await self._connection.drain()
+
+    async def write_eof(self) -> None:
+        assert self._connection is not None, "prepare() first"
+        if self._chunked:
+            self._connection.write(b"0\r\n\r\n")
+        await self._connection.drain()
+        self._connection.end_stream()
