@@ -9,100 +9,24 @@ parses the requests and writes the answers.
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .bodies import BodyBuffer
+
 if TYPE_CHECKING:
     from .server import HttpConnection
 
-__all__ = ["Request", "RequestBody", "Response", "StreamResponse", "reason_phrase"]
+__all__ = ["Request", "Response", "StreamResponse", "reason_phrase"]
 
-# Pause reading from the client above this much unread body, resume below it.
-_HIGH_WATER = 256 * 1024
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 def reason_phrase(status: int) -> str:
     return _REASONS.get(status, "")
-
-
-class RequestBody:
-    """The client's body as it arrives: ``readany()`` returns what is there, b"" at the end.
-
-    A client that sent ``Expect: 100-continue`` is told to go on the first
-    time the body is read, so a body nobody reads (a 413, a 429) is never sent.
-    """
-
-    def __init__(self, connection: HttpConnection, expect_continue: bool) -> None:
-        self._connection = connection
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._paused = False
-        self._done = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._expect_continue = expect_continue
-
-    async def readany(self) -> bytes:
-        if self._expect_continue:
-            self._expect_continue = False
-            self._connection.send_continue()
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self._done:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        chunk = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
-        self._chunks.clear()
-        self._buffered = 0
-        if self._paused:
-            self._paused = False
-            self._connection.resume_reading()
-        return chunk
-
-    async def read(self) -> bytes:
-        parts = []
-        while chunk := await self.readany():
-            parts.append(chunk)
-        return b"".join(parts)
-
-    @property
-    def complete(self) -> bool:
-        """Whether the whole body has arrived (read or not)."""
-        return self._done
-
-    # -- what the connection tells it -------------------------------------------
-
-    def feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > _HIGH_WATER and not self._paused:
-            self._paused = True
-            self._connection.pause_reading()
-        self._wake()
-
-    def finish(self) -> None:
-        self._done = True
-        self._wake()
-
-    def fail(self, error: BaseException) -> None:
-        if not self._done and self._error is None:
-            self._error = error
-            self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 class Request:
@@ -111,7 +35,9 @@ class Request:
     ``raw_path`` and ``query_string`` are exactly as the client encoded them
     (an absolute-form target is reduced to its path, so it can choose neither
     the upstream nor a cache key); ``path`` is ``raw_path`` percent-decoded,
-    for matching routes.
+    for matching routes. A client that sent ``Expect: 100-continue`` is told to
+    go on the first time ``content`` is read, so a body nobody reads (a 413,
+    a 429) is never sent.
     """
 
     __slots__ = (
@@ -140,7 +66,7 @@ class Request:
         version: str,
         keep_alive: bool,
         upgrade: bool,
-        content: RequestBody | None,
+        content: BodyBuffer | None,
     ) -> None:
         self.connection = connection
         self.method = method

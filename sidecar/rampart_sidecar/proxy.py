@@ -81,8 +81,7 @@ class RequestBodyStream:
             yield self._prefix
         while True:
             try:
-                async with asyncio.timeout(self._idle):
-                    chunk = await self._content.readany()
+                chunk = await self._content.readany(self._idle)
             except TimeoutError:
                 self.failure = (408, "client-body-timeout")
                 raise
@@ -338,14 +337,16 @@ class Proxy:
                     )
                 remaining = deadline - monotonic()
                 per_try = self.retry.per_try_timeout
+                last_chance = not per_try or remaining <= per_try  # the request's own deadline
                 attempt_timeout = min(remaining, per_try) if per_try else remaining
                 exchange.attempts += 1
                 attempt_started = monotonic()
                 upstream: UpstreamResponse | None = None
                 failure: UpstreamError | None = None
                 try:
-                    async with asyncio.timeout(attempt_timeout):
-                        upstream = await self.pool.request(request.method, target, headers, body)
+                    upstream = await self.pool.request(
+                        request.method, target, headers, body, attempt_timeout
+                    )
                 except TimeoutError:
                     failure = PerTryTimeout(f"no response within {attempt_timeout:.3f}s")
                 except (aiohttp.ClientError, OSError) as error:
@@ -373,7 +374,10 @@ class Proxy:
                     self.recorder.observe_upstream(0, elapsed)
                     if permit is not None:
                         self.breaker.record(permit, False)
-                    if monotonic() >= deadline:
+                    # The timer runs on the loop's clock, which may be a millisecond
+                    # behind this one: a timeout of the last chance is the request's.
+                    timed_out = isinstance(failure, PerTryTimeout) and last_chance
+                    if timed_out or monotonic() >= deadline:
                         return self.local(exchange, 504, "request-timeout")
                     wants_retry = self.retry.retries_error(failure.retry_on)
 
@@ -416,13 +420,11 @@ class Proxy:
             return None
         cap = self.retry.max_buffered_body
         if length is not None and length <= cap:
-            async with asyncio.timeout(self.idle_timeout):
-                return await content.read()
+            return await content.read(self.idle_timeout)
         prefix = bytearray()
         if length is None:  # chunked: buffer it if it turns out small
             while len(prefix) <= cap:
-                async with asyncio.timeout(self.idle_timeout):
-                    chunk = await content.readany()
+                chunk = await content.readany(self.idle_timeout)
                 if not chunk:
                     return bytes(prefix)
                 prefix += chunk
@@ -460,8 +462,7 @@ class Proxy:
                 if length is not None:
                     headers["Content-Length"] = str(length)
             elif length is not None and length <= whole_limit:
-                async with asyncio.timeout(self.idle_timeout):
-                    body = await upstream.read()
+                body = await upstream.read(self.idle_timeout)
             elif storing and length is None:
                 # Unknown length: keep it whole if it turns out small enough to store.
                 prefix, complete = await self._read_up_to(upstream, whole_limit)
@@ -479,8 +480,7 @@ class Proxy:
                 if prefix:
                     await response.write(prefix)
                 while True:
-                    async with asyncio.timeout(idle):
-                        chunk = await upstream.content.readany()
+                    chunk = await upstream.content.readany(idle)
                     if not chunk:
                         break
                     await response.write(chunk)
@@ -502,8 +502,7 @@ class Proxy:
         """Read until the end or past ``limit``; True when the end came first."""
         buffer = bytearray()
         while len(buffer) <= limit:
-            async with asyncio.timeout(self.idle_timeout):
-                chunk = await upstream.content.readany()
+            chunk = await upstream.content.readany(self.idle_timeout)
             if not chunk:
                 return bytes(buffer), True
             buffer += chunk

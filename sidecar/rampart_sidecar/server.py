@@ -34,8 +34,9 @@ from typing import Any, cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .bodies import BodyBuffer
 from .config import ServerSettings
-from .messages import Request, RequestBody, Response, StreamResponse, reason_phrase
+from .messages import Request, Response, StreamResponse, reason_phrase
 from .upstream import ENCODING, NO_BODY_STATUSES
 
 __all__ = ["HttpConnection", "ProxyServer"]
@@ -216,7 +217,9 @@ class HttpConnection(asyncio.Protocol):
         body = None
         if chunked or (length is not None and length != "0"):
             expect = headers.get("Expect", "").lower() == "100-continue"
-            body = RequestBody(self, expect)
+            body = BodyBuffer(
+                self.pause_reading, self.resume_reading, self.send_continue if expect else None
+            )
         request = Request(
             self,
             method,

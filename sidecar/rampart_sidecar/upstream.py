@@ -30,6 +30,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .bodies import BodyBuffer
 from .config import UpstreamSettings
 
 __all__ = [
@@ -41,14 +42,12 @@ __all__ = [
     "UpstreamResponse",
 ]
 
-# Pause reading from the application above this much unread body, resume below the low mark.
-_HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})  # never a body, whatever the headers say
 # As aiohttp's parser decodes them, so a header the client sent goes out byte for byte.
 ENCODING = ("utf-8", "surrogateescape")
 
 Body = bytes | AsyncIterable[bytes] | None
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 class UpstreamConnectError(ConnectionError):
@@ -73,17 +72,11 @@ class UpstreamResponse:
         self._head = head
         self.status = 0
         self.reason = ""
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-        self.content = self
+        self.headers: CIMultiDictProxy[str] = _NO_HEADERS
+        self.content = BodyBuffer(connection.pause_reading, connection.resume_reading)
         self.keep_alive = False
         self._raw_headers: list[tuple[str, str]] = []
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._paused = False
         self._until_close = False  # no length and not chunked: the body ends with the connection
-        self._done = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
         self.headers_arrived: asyncio.Future[None] = loop.create_future()
         self.sender: asyncio.Task[None] | None = None
         self._released = False
@@ -100,30 +93,8 @@ class UpstreamResponse:
         value = self.headers.get("Content-Type", "application/octet-stream")
         return value.split(";", 1)[0].strip().lower()
 
-    async def readany(self) -> bytes:
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self._done:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        chunk = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
-        self._chunks.clear()
-        self._buffered = 0
-        if self._paused:
-            self._paused = False
-            self._connection.resume_reading()
-        return chunk
-
-    async def read(self) -> bytes:
-        parts = []
-        while chunk := await self.readany():
-            parts.append(chunk)
-        return b"".join(parts)
+    async def read(self, timeout: float | None = None) -> bytes:
+        return await self.content.read(timeout)
 
     def release(self) -> None:
         if self._released:
@@ -132,8 +103,8 @@ class UpstreamResponse:
         connection = self._connection
         sent = self.sender is None or self.sender.done()
         if (
-            self._done
-            and self._error is None
+            self.content.complete
+            and self.content.error is None
             and self.keep_alive
             and not self._until_close
             and sent
@@ -145,26 +116,22 @@ class UpstreamResponse:
 
     # -- what the connection tells it -------------------------------------------
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     def fail(self, error: BaseException) -> None:
-        if self._done:
+        content = self.content
+        if content.complete:
             return
-        if self._until_close and self.headers_arrived.done() and self._error is None:
-            self._finish()  # the connection closing is how such a body ends
+        if self._until_close and self.headers_arrived.done() and content.error is None:
+            content.finish()  # the connection closing is how such a body ends
             return
-        if self._error is None:
-            self._error = error
+        content.fail(error)
         if not self.headers_arrived.done():
             self.headers_arrived.set_exception(error)
             self.headers_arrived.exception()  # retrieved here; the caller gets it by awaiting
-        self._wake()
 
-    def _finish(self) -> None:
-        self._done = True
-        self._wake()
+    def expire(self) -> None:
+        """The caller's deadline passed before the response's head arrived."""
+        if not self.headers_arrived.done():
+            self.headers_arrived.set_exception(TimeoutError())
 
     # -- llhttp's callbacks ---------------------------------------------------
 
@@ -189,21 +156,14 @@ class UpstreamResponse:
         self.headers_arrived.set_result(None)
         if no_body:
             # llhttp would wait for the body a HEAD answer announces but never has.
-            self._finish()
+            self.content.finish()
 
     def on_body(self, body: bytes) -> None:
-        if self._done:
-            return
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > _HIGH_WATER and not self._paused:
-            self._paused = True
-            self._connection.pause_reading()
-        self._wake()
+        self.content.feed(body)
 
     def on_message_complete(self) -> None:
-        if self.status >= 200 and not self._done:
-            self._finish()
+        if self.status >= 200:
+            self.content.finish()
 
 
 class _Connection(asyncio.Protocol):
@@ -305,7 +265,7 @@ class UpstreamPool:
 
     # -- connections ------------------------------------------------------
 
-    async def _acquire(self) -> _Connection:
+    def _idle_connection(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()
             if connection.idle_timer is not None:
@@ -313,6 +273,12 @@ class UpstreamPool:
                 connection.idle_timer = None
             if not connection.closed:
                 return connection
+        return None
+
+    async def _acquire(self) -> _Connection:
+        connection = self._idle_connection()
+        if connection is not None:
+            return connection
         while len(self._open) + self._connecting >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -391,20 +357,32 @@ class UpstreamPool:
         return "".join(lines).encode(*ENCODING)
 
     async def request(
-        self, method: str, target: str, headers: CIMultiDict[str], body: Body = None
+        self,
+        method: str,
+        target: str,
+        headers: CIMultiDict[str],
+        body: Body = None,
+        timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send one request and return once the response's headers have arrived.
 
         ``target`` is the path and query as the client encoded them. A bytes
         body goes with its Content-Length; a streamed one with the client's
-        Content-Length when it sent one, else chunked.
+        Content-Length when it sent one, else chunked. ``TimeoutError`` when
+        the head has not arrived within ``timeout`` seconds, waiting for a
+        connection included.
         """
         streamed = body is not None and not isinstance(body, bytes)
         if isinstance(body, bytes):
             headers["Content-Length"] = str(len(body))
         elif streamed and "Content-Length" not in headers:
             headers["Transfer-Encoding"] = "chunked"
-        connection = await self._acquire()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout is not None else None
+        connection = self._idle_connection()
+        if connection is None:  # the slow path: wait for a turn, or connect
+            async with asyncio.timeout_at(deadline):
+                connection = await self._acquire()
         try:
             response = connection.start(method)
             head = self.request_head(method, target, headers)
@@ -416,7 +394,16 @@ class UpstreamPool:
                 if body is not None:
                     chunked = "Transfer-Encoding" in headers
                     response.sender = asyncio.create_task(self._send(connection, body, chunked))
-            await response.headers_arrived
+            if not response.headers_arrived.done():
+                # A bare timer, not asyncio.timeout: this is every request's path.
+                timer = loop.call_at(deadline, response.expire) if deadline is not None else None
+                try:
+                    await response.headers_arrived
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+            else:
+                response.headers_arrived.result()
         except BaseException:
             connection.discard()
             raise

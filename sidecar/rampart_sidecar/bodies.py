@@ -1,0 +1,109 @@
+"""A message body arriving from a socket: the protocol feeds it, a handler reads it.
+
+Both sides of the proxy use it: the client's request body (``messages``) and
+the application's response body (``upstream``). Reading pauses the socket
+above a high-water mark of unread bytes and resumes it once they are taken,
+so a slow reader holds back a fast sender instead of buffering without end.
+
+A read may wait at most ``timeout`` seconds for the next bytes. The timer is a
+plain ``call_later`` handle armed only when the read has to wait: most bodies
+of small messages have arrived with their head, and then nothing is armed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["BodyBuffer"]
+
+HIGH_WATER = 256 * 1024
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class BodyBuffer:
+    def __init__(
+        self,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        on_first_read: Callable[[], None] | None = None,
+    ) -> None:
+        self._pause = pause
+        self._resume = resume
+        self._on_first_read = on_first_read
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._done = False
+        self.error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has arrived (read or not)."""
+        return self._done
+
+    async def readany(self, timeout: float | None = None) -> bytes:
+        """What has arrived since the last read, waiting for it if need be; b"" at the end."""
+        if self._on_first_read is not None:
+            first, self._on_first_read = self._on_first_read, None
+            first()
+        while not self._chunks:
+            if self.error is not None:
+                raise self.error
+            if self._done:
+                return b""
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        chunk = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._resume()
+        return chunk
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        """The rest of the body; ``timeout`` bounds each wait, not the whole."""
+        parts = []
+        while chunk := await self.readany(timeout):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    # -- what the protocol tells it -------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER and not self._paused:
+            self._paused = True
+            self._pause()
+        self._wake()
+
+    def finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._done and self.error is None:
+            self.error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
