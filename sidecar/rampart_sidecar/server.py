@@ -85,7 +85,8 @@ class HttpConnection(asyncio.Protocol):
         self._parsing: Request | None = None
         self._queue: deque[Request] = deque()
         self._current: Request | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # answers this connection's requests
+        self._waiter: asyncio.Future[None] | None = None  # set when a request is parsed
         self._url = b""
         self._raw_headers: list[tuple[str, str]] = []
         self._head_bytes = 0
@@ -95,6 +96,7 @@ class HttpConnection(asyncio.Protocol):
         self._head_size = 0
         self._must_close = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None  # None: not waiting for a head
         self._pauses: set[str] = set()
         self._writable: asyncio.Future[None] | None = None
         self._stream_open = False
@@ -232,13 +234,14 @@ class HttpConnection(asyncio.Protocol):
             body,
         )
         self._parsing = request
-        self._cancel_head_timer()
-        if self._current is None:
-            self._start(request)
-        else:
-            self._queue.append(request)
-            if len(self._queue) >= _MAX_QUEUED:
-                self._pause("queue")
+        self._head_deadline = None
+        self._queue.append(request)
+        if self._task is None:
+            self._task = self.loop.create_task(self._serve())
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if len(self._queue) >= _MAX_QUEUED:
+            self._pause("queue")
 
     def on_body(self, body: bytes) -> None:
         request = self._parsing
@@ -257,50 +260,63 @@ class HttpConnection(asyncio.Protocol):
 
     # -- answering ------------------------------------------------------------
 
-    def _start(self, request: Request) -> None:
-        self._current = request
-        self._task = self.loop.create_task(self._answer(request))
+    async def _serve(self) -> None:
+        """Answer the requests in the order they came, while the connection lasts.
 
-    async def _answer(self, request: Request) -> None:
+        One task per connection rather than per request: a keep-alive client's
+        next request costs a future, not a task.
+        """
+        loop = self.loop
+        while not self.closed:
+            if not self._queue:
+                self._arm_head_timer()
+                self._waiter = loop.create_future()
+                try:
+                    await self._waiter
+                except asyncio.CancelledError:
+                    return
+                finally:
+                    self._waiter = None
+                continue
+            request = self._current = self._queue.popleft()
+            if len(self._queue) < _MAX_QUEUED:
+                self._resume("queue")
+            if not await self._answer(request):
+                return
+            self._current = None
+            unread = request.content is not None and not request.content.complete
+            if self._must_close or not self._keeps_alive(request) or unread:
+                self._queue.clear()
+                self._linger() if unread else self.close()
+                return
+
+    async def _answer(self, request: Request) -> bool:
+        """Run the handler and send its answer; False when the connection cannot go on."""
         try:
             response = await self.server.handler(request)
         except asyncio.CancelledError:
-            return
+            return False
         except Exception:
             log.exception("unhandled error", extra={"client": self.peer})
             self.server.on_error("internal-error")
             if self._stream_open or self._tunnel is not None:
                 self.abort()
-                return
+                return False
             response = _plain(500, "internal-error")
             self._must_close = True
         if self.closed or self._tunnel is not None:
-            return
+            return False
         if not response.prepared:
             assert isinstance(response, Response)
             self._write_whole(request, response)
         elif self._stream_open:
             self.abort()  # the handler gave up on a streamed body half-way
-            return
+            return False
         try:
             await self.drain()
         except ConnectionError:
-            return
-        self._next(request)
-
-    def _next(self, done: Request) -> None:
-        self._current = None
-        self._task = None
-        unread = done.content is not None and not done.content.complete
-        if self._must_close or not self._keeps_alive(done) or unread:
-            self._queue.clear()
-            self._linger() if unread else self.close()
-            return
-        if self._queue:
-            self._resume("queue")
-            self._start(self._queue.popleft())
-        elif not self.closed:
-            self._arm_head_timer()
+            return False
+        return True
 
     def _keeps_alive(self, request: Request) -> bool:
         return request.keep_alive and not self.server.draining and not self._must_close
@@ -309,7 +325,7 @@ class HttpConnection(asyncio.Protocol):
         self, request: Request, status: int, reason: str, headers: CIMultiDict[str]
     ) -> list[str]:
         lines = [f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
         if "Date" not in headers:
             lines.append(f"Date: {self.server.date()}\r\n")
         if not self._keeps_alive(request):
@@ -402,29 +418,42 @@ class HttpConnection(asyncio.Protocol):
     def _refuse(self, error: str) -> None:
         """An unparsable request: one 400 when nothing else is being answered, then close."""
         self._stop_parsing = True
-        self._cancel_head_timer()
+        self._head_deadline = None
         log.info("unparsable request", extra={"client": self.peer, "error": error})
         self.server.on_error("bad-request")
-        if self._current is not None:
+        if self._current is not None or self._queue:
             self._must_close = True  # answer what came before, then close
             return
         self.write(_plain_bytes(400, "bad-request"))
         self._linger()
 
-    def _on_head_timeout(self) -> None:
+    def _arm_head_timer(self) -> None:
+        """Expect a complete head within ``idleTimeout``.
+
+        The timer is lazy: disarming only clears the deadline, and a timer
+        that fires early re-arms itself for what is left, so a keep-alive
+        connection does not create and cancel a timer per request.
+        """
+        self._head_deadline = self.loop.time() + self.server.idle_timeout
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(self._head_deadline, self._on_head_timer)
+
+    def _on_head_timer(self) -> None:
         self._head_timer = None
-        if self._current is not None or self.closed:
+        deadline = self._head_deadline
+        if deadline is None or self.closed:
             return
+        if self.loop.time() < deadline:
+            self._head_timer = self.loop.call_at(deadline, self._on_head_timer)
+            return
+        self._head_deadline = None
         if self._in_head:
             self.server.on_error("client-header-timeout")
             self.write(_plain_bytes(408, "client-header-timeout"))
         self.close()
 
-    def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.server.idle_timeout, self._on_head_timeout)
-
     def _cancel_head_timer(self) -> None:
+        self._head_deadline = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -472,7 +501,7 @@ class HttpConnection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return self._current is None and not self._in_head
+        return self._current is None and not self._queue and not self._in_head
 
     def close_if_idle(self) -> None:
         if self.idle:

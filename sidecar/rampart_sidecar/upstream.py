@@ -352,7 +352,7 @@ class UpstreamPool:
         lines = [f"{method} {self.base_path}{target} HTTP/1.1\r\n"]
         if "Host" not in headers:
             lines.append(f"Host: {self.authority}\r\n")
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
         lines.append("\r\n")
         return "".join(lines).encode(*ENCODING)
 
