@@ -163,12 +163,8 @@ class HttpConnection(asyncio.Protocol):
         if self._tunnel is not None:
             self._tunnel.feed_eof()
             return True
-        if self._current is not None:
-            # Half-closed after sending: answer, then close.
-            self._must_close = True
-            if self._parsing is not None and self._parsing.content is not None:
-                self._parsing.content.fail(ConnectionResetError("the client stopped sending"))
-            return True
+        # A client that stops sending has gone away, as nginx and aiohttp treat it:
+        # closing cancels what it asked for instead of finishing it for nobody.
         return False
 
     def pause_writing(self) -> None:
@@ -285,7 +281,7 @@ class HttpConnection(asyncio.Protocol):
                 return
             self._current = None
             unread = request.content is not None and not request.content.complete
-            if self._must_close or not self._keeps_alive(request) or unread:
+            if self._must_close or unread:
                 self._queue.clear()
                 self._linger() if unread else self.close()
                 return
@@ -319,7 +315,13 @@ class HttpConnection(asyncio.Protocol):
         return True
 
     def _keeps_alive(self, request: Request) -> bool:
-        return request.keep_alive and not self.server.draining and not self._must_close
+        return (
+            request.keep_alive
+            and not self.server.draining
+            and not self._must_close
+            # an unread body would be taken for the next request
+            and (request.content is None or request.content.complete)
+        )
 
     def _head(
         self, request: Request, status: int, reason: str, headers: CIMultiDict[str]
@@ -329,6 +331,7 @@ class HttpConnection(asyncio.Protocol):
         if "Date" not in headers:
             lines.append(f"Date: {self.server.date()}\r\n")
         if not self._keeps_alive(request):
+            self._must_close = True  # said so: keep to it, whatever happens next
             lines.append("Connection: close\r\n")
         elif request.version == "1.0":
             lines.append("Connection: keep-alive\r\n")
