@@ -138,11 +138,9 @@ class CacheLayer(Protocol):
 
 
 def classify_client_error(error: BaseException) -> UpstreamError:
-    """Translate an aiohttp or OS error from one attempt, keeping it as the cause."""
+    """Translate an OS error from one attempt, keeping it as the cause."""
     translated: UpstreamError
-    if isinstance(
-        error, UpstreamConnectError | aiohttp.ClientConnectorError | ConnectionRefusedError
-    ):
+    if isinstance(error, UpstreamConnectError | ConnectionRefusedError):
         translated = ConnectFailure(str(error))
     else:
         translated = UpstreamReset(str(error) or type(error).__name__)
@@ -173,7 +171,7 @@ class Proxy:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._session: aiohttp.ClientSession | None = None  # WebSockets and health checks
+        self._session: aiohttp.ClientSession | None = None  # readiness checks only
         self._pool: UpstreamPool | None = None  # every other request
         self._rejected_children: dict[str, Counter] = {}
         recorder.inflight.set_function(lambda: self.in_flight)
@@ -349,7 +347,7 @@ class Proxy:
                     )
                 except TimeoutError:
                     failure = PerTryTimeout(f"no response within {attempt_timeout:.3f}s")
-                except (aiohttp.ClientError, OSError) as error:
+                except OSError as error:
                     failure = classify_client_error(error)
                 except BaseException:
                     if permit is not None:

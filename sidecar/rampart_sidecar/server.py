@@ -115,7 +115,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
+        self.server.forget(self)
         self._cancel_head_timer()
         if self._task is not None and not self._task.done():
             self._task.cancel()  # the client went away: stop working for it
@@ -541,6 +541,7 @@ class ProxyServer:
         self.connections: set[HttpConnection] = set()
         self.draining = False
         self.date = _HttpDate()
+        self._closed_one: asyncio.Future[None] | None = None
 
     def __call__(self) -> HttpConnection:
         return HttpConnection(self)
@@ -551,13 +552,24 @@ class ProxyServer:
         for connection in list(self.connections):
             connection.close_if_idle()
 
+    def forget(self, connection: HttpConnection) -> None:
+        self.connections.discard(connection)
+        if self._closed_one is not None and not self._closed_one.done():
+            self._closed_one.set_result(None)
+
     async def shutdown(self, timeout: float) -> None:
-        """Close every connection, giving busy ones up to ``timeout`` to finish."""
+        """Close every connection, giving busy ones up to ``timeout`` to finish.
+
+        Draining, each closes itself once its answer is sent.
+        """
         self.start_draining()
-        deadline = time.monotonic() + timeout
-        while self.connections and time.monotonic() < deadline:
-            for connection in list(self.connections):
-                connection.close_if_idle()
-            await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                while self.connections:
+                    self._closed_one = loop.create_future()
+                    await self._closed_one
+        except TimeoutError:
+            pass
         for connection in list(self.connections):
             connection.abort()
