@@ -13,10 +13,14 @@ Then the same for cache hits: nginx with ``proxy_cache`` (``proxy_cache_valid
 200 1h``) and the sidecar with its in-memory cache (``cache.ttl: 1h``); the
 origin sends no caching headers, so each caches by its own configuration.
 
-Two measurements each:
+Three measurements each:
   * wrk at saturation (``--connections`` connections, one thread): requests/s;
-  * hey at a fixed ``--rate`` requests/s: p50/p99 latency, and what the proxy
-    adds over going direct.
+  * hey at a fixed ``--rate`` requests/s, evenly spaced (one connection, one
+    request per tick): p50/p99 latency and what the proxy adds over direct;
+  * hey at the same rate from 20 workers whose tickers fire together, so
+    requests come in bursts of 20: the same, plus the proxy's CPU per 1,000
+    requests/s. Bursts show the cost per request as queueing: the last of 20
+    waits for the 19 before it.
 
 Installs what it needs with scripts/install when a tool is missing.
 """
@@ -48,8 +52,10 @@ LOAD_CORE = "1"
 class Result:
     name: str
     rps: float = 0.0
-    p50_ms: float = 0.0
+    p50_ms: float = 0.0  # bursts of 20
     p99_ms: float = 0.0
+    even_p50_ms: float = 0.0  # evenly spaced
+    even_p99_ms: float = 0.0
     errors: int = 0
     rss_mb: float = 0.0
     cpu_per_1k: float = 0.0  # cores busy per 1,000 req/s at the fixed rate
@@ -237,8 +243,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_hey(url: str, rate: int, duration: int) -> tuple[float, float, int]:
-    workers = 20
+def run_hey(url: str, rate: int, duration: int, workers: int) -> tuple[float, float, int]:
     out = subprocess.run(
         [
             "taskset",
@@ -271,12 +276,13 @@ def measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> R
     result.rps, wrk_errors = run_wrk(url, args.connections, args.duration)
     before = cpu_seconds(pid) if pid else 0.0
     started = time.monotonic()
-    result.p50_ms, result.p99_ms, hey_errors = run_hey(url, args.rate, args.duration)
+    result.p50_ms, result.p99_ms, hey_errors = run_hey(url, args.rate, args.duration, 20)
     if pid:
         busy = (cpu_seconds(pid) - before) / (time.monotonic() - started)
         result.cpu_per_1k = busy / (args.rate / 1000)
         result.rss_mb = rss_mb(pid)
-    result.errors = wrk_errors + hey_errors
+    result.even_p50_ms, result.even_p99_ms, even_errors = run_hey(url, args.rate, args.duration, 1)
+    result.errors = wrk_errors + hey_errors + even_errors
     return result
 
 
@@ -284,18 +290,25 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
     direct = results[0]
     nginx = next(r for r in results if r.name.startswith("nginx"))
     lines = [
-        f"| target | req/s (wrk, c={args.connections}) | vs nginx | p50 @{args.rate}/s | "
-        f"p99 @{args.rate}/s | added p50 | added p99 | CPU per 1k req/s | RSS | errors |",
+        f"| target | req/s (wrk, c={args.connections}) | vs nginx | "
+        f"p50 / p99 @{args.rate}/s evenly spaced | added | "
+        f"p50 / p99 @{args.rate}/s in bursts of 20 | added | CPU per 1k req/s | RSS | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         is_direct = r is direct
+        even_added = (
+            f"{r.even_p50_ms - direct.even_p50_ms:+.1f} / "
+            f"{r.even_p99_ms - direct.even_p99_ms:+.1f} ms"
+        )
+        burst_added = f"{r.p50_ms - direct.p50_ms:+.1f} / {r.p99_ms - direct.p99_ms:+.1f} ms"
         lines.append(
             f"| {r.name} | {r.rps:,.0f} | "
             f"{'' if is_direct else f'{r.rps / nginx.rps:.0%}'} | "
-            f"{r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | "
-            f"{'' if is_direct else f'{r.p50_ms - direct.p50_ms:+.2f} ms'} | "
-            f"{'' if is_direct else f'{r.p99_ms - direct.p99_ms:+.2f} ms'} | "
+            f"{r.even_p50_ms:.1f} / {r.even_p99_ms:.1f} ms | "
+            f"{'' if is_direct else even_added} | "
+            f"{r.p50_ms:.1f} / {r.p99_ms:.1f} ms | "
+            f"{'' if is_direct else burst_added} | "
             f"{'' if is_direct else f'{r.cpu_per_1k:.2f} cores'} | "
             f"{'' if is_direct else f'{r.rss_mb:.0f} MB'} | {r.errors} |"
         )

@@ -8,6 +8,8 @@ so a slow reader holds back a fast sender instead of buffering without end.
 A read may wait at most ``timeout`` seconds for the next bytes. The timer is a
 plain ``call_later`` handle armed only when the read has to wait: most bodies
 of small messages have arrived with their head, and then nothing is armed.
+The loop is passed in rather than looked up: in CPython 3.11 every
+``asyncio.get_running_loop()`` is a ``getpid()`` system call.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 class BodyBuffer:
     def __init__(
         self,
+        loop: asyncio.AbstractEventLoop,
         pause: Callable[[], None],
         resume: Callable[[], None],
         on_first_read: Callable[[], None] | None = None,
     ) -> None:
+        self._loop = loop
         self._pause = pause
         self._resume = resume
         self._on_first_read = on_first_read
@@ -58,7 +62,7 @@ class BodyBuffer:
                 raise self.error
             if self._done:
                 return b""
-            loop = asyncio.get_running_loop()
+            loop = self._loop
             waiter = self._waiter = loop.create_future()
             timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
             try:

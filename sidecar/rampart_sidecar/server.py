@@ -216,7 +216,10 @@ class HttpConnection(asyncio.Protocol):
         if chunked or (length is not None and length != "0"):
             expect = headers.get("Expect", "").lower() == "100-continue"
             body = BodyBuffer(
-                self.pause_reading, self.resume_reading, self.send_continue if expect else None
+                self.loop,
+                self.pause_reading,
+                self.resume_reading,
+                self.send_continue if expect else None,
             )
         request = Request(
             self,

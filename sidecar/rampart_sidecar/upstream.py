@@ -67,13 +67,13 @@ class UpstreamResponse:
     """
 
     def __init__(self, connection: _Connection, head: bool) -> None:
-        loop = asyncio.get_running_loop()
+        loop = connection.loop
         self._connection = connection
         self._head = head
         self.status = 0
         self.reason = ""
         self.headers: CIMultiDictProxy[str] = _NO_HEADERS
-        self.content = BodyBuffer(connection.pause_reading, connection.resume_reading)
+        self.content = BodyBuffer(loop, connection.pause_reading, connection.resume_reading)
         self.keep_alive = False
         self._raw_headers: list[tuple[str, str]] = []
         self._until_close = False  # no length and not chunked: the body ends with the connection
@@ -169,6 +169,7 @@ class UpstreamResponse:
 class _Connection(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
+        self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.response: UpstreamResponse | None = None
@@ -204,7 +205,7 @@ class _Connection(asyncio.Protocol):
         return False  # close our side too
 
     def pause_writing(self) -> None:
-        self._writable = asyncio.get_running_loop().create_future()
+        self._writable = self.loop.create_future()
 
     def resume_writing(self) -> None:
         if self._writable is not None and not self._writable.done():
@@ -257,6 +258,14 @@ class UpstreamPool:
         self._connecting = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        # Kept: in CPython 3.11 each asyncio.get_running_loop() is a getpid() system call.
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     @property
     def waiting(self) -> int:
@@ -318,9 +327,7 @@ class UpstreamPool:
         if self._closing:
             connection.discard()
             return
-        connection.idle_timer = asyncio.get_running_loop().call_later(
-            self.idle_timeout, connection.discard
-        )
+        connection.idle_timer = connection.loop.call_later(self.idle_timeout, connection.discard)
         self._idle.append(connection)
         self._wake_one()
 
@@ -377,7 +384,7 @@ class UpstreamPool:
             headers["Content-Length"] = str(len(body))
         elif streamed and "Content-Length" not in headers:
             headers["Transfer-Encoding"] = "chunked"
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         deadline = loop.time() + timeout if timeout is not None else None
         connection = self._idle_connection()
         if connection is None:  # the slow path: wait for a turn, or connect
