@@ -150,6 +150,7 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__ or error.__cause__
             self._refuse(str(cause) if isinstance(cause, _HeadTooLarge) else str(error))
+            return
         except httptools.HttpParserError as error:
             self._refuse(str(error))
             return
