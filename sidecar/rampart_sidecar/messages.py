@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .bodies import BodyBuffer
+from .flow import BodyBuffer
 
 if TYPE_CHECKING:
     from .server import HttpConnection

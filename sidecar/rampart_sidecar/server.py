@@ -34,8 +34,8 @@ from typing import Any, cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .bodies import BodyBuffer
 from .config import ServerSettings
+from .flow import BodyBuffer, WriteFlow
 from .messages import Request, Response, StreamResponse, reason_phrase
 from .upstream import ENCODING, NO_BODY_STATUSES
 
@@ -71,7 +71,7 @@ class _HttpDate:
         return self._value
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(WriteFlow):
     """One client connection: parses requests, runs the handler for each in turn, writes answers."""
 
     def __init__(self, server: ProxyServer) -> None:
@@ -98,7 +98,6 @@ class HttpConnection(asyncio.Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_deadline: float | None = None  # None: not waiting for a head
         self._pauses: set[str] = set()
-        self._writable: asyncio.Future[None] | None = None
         self._stream_open = False
         self._tunnel: asyncio.StreamReader | None = None
         self._leftover = b""  # bytes after an Upgrade head, for the tunnel
@@ -119,15 +118,13 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_head_timer()
         if self._task is not None and not self._task.done():
             self._task.cancel()  # the client went away: stop working for it
-        gone = ConnectionResetError("the client closed the connection")
+        gone = self.closed_error()
         for request in (self._parsing, *self._queue):
             if request is not None and request.content is not None:
                 request.content.fail(gone)
         if self._tunnel is not None:
             self._tunnel.feed_eof()
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_exception(gone)
-            self._writable.exception()
+        self.release_writers()
 
     def data_received(self, data: bytes) -> None:
         if self._tunnel is not None:
@@ -168,13 +165,8 @@ class HttpConnection(asyncio.Protocol):
         # closing cancels what it asked for instead of finishing it for nobody.
         return False
 
-    def pause_writing(self) -> None:
-        self._writable = self.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        self._writable = None
+    def closed_error(self) -> ConnectionError:
+        return ConnectionResetError("the client closed the connection")
 
     # -- llhttp's callbacks ---------------------------------------------------
 
@@ -391,12 +383,6 @@ class HttpConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
-
-    async def drain(self) -> None:
-        if self.closed:
-            raise ConnectionResetError("the client closed the connection")
-        if self._writable is not None:
-            await self._writable
 
     # -- upgrades -------------------------------------------------------------
 

@@ -30,8 +30,8 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .bodies import BodyBuffer
 from .config import UpstreamSettings
+from .flow import BodyBuffer, WriteFlow
 
 __all__ = [
     "ENCODING",
@@ -166,7 +166,7 @@ class UpstreamResponse:
             self.content.finish()
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(WriteFlow):
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.loop = pool.loop
@@ -175,7 +175,6 @@ class _Connection(asyncio.Protocol):
         self.response: UpstreamResponse | None = None
         self.parser: Any = None
         self.idle_timer: asyncio.TimerHandle | None = None
-        self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
@@ -185,9 +184,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.response is not None:
             self.response.fail(UpstreamClosed(str(exc) if exc else "the application closed"))
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_exception(UpstreamClosed("closed while sending"))
-            self._writable.exception()
+        self.release_writers()
         self.pool.forget(self)
 
     def data_received(self, data: bytes) -> None:
@@ -204,19 +201,8 @@ class _Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False  # close our side too
 
-    def pause_writing(self) -> None:
-        self._writable = self.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        self._writable = None
-
-    async def drain(self) -> None:
-        if self.closed:
-            raise UpstreamClosed("closed while sending")
-        if self._writable is not None:
-            await self._writable
+    def closed_error(self) -> ConnectionError:
+        return UpstreamClosed("closed while sending")
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:

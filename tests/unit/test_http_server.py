@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from rampart_sidecar.bodies import HIGH_WATER, BodyBuffer
 from rampart_sidecar.config import ServerSettings
+from rampart_sidecar.flow import HIGH_WATER, BodyBuffer
 from rampart_sidecar.messages import Request, Response, StreamResponse
 from rampart_sidecar.server import ProxyServer
 from tests.conftest import async_wait_until

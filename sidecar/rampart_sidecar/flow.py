@@ -1,9 +1,15 @@
-"""A message body arriving from a socket: the protocol feeds it, a handler reads it.
+"""Back-pressure both ways, for the protocols on each side of the proxy.
 
-Both sides of the proxy use it: the client's request body (``messages``) and
-the application's response body (``upstream``). Reading pauses the socket
-above a high-water mark of unread bytes and resumes it once they are taken,
-so a slow reader holds back a fast sender instead of buffering without end.
+``BodyBuffer`` is a message body arriving from a socket: the protocol feeds
+it, a handler reads it. Both sides use it: the client's request body
+(``server``) and the application's response body (``upstream``). Reading
+pauses the socket above a high-water mark of unread bytes and resumes it once
+they are taken, so a slow reader holds back a fast sender instead of
+buffering without end.
+
+``WriteFlow`` turns a transport's ``pause_writing``/``resume_writing`` into
+an awaitable ``drain()``, as asyncio's streams do, so a writer waits while the
+peer is not reading.
 
 A read may wait at most ``timeout`` seconds for the next bytes. The timer is a
 plain ``call_later`` handle armed only when the read has to wait: most bodies
@@ -18,7 +24,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["BodyBuffer"]
+__all__ = ["BodyBuffer", "WriteFlow"]
 
 HIGH_WATER = 256 * 1024
 
@@ -111,3 +117,35 @@ class BodyBuffer:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class WriteFlow(asyncio.Protocol):
+    """A protocol whose writers ``await drain()`` while the transport's buffer is full."""
+
+    loop: asyncio.AbstractEventLoop
+    closed: bool
+    _writable: asyncio.Future[None] | None = None
+
+    def closed_error(self) -> ConnectionError:
+        """What ``drain()`` raises once the connection is gone."""
+        return ConnectionResetError("the connection is closed")
+
+    def pause_writing(self) -> None:
+        self._writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    def release_writers(self) -> None:
+        """On connection loss: a writer waiting to drain gets ``closed_error()``."""
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(self.closed_error())
+            self._writable.exception()  # retrieved here; the writer gets it by awaiting
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise self.closed_error()
+        if self._writable is not None:
+            await self._writable
