@@ -2,11 +2,12 @@
 
     python bench/floor_proxy.py LISTEN_PORT UPSTREAM_PORT
 
-No policies, no metrics, no header handling, no error handling: only what
-every proxy must do (parse the request, forward it on a pooled connection,
-parse the response, send it back). ``proxy_bench.py --floor`` measures it
-beside nginx and the sidecar, to show how much of the gap Python itself costs
-and how much our code and aiohttp do. Not for use as a proxy.
+No policies, no metrics, no header handling, no error handling beyond
+forgetting a closed upstream connection: only what every proxy must do (parse
+the request, forward it on a pooled connection, parse the response, send it
+back). ``proxy_bench.py --floor`` measures it beside nginx and the sidecar, to
+show how much of the gap Python itself costs and how much our code does.
+Not for use as a proxy.
 """
 
 from __future__ import annotations
@@ -39,12 +40,21 @@ class Upstream(asyncio.Protocol):
     def on_message_complete(self) -> None:
         done, self.done = self.done, None
         body, self.body = b"".join(self.body), []
-        self.idle.append(self)
+        if self.parser.should_keep_alive():
+            self.idle.append(self)
         assert done is not None
         done(self.parser.get_status_code(), body)
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The upstream closes a keep-alive connection after its keepalive_requests.
+        if self in self.idle:
+            self.idle.remove(self)
+        done, self.done = self.done, None
+        if done is not None:
+            done(502, b"")
 
 
 class Client(asyncio.Protocol):

@@ -263,8 +263,12 @@ def run_hey(url: str, rate: int, duration: int, workers: int) -> tuple[float, fl
         text=True,
         check=True,
     ).stdout
-    p50 = float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000  # type: ignore[union-attr]
-    p99 = float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000  # type: ignore[union-attr]
+    p50_line = re.search(r"50%+ in ([\d.]+) secs", out)
+    p99_line = re.search(r"99%+ in ([\d.]+) secs", out)
+    if p50_line is None or p99_line is None:
+        raise RuntimeError(f"hey measured no latencies against {url}:\n{out[-2000:]}")
+    p50 = float(p50_line.group(1)) * 1000
+    p99 = float(p99_line.group(1)) * 1000
     codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
     errors = sum(int(count) for code, count in codes if code != "200")
     return p50, p99, errors
@@ -386,6 +390,7 @@ def main() -> None:
                 with process(command, port, PROXY_CORE) as proc:
                     pid = nginx_worker_pid(proc) if is_nginx else proc.pid
                     results.append(measure(name, f"http://127.0.0.1:{port}/", pid, args))
+                    print(f"measured {name}", file=sys.stderr, flush=True)
 
     print(
         f"# proxy benchmark, {datetime.date.today()}, {platform.node()}, "
