@@ -100,10 +100,6 @@ class Request:
     def host(self) -> str:
         return self.headers.get("Host", "")
 
-    @property
-    def body_exists(self) -> bool:
-        return self.content is not None
-
     def abort(self) -> None:
         """Cut the connection: the only way to say a streamed response is incomplete."""
         self.connection.abort()

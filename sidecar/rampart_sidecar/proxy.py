@@ -163,7 +163,6 @@ class Proxy:
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.idle_timeout = settings.timeouts.idle
         self.max_body = settings.server.max_request_body_bytes
-        self.upstream_base = settings.upstream.url
         self.secret_headers = frozenset(h.lower() for h in settings.logging.secret_headers)
         self.access_log = settings.logging.access_log
         self.cache: CacheLayer | None = None  # set by the app when spec.sidecar.cache is

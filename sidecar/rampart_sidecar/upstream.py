@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 NO_BODY_STATUSES = frozenset({204, 304})  # never a body, whatever the headers say
-# As aiohttp's parser decodes them, so a header the client sent goes out byte for byte.
+# How both sides decode header bytes, so a header the client sent goes out byte for byte.
 ENCODING = ("utf-8", "surrogateescape")
 
 Body = bytes | AsyncIterable[bytes] | None
