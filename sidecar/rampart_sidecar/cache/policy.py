@@ -94,12 +94,18 @@ def variant_key(primary: str, vary: tuple[str, ...], headers: CIMultiDictProxy[s
     return f"{primary} #{hashlib.sha256(selected.encode()).hexdigest()[:32]}"
 
 
+_NO_CACHE = RequestPlan(lookup=False, store=False)
+_USE_CACHE = RequestPlan(lookup=True, store=True)
+
+
 def plan_request(method: str, headers: CIMultiDictProxy[str]) -> RequestPlan:
     if method not in CACHEABLE_METHODS or "Range" in headers:
-        return RequestPlan(lookup=False, store=False)
+        return _NO_CACHE
+    if "Cache-Control" not in headers and "Pragma" not in headers:
+        return _USE_CACHE  # most requests: nothing to parse
     control = CacheControl.parse(headers.getall("Cache-Control", []))
     if "no-store" in control:
-        return RequestPlan(lookup=False, store=False)
+        return _NO_CACHE
     refresh = (
         "no-cache" in control
         or control.seconds("max-age") == 0
