@@ -322,8 +322,7 @@ class HttpConnection(WriteFlow):
     def _head(
         self, request: Request, status: int, reason: str, headers: CIMultiDict[str]
     ) -> list[str]:
-        lines = [f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n"]
-        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        lines = _status_and_fields(status, reason, headers)
         if "Date" not in headers:
             lines.append(f"Date: {self.server.date()}\r\n")
         if not self._keeps_alive(request):
@@ -340,7 +339,9 @@ class HttpConnection(WriteFlow):
         if body and "Content-Length" in headers:
             del headers["Content-Length"]
         lines = self._head(request, status, response.reason, headers)
-        if status not in NO_BODY_STATUSES and (body or "Content-Length" not in headers):
+        # A HEAD answer without a length says none: 0 would be a claim about the body.
+        measured = body or (request.method != "HEAD" and "Content-Length" not in headers)
+        if measured and status not in NO_BODY_STATUSES:
             lines.append(f"Content-Length: {len(body)}\r\n")
         lines.append("\r\n")
         head = "".join(lines).encode(*ENCODING)
@@ -368,8 +369,7 @@ class HttpConnection(WriteFlow):
 
     def write_head(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
         """A head exactly as given, with nothing added: for ``101 Switching Protocols``."""
-        lines = [f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        lines = _status_and_fields(status, reason, headers)
         lines.append("\r\n")
         self.write("".join(lines).encode(*ENCODING))
 
@@ -499,6 +499,12 @@ class HttpConnection(WriteFlow):
     def close_if_idle(self) -> None:
         if self.idle:
             self.close()
+
+
+def _status_and_fields(status: int, reason: str, headers: CIMultiDict[str]) -> list[str]:
+    lines = [f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    return lines
 
 
 def _plain(status: int, reason: str) -> Response:
