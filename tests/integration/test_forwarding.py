@@ -171,3 +171,17 @@ async def test_upstream_pool_reuses_connections_and_closes_them_when_idle(
     started = time.monotonic()
     await async_wait_until(lambda: upstream.open_connections() == 0, timeout=5)
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize(("path", "expected"), [("/status/403", 403), ("/echo", 502)])
+async def test_a_refused_websocket_handshake_reaches_the_client_as_http(
+    start_sidecar, upstream, path, expected
+):
+    sidecar = start_sidecar({}, upstream.url)
+    async with aiohttp.ClientSession() as client:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(sidecar.url.replace("http", "ws") + path)
+        assert refused.value.status == expected  # a 4xx as is; anything else but 101 is a 502
+        async with client.get(sidecar.url + "/echo") as r:
+            assert r.status == 200  # and the sidecar serves on
+    assert sidecar.metric("rampart_rejected_total", reason="websocket-handshake-refused") == 1
