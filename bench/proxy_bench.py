@@ -59,6 +59,7 @@ class Result:
     errors: int = 0
     rss_mb: float = 0.0
     cpu_per_1k: float = 0.0  # cores busy per 1,000 req/s at the fixed rate
+    failure: str = ""  # why this target could not be measured; the others still are
 
 
 def free_port() -> int:
@@ -300,6 +301,9 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        if r.failure:
+            lines.append(f"| {r.name} | measurement failed: {r.failure} |||||||||")
+            continue
         is_direct = r is direct
         even_added = (
             f"{r.even_p50_ms - direct.even_p50_ms:+.1f} / "
@@ -389,7 +393,10 @@ def main() -> None:
             for name, command, port, is_nginx in proxy_targets(workdir, up_port, args):
                 with process(command, port, PROXY_CORE) as proc:
                     pid = nginx_worker_pid(proc) if is_nginx else proc.pid
-                    results.append(measure(name, f"http://127.0.0.1:{port}/", pid, args))
+                    try:
+                        results.append(measure(name, f"http://127.0.0.1:{port}/", pid, args))
+                    except RuntimeError as error:
+                        results.append(Result(name, failure=str(error).splitlines()[0]))
                     print(f"measured {name}", file=sys.stderr, flush=True)
 
     print(
