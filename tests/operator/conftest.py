@@ -21,6 +21,9 @@ import yaml
 
 from rampart_operator.handlers import Runtime, register
 from rampart_operator.settings import OperatorSettings
+from tests.emulator import speed_up_matching
+
+speed_up_matching()
 
 HSVC = "rampart.dev/v1alpha1/hardenedservices"
 VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
