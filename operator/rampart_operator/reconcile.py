@@ -150,7 +150,7 @@ async def reconcile(
     With ``rollout_only`` (a rollout's periodic tick) nothing is applied unless
     the rollout's state moved; the result is then marked ``skipped``.
     Children the spec no longer asks for are looked for among those the last
-    status listed; ``thorough`` (the drift timer, a resume) looks for every kind.
+    status listed; ``thorough`` (a resume) looks for every kind.
     A ``probe`` only reads: it stops after planning, ``skipped`` unless the
     rollout would move.
     """

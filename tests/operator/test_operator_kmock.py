@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from rampart_operator.handlers import drift_delay
 from tests.operator.conftest import HSVC, eventually
 
 pytestmark = pytest.mark.integration
@@ -329,3 +330,40 @@ async def test_backups_become_cron_jobs_and_report_their_runs(cluster, operator)
     assert await api(cluster, "PATCH", f"{HSVC_PATH}/checkout", fewer) == 200
     await eventually(lambda: obj(cluster, "batch/v1/cronjobs", "checkout-backup-files") is None)
     assert obj(cluster, "batch/v1/cronjobs", "checkout-backup-db")
+
+
+def test_drift_checks_of_a_fleet_are_spread_over_an_interval():
+    delay = drift_delay(300.0)
+    delays = [delay(uid=f"uid-{index}") for index in range(1000)]
+    assert all(300.0 <= value < 600.0 for value in delays)
+    assert delay(uid="uid-7") == delays[7]  # fixed per object, across restarts too
+    # Ten 30 s slots each get about a tenth of the fleet, not all of it at once.
+    slots = [0] * 10
+    for value in delays:
+        slots[int((value - 300.0) // 30.0)] += 1
+    assert min(slots) > 60, slots
+    assert max(slots) < 140, slots
+
+
+async def test_a_drift_check_reads_the_rendered_children_and_only_those(cluster, operator):
+    """The start-up looked for every kind; a drift check reads what it renders or listed."""
+    cluster.objects[HSVC, NS, "checkout"] = hardened()
+    await eventually(lambda: status(cluster).get("children"))
+    await eventually(lambda: status(cluster).get("observedGeneration") == 1)
+    before = len(cluster._requests)
+
+    def deployment_reads() -> int:
+        return sum(
+            1
+            for request in cluster._requests[before:]
+            if request.method == "GET" and request.url.path.endswith("/deployments/checkout")
+        )
+
+    await eventually(lambda: deployment_reads() >= 2)  # two drift checks (every 0.5 s here)
+    unlisted = [
+        request.url.path
+        for request in cluster._requests[before:]
+        if request.method == "GET"
+        and any(kind in request.url.path for kind in ("/httproutes/", "/cronjobs"))
+    ]
+    assert unlisted == []
