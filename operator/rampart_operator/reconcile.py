@@ -238,8 +238,12 @@ async def reconcile(
             name,
             {"metadata": {"annotations": dict.fromkeys(seen.rollout.acted_on)}},
         )
-    listed = (resource.get("status") or {}).get("children")
-    thorough = thorough or not isinstance(listed, list)
+    last_status = resource.get("status") or {}
+    listed = last_status.get("children")
+    # A status without the list (written by an older operator, or edited) says
+    # nothing of what exists: look for every kind. No status at all is a new
+    # HardenedService, with nothing of its own to find yet.
+    thorough = thorough or (bool(last_status) and not isinstance(listed, list))
     known = {(c.get("kind"), c.get("name")) for c in listed or [] if isinstance(c, dict)}
     rendered = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in manifests}
     for api_version, kind, suffix in OPTIONAL_KINDS:
