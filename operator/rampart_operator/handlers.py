@@ -330,15 +330,15 @@ class Runtime:
                 note.message,
             )
             await post_event(self.client, body, note.type, note.reason, note.message)
+        # One Event per verb, naming every child: a new HardenedService is one
+        # "Created" Event, not one write to the API server per child.
+        done: dict[str, list[str]] = {}
         for action in actions:
             self.metrics.changes.labels(action.verb, action.kind).inc()
-            await post_event(
-                self.client,
-                body,
-                "Normal",
-                action.verb.capitalize(),
-                f"{action.verb} {action.kind} {action.name}",
-            )
+            done.setdefault(action.verb, []).append(f"{action.kind} {action.name}")
+        for verb, children in done.items():
+            message = f"{verb} {', '.join(children)}"
+            await post_event(self.client, body, "Normal", verb.capitalize(), message)
         if seen.problems:
             self.metrics.reconciliations.labels("stalled").inc()
             was = {c.get("type"): c for c in previous.get("conditions", [])}.get("Stalled", {})

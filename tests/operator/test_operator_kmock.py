@@ -74,10 +74,18 @@ async def test_create_gives_every_child(cluster, operator):
             if key[0].plural == "events" and not o.deleted
         ]
 
-    await eventually(lambda: "created Deployment checkout" in {e["message"] for e in events()})
-    # Events are posted after the status is written.
-    posted = await eventually(lambda: len(events()) >= 4 and events())
-    assert {e["involvedObject"]["name"] for e in posted} == {"checkout"}
+    # Events are posted after the status is written: one for all that was created.
+    created = await eventually(lambda: [e for e in events() if e["reason"] == "Created"])
+    assert len(created) == 1
+    named = created[0]["message"].removeprefix("created ").split(", ")
+    assert set(named) >= {
+        "ConfigMap checkout-sidecar",
+        "Service checkout",
+        "Deployment checkout",
+        "PodDisruptionBudget checkout",
+        "NetworkPolicy checkout",
+    }
+    assert {e["involvedObject"]["name"] for e in events()} == {"checkout"}
 
 
 async def api(cluster, method: str, path: str, body: dict[str, Any] | None = None) -> int:
@@ -360,10 +368,37 @@ async def test_a_drift_check_reads_the_rendered_children_and_only_those(cluster,
         )
 
     await eventually(lambda: deployment_reads() >= 2)  # two drift checks (every 0.5 s here)
-    unlisted = [
+    assert gets_of(cluster, before, "/httproutes/", f"/{NS}/cronjobs") == []
+
+
+def gets_of(cluster, since: int, *fragments: str) -> list[str]:
+    return [
         request.url.path
-        for request in cluster._requests[before:]
-        if request.method == "GET"
-        and any(kind in request.url.path for kind in ("/httproutes/", "/cronjobs"))
+        for request in cluster._requests[since:]
+        if request.method == "GET" and any(f in request.url.path for f in fragments)
     ]
-    assert unlisted == []
+
+
+async def test_a_new_hardened_service_reads_only_what_it_renders(cluster, operator):
+    before = len(cluster._requests)
+    cluster.objects[HSVC, NS, "checkout"] = hardened()
+    await eventually(lambda: status(cluster).get("observedGeneration") == 1)
+    assert gets_of(cluster, before, "/httproutes/", "/ingresses/", f"/{NS}/cronjobs") == []
+
+
+async def test_a_status_without_its_list_of_children_looks_for_every_kind(cluster, operator):
+    owner = {"apiVersion": "rampart.dev/v1alpha1", "kind": "HardenedService"}
+    routes = "gateway.networking.k8s.io/v1/httproutes"
+    cluster.objects[routes, NS, "checkout"] = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": "checkout",
+            "namespace": NS,
+            "ownerReferences": [{**owner, "name": "checkout", "uid": "uid-checkout"}],
+        },
+    }
+    # Reconciled before, by an operator that did not list what it created.
+    cluster.objects[HSVC, NS, "checkout"] = {**hardened(), "status": {"phase": "Ready"}}
+    await eventually(lambda: status(cluster).get("children"))
+    await eventually(lambda: obj(cluster, routes, "checkout") is None)
