@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .crd import GROUP, KIND, VERSION
-from .kube import KubeClient, NotOwnedError
+from .kube import ApiError, KubeClient, NotOwnedError
 from .render import render
 from .render.backup import backup_secret_names
 from .render.names import OWNER_LABEL
@@ -103,12 +103,24 @@ async def apply(
     owner: dict[str, Any],
     desired: dict[str, Any],
     *known: dict[str, Any] | None,
+    create_first: bool = False,
 ) -> tuple[Action | None, dict[str, Any]]:
     """Create or patch one child; what was done, and the child as the server now has it.
 
     ``known`` is the child as just read (None: absent), to save reading it again.
+    ``create_first`` (a HardenedService not reconciled before, whose children most
+    likely do not exist) creates without reading; a child that exists after all
+    (409) is read and handled as usual.
     """
     meta = desired["metadata"]
+    if create_first and not known:
+        try:
+            created = await client.create(desired)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+        else:
+            return Action("created", desired["kind"], meta["name"]), created
     if known:
         live = known[0]
     else:
@@ -214,6 +226,8 @@ async def reconcile(
         # Traffic off the canary before anything else: routes, then the canary's pods.
         manifests.sort(key=_rollback_order)
     weights = [i for i, m in enumerate(manifests) if _carries_weight(m)]
+    last_status = resource.get("status") or {}
+    new = not last_status
     applied: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for index, manifest in enumerate(manifests):
@@ -221,7 +235,7 @@ async def reconcile(
             if key in prefetched:
                 action, live = await apply(client, resource, manifest, prefetched[key])
             else:
-                action, live = await apply(client, resource, manifest)
+                action, live = await apply(client, resource, manifest, create_first=new)
             applied[manifest["kind"], manifest["metadata"]["name"]] = live
             if action is not None:
                 on_action(action)
@@ -238,12 +252,11 @@ async def reconcile(
             name,
             {"metadata": {"annotations": dict.fromkeys(seen.rollout.acted_on)}},
         )
-    last_status = resource.get("status") or {}
     listed = last_status.get("children")
     # A status without the list (written by an older operator, or edited) says
     # nothing of what exists: look for every kind. No status at all is a new
     # HardenedService, with nothing of its own to find yet.
-    thorough = thorough or (bool(last_status) and not isinstance(listed, list))
+    thorough = thorough or (not new and not isinstance(listed, list))
     known = {(c.get("kind"), c.get("name")) for c in listed or [] if isinstance(c, dict)}
     rendered = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in manifests}
     for api_version, kind, suffix in OPTIONAL_KINDS:

@@ -379,11 +379,52 @@ def gets_of(cluster, since: int, *fragments: str) -> list[str]:
     ]
 
 
-async def test_a_new_hardened_service_reads_only_what_it_renders(cluster, operator):
+async def test_a_new_hardened_service_creates_its_children_without_reading_them(cluster, operator):
     before = len(cluster._requests)
     cluster.objects[HSVC, NS, "checkout"] = hardened()
     await eventually(lambda: status(cluster).get("observedGeneration") == 1)
+    # Nothing of its own can exist yet: no sweep of the kinds it does not render...
     assert gets_of(cluster, before, "/httproutes/", "/ingresses/", f"/{NS}/cronjobs") == []
+    # ...and what it renders is created, not read first.
+    posted = next(
+        index
+        for index, request in enumerate(cluster._requests)
+        if request.method == "POST" and request.url.path.endswith(f"/{NS}/deployments")
+    )
+    read_first = [
+        request
+        for request in cluster._requests[before:posted]
+        if request.method == "GET" and request.url.path.endswith("/deployments/checkout")
+    ]
+    assert read_first == []
+
+
+async def test_a_new_hardened_service_takes_over_its_own_children_left_from_before(
+    cluster, operator
+):
+    """Children created by a run that stopped before writing any status: 409, then patched."""
+    cluster.objects["apps/v1/deployments", NS, "checkout"] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "checkout",
+            "namespace": NS,
+            "ownerReferences": [
+                {
+                    "apiVersion": "rampart.dev/v1alpha1",
+                    "kind": "HardenedService",
+                    "name": "checkout",
+                    "uid": "uid-checkout",
+                }
+            ],
+        },
+        "spec": {"replicas": 1},
+    }
+    cluster.objects[HSVC, NS, "checkout"] = hardened()
+    await eventually(lambda: status(cluster).get("observedGeneration") == 1)
+    assert obj(cluster, "apps/v1/deployments", "checkout")["spec"]["replicas"] == 3
+    conditions = {c["type"]: c["status"] for c in status(cluster)["conditions"]}
+    assert conditions.get("Stalled") != "True"
 
 
 async def test_a_status_without_its_list_of_children_looks_for_every_kind(cluster, operator):
