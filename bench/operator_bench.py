@@ -220,7 +220,7 @@ async def creation_latency(count: int) -> dict[str, float]:
                         started = time.monotonic()
                         async with client.post(url, json=hardened(name)) as response:
                             response.raise_for_status()
-                        await wait_for(lambda n=name: complete(emulator, n), 30)
+                        await wait_for(lambda n=name: complete(emulator, n), 30, interval=0.005)
                         latencies.append(time.monotonic() - started)
             finally:
                 operator.terminate()
