@@ -13,8 +13,9 @@ operator has gone quiet (no API request for 0.3 s): alerts come minutes after a
 weight change, not while the operator is still applying it; a rollout tick
 (every 2 s) may still be in flight, as in a real cluster.
 
-kmock scans every stored object (and keeps every version of each) on every
-request, so it slows down as runs write: the runs go in sessions of
+kmock keeps every version of every object and, unless ``tests/emulator.py``
+spares it (this bench uses it), walks every request it ever served on every
+new one, so it slows down as runs write: the runs go in sessions of
 ``--per-session`` on a fresh emulator and operator, Events are cleared
 between runs, and the emulator's own GET latency is printed beside the result.
 The operator's own histogram
