@@ -295,9 +295,14 @@ class Runtime:
                 return None
             previous = body.get("status") or {}
             status = compute_status(seen, previous)
-            self._written[key] = await self.client.merge_patch(
-                f"{GROUP}/{VERSION}", KIND, namespace, name, {"status": status}, "status"
-            )
+            if all(previous.get(field) == value for field, value in status.items()):
+                # Nothing to say that the status does not say already (most drift
+                # checks): no write, and no watch event for every client.
+                self._written[key] = body
+            else:
+                self._written[key] = await self.client.merge_patch(
+                    f"{GROUP}/{VERSION}", KIND, namespace, name, {"status": status}, "status"
+                )
         await self._report(body, seen, actions, previous, alerted)
         return status
 

@@ -368,6 +368,9 @@ async def test_a_drift_check_reads_the_rendered_children_and_only_those(cluster,
         )
 
     await eventually(lambda: deployment_reads() >= 2)  # two drift checks (every 0.5 s here)
+    # Nothing changed, so nothing is written: the status says it all already.
+    writes = [r for r in cluster._requests[before:] if r.method in ("PATCH", "PUT", "POST")]
+    assert writes == []
     assert gets_of(cluster, before, "/httproutes/", f"/{NS}/cronjobs") == []
 
 
