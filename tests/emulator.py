@@ -1,4 +1,4 @@
-"""Make kmock's request matching independent of how many requests it served.
+"""Make kmock's cost per request independent of how many requests and objects it holds.
 
 kmock 0.8 decides whether a reaction applies to a request with
 ``request in reaction_source``, and a view's ``__contains__`` walks every
@@ -14,7 +14,12 @@ of its requests (searched newest first), in a ``Filter`` if it is in the
 filter's source and meets its criteria, and in a pass-through view
 (``Priority``) if it is in its source. Every other view (slices, groups,
 exclusions, reactions) keeps kmock's own answer, so the semantics are those of
-kmock's ``__iter__`` and only the cost changes.
+kmock's ``__iter__`` and only the cost changes. A request that names one
+object (a GET, a PATCH, a DELETE) finds it with one dict lookup, not a scan of
+the whole store; lists and watches keep the scan.
+
+It reaches into kmock 0.8's internals, which is why pyproject.toml keeps kmock
+below 0.9; tests/operator/test_emulator.py compares its answers with kmock's.
 """
 
 from __future__ import annotations
