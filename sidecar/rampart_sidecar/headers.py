@@ -7,7 +7,12 @@ import re
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["HOP_BY_HOP", "end_to_end", "request_id"]
+__all__ = ["HOP_BY_HOP", "Fields", "ResponseHead", "decode_fields", "end_to_end", "request_id"]
+
+# Header fields as llhttp hands them over: names in the sender's case, bytes both.
+Fields = list[tuple[bytes, bytes]]
+# How both sides decode header bytes, so a header the client sent goes out byte for byte.
+ENCODING = ("utf-8", "surrogateescape")
 
 # RFC 9110 section 7.6.1, plus Trailer: trailers are not relayed, so neither is
 # the field announcing them.
@@ -22,6 +27,14 @@ HOP_BY_HOP = frozenset(
         "trailer",
     }
 )
+# The same, as the lower-cased bytes a received field's name is compared with.
+# Content-Length too: the server computes it from the body it actually sends.
+# And the fields the sidecar sets on every answer itself: one of each.
+_NOT_RELAYED = frozenset(name.encode() for name in HOP_BY_HOP) | {
+    b"content-length",
+    b"x-request-id",
+    b"x-rampart-cache",
+}
 # What a log line and an upstream can safely receive: no spaces, no control bytes.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
@@ -44,6 +57,62 @@ def end_to_end(
         if name in copy:
             del copy[name]
     return copy
+
+
+def decode_fields(fields: Fields) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(
+        CIMultiDict([(name.decode(*ENCODING), value.decode(*ENCODING)) for name, value in fields])
+    )
+
+
+class ResponseHead:
+    """What the proxy needs from a response's header fields, found in one pass over them.
+
+    ``relayed`` is the fields that go on to the client, already encoded
+    ("Name: value\r\n" each): without hop-by-hop fields, those the Connection
+    field names, Content-Length, and the fields the sidecar sets itself.
+    Keeping them as bytes is what makes the relay cheap: decoding them into a
+    ``CIMultiDict`` and back cost four times as much (docs/benchmarks.md).
+    """
+
+    __slots__ = ("chunked", "content_length", "content_type", "has_date", "relayed")
+
+    def __init__(self, fields: Fields) -> None:
+        self.content_length: int | None = None
+        self.content_type = b""
+        self.chunked = False
+        self.has_date = False
+        relayed: list[bytes] = []
+        named: list[bytes] = []  # tokens of Connection fields
+        for name, value in fields:
+            lower = name.lower()
+            if lower in _NOT_RELAYED:
+                if lower == b"content-length":
+                    self.content_length = int(value) if value.isdigit() else None
+                elif lower == b"transfer-encoding":
+                    self.chunked = b"chunked" in value.lower()
+                elif lower == b"connection":
+                    named += (token.strip().lower() for token in value.split(b","))
+                continue
+            if lower == b"content-type":
+                self.content_type = value
+            elif lower == b"date":
+                self.has_date = True
+            relayed += (name, b": ", value, b"\r\n")
+        if named and not set(named) <= {b"keep-alive", b"close"}:
+            relayed = [
+                b"%s: %s\r\n" % (name, value)
+                for name, value in fields
+                if name.lower() not in _NOT_RELAYED and name.lower() not in named
+            ]
+        self.relayed = b"".join(relayed)
+
+    @property
+    def media_type(self) -> str:
+        """The Content-Type without parameters, lower-cased."""
+        if not self.content_type:
+            return "application/octet-stream"
+        return self.content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
 
 
 class _RandomIds:

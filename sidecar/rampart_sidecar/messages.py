@@ -16,6 +16,7 @@ from urllib.parse import unquote
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .flow import BodyBuffer
+from .headers import ResponseHead
 
 if TYPE_CHECKING:
     from .server import HttpConnection
@@ -110,9 +111,11 @@ class Response:
 
     A ``Content-Length`` in ``headers`` is kept only when there is no body to
     measure (the answer to a HEAD, which announces the length it would have).
+    ``relayed`` is the upstream's own fields, still encoded, for a response
+    the proxy relays; ``headers`` then holds only what the sidecar adds.
     """
 
-    __slots__ = ("body", "headers", "reason", "status")
+    __slots__ = ("body", "headers", "reason", "relayed", "status")
     prepared = False
 
     def __init__(
@@ -121,18 +124,21 @@ class Response:
         headers: CIMultiDict[str] | None = None,
         body: bytes = b"",
         reason: str = "",
+        relayed: ResponseHead | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.headers: CIMultiDict[str] = headers if headers is not None else CIMultiDict()
         self.body = body
+        self.relayed = relayed
 
 
 class StreamResponse:
     """A response whose body is written as it arrives: ``prepare``, ``write``..., ``write_eof``.
 
     With ``content_length`` set the body goes as is; without it, chunked (or,
-    to an HTTP/1.0 client, until the connection closes).
+    to an HTTP/1.0 client, until the connection closes). ``relayed`` as for
+    ``Response``.
     """
 
     def __init__(
@@ -141,11 +147,13 @@ class StreamResponse:
         headers: CIMultiDict[str],
         reason: str = "",
         content_length: int | None = None,
+        relayed: ResponseHead | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
         self.content_length = content_length
+        self.relayed = relayed
         self.prepared = False
         self._chunked = False
         self._connection: HttpConnection | None = None

@@ -51,8 +51,6 @@ log = logging.getLogger("rampart.proxy")
 # Responses up to this size are read whole and sent with one write; larger
 # ones, and those of unknown length, stream.
 _BUFFERED_RESPONSE_LIMIT = 64 * 1024
-# Response headers the server computes itself from the body it sends.
-_RESPONSE_FRAMING = frozenset({"content-length"})
 
 
 class BodyTooLarge(Exception):
@@ -438,8 +436,8 @@ class Proxy:
     ) -> Response | StreamResponse:
         """Send the upstream's response to the client, whole when small, else streamed."""
         exchange.status = upstream.status
-        headers = end_to_end(upstream.headers, _RESPONSE_FRAMING)
-        headers["X-Request-ID"] = exchange.request_id
+        # The upstream's own fields go as they came (``relayed``); these are ours.
+        headers = CIMultiDict({"X-Request-ID": exchange.request_id})
         if exchange.cache_status:
             headers["X-Rampart-Cache"] = exchange.cache_status
         length = upstream.content_length
@@ -467,9 +465,11 @@ class Proxy:
             if body is not None:
                 if storing and hook is not None:
                     await hook.store(upstream, body)
-                return Response(upstream.status, headers, body, upstream.reason)
+                return Response(upstream.status, headers, body, upstream.reason, upstream.head)
 
-            response = StreamResponse(upstream.status, headers, upstream.reason, length)
+            response = StreamResponse(
+                upstream.status, headers, upstream.reason, length, upstream.head
+            )
             await response.prepare(request)
             exchange.headers_sent = monotonic()
             idle = None if event_stream else self.idle_timeout

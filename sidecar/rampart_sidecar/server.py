@@ -319,18 +319,23 @@ class HttpConnection(WriteFlow):
             and (request.content is None or request.content.complete)
         )
 
-    def _head(
-        self, request: Request, status: int, reason: str, headers: CIMultiDict[str]
-    ) -> list[str]:
-        lines = _status_and_fields(status, reason, headers)
-        if "Date" not in headers:
+    def _head(self, request: Request, response: Response | StreamResponse, framing: str) -> bytes:
+        """The whole head: status line, the upstream's fields, ours, then ``framing``."""
+        headers = response.headers
+        relayed = response.relayed
+        lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
+        if not (relayed is not None and relayed.has_date) and "Date" not in headers:
             lines.append(f"Date: {self.server.date()}\r\n")
         if not self._keeps_alive(request):
             self._must_close = True  # said so: keep to it, whatever happens next
             lines.append("Connection: close\r\n")
         elif request.version == "1.0":
             lines.append("Connection: keep-alive\r\n")
-        return lines
+        lines.append(framing)
+        lines.append("\r\n")
+        status = _status_line(response.status, response.reason)
+        ours = "".join(lines).encode(*ENCODING)
+        return status + relayed.relayed + ours if relayed is not None else status + ours
 
     def _write_whole(self, request: Request, response: Response) -> None:
         status = response.status
@@ -338,13 +343,12 @@ class HttpConnection(WriteFlow):
         body = response.body
         if body and "Content-Length" in headers:
             del headers["Content-Length"]
-        lines = self._head(request, status, response.reason, headers)
         # A HEAD answer without a length says none: 0 would be a claim about the body.
         measured = body or (request.method != "HEAD" and "Content-Length" not in headers)
+        framing = ""
         if measured and status not in NO_BODY_STATUSES:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode(*ENCODING)
+            framing = f"Content-Length: {len(body)}\r\n"
+        head = self._head(request, response, framing)
         if body and request.method != "HEAD" and status not in NO_BODY_STATUSES:
             self.write(head + body)
         else:
@@ -352,18 +356,16 @@ class HttpConnection(WriteFlow):
 
     def start_stream(self, request: Request, response: StreamResponse) -> bool:
         """Write a streamed response's head; True when its body must go chunked."""
-        headers = response.headers
         chunked = False
+        framing = ""
         if response.content_length is not None:
-            headers["Content-Length"] = str(response.content_length)
+            framing = f"Content-Length: {response.content_length}\r\n"
         elif request.version == "1.1":
-            headers["Transfer-Encoding"] = "chunked"
+            framing = "Transfer-Encoding: chunked\r\n"
             chunked = True
         else:
             self._must_close = True  # an HTTP/1.0 body of unknown length ends with the connection
-        lines = self._head(request, response.status, response.reason, headers)
-        lines.append("\r\n")
-        self.write("".join(lines).encode(*ENCODING))
+        self.write(self._head(request, response, framing))
         self._stream_open = True
         return chunked
 
@@ -505,6 +507,10 @@ def _status_and_fields(status: int, reason: str, headers: CIMultiDict[str]) -> l
     lines = [f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
     return lines
+
+
+def _status_line(status: int, reason: str) -> bytes:
+    return f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n".encode(*ENCODING)
 
 
 def _plain(status: int, reason: str) -> Response:

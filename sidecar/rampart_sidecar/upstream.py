@@ -32,6 +32,7 @@ from yarl import URL
 
 from .config import UpstreamSettings
 from .flow import BodyBuffer, WriteFlow
+from .headers import ENCODING, Fields, ResponseHead, decode_fields
 
 __all__ = [
     "ENCODING",
@@ -43,11 +44,9 @@ __all__ = [
 ]
 
 NO_BODY_STATUSES = frozenset({204, 304})  # never a body, whatever the headers say
-# How both sides decode header bytes, so a header the client sent goes out byte for byte.
-ENCODING = ("utf-8", "surrogateescape")
 
 Body = bytes | AsyncIterable[bytes] | None
-_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+_NO_FIELDS = ResponseHead([])
 
 
 class UpstreamConnectError(ConnectionError):
@@ -66,16 +65,17 @@ class UpstreamResponse:
     which returns the connection to the pool or closes it.
     """
 
-    def __init__(self, connection: _Connection, head: bool) -> None:
+    def __init__(self, connection: _Connection, for_head: bool) -> None:
         loop = connection.loop
         self._connection = connection
-        self._head = head
+        self._for_head = for_head
         self.status = 0
         self.reason = ""
-        self.headers: CIMultiDictProxy[str] = _NO_HEADERS
+        self.fields: Fields = []
+        self.head = _NO_FIELDS  # what the proxy reads of the fields, once they are complete
+        self._headers: CIMultiDictProxy[str] | None = None
         self.content = BodyBuffer(loop, connection.pause_reading, connection.resume_reading)
         self.keep_alive = False
-        self._raw_headers: list[tuple[str, str]] = []
         self._until_close = False  # no length and not chunked: the body ends with the connection
         self.headers_arrived: asyncio.Future[None] = loop.create_future()
         self.sender: asyncio.Task[None] | None = None
@@ -84,14 +84,19 @@ class UpstreamResponse:
     # -- what the caller reads ------------------------------------------------
 
     @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The fields decoded, for the cache; the relay itself reads ``head``."""
+        if self._headers is None:
+            self._headers = decode_fields(self.fields)
+        return self._headers
+
+    @property
     def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None and value.isdigit() else None
+        return self.head.content_length
 
     @property
     def content_type(self) -> str:
-        value = self.headers.get("Content-Type", "application/octet-stream")
-        return value.split(";", 1)[0].strip().lower()
+        return self.head.media_type
 
     async def read(self, timeout: float | None = None) -> bytes:
         return await self.content.read(timeout)
@@ -139,20 +144,19 @@ class UpstreamResponse:
         self.reason = reason.decode(*ENCODING)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw_headers.append((name.decode(*ENCODING), value.decode(*ENCODING)))
+        self.fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._connection.parser
         status = parser.get_status_code()
         if status < 200:
-            self._raw_headers = []  # 100 Continue and friends: the answer follows
+            self.fields = []  # 100 Continue and friends: the answer follows
             return
         self.status = status
-        self.headers = CIMultiDictProxy(CIMultiDict(self._raw_headers))
+        head = self.head = ResponseHead(self.fields)
         self.keep_alive = parser.should_keep_alive()
-        no_body = self._head or status in NO_BODY_STATUSES
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        self._until_close = not no_body and not chunked and "Content-Length" not in self.headers
+        no_body = self._for_head or status in NO_BODY_STATUSES
+        self._until_close = not no_body and not head.chunked and head.content_length is None
         self.headers_arrived.set_result(None)
         if no_body:
             # llhttp would wait for the body a HEAD answer announces but never has.
@@ -213,7 +217,7 @@ class _Connection(WriteFlow):
             self.transport.resume_reading()
 
     def start(self, method: str) -> UpstreamResponse:
-        response = UpstreamResponse(self, head=method == "HEAD")
+        response = UpstreamResponse(self, for_head=method == "HEAD")
         self.response = response
         self.parser = httptools.HttpResponseParser(response)
         return response
