@@ -7,7 +7,15 @@ import re
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["HOP_BY_HOP", "Fields", "ResponseHead", "decode_fields", "end_to_end", "request_id"]
+__all__ = [
+    "HOP_BY_HOP",
+    "Fields",
+    "RequestHead",
+    "ResponseHead",
+    "decode_fields",
+    "end_to_end",
+    "request_id",
+]
 
 # Header fields as llhttp hands them over: names in the sender's case, bytes both.
 Fields = list[tuple[bytes, bytes]]
@@ -30,11 +38,12 @@ HOP_BY_HOP = frozenset(
 # The same, as the lower-cased bytes a received field's name is compared with.
 # Content-Length too: the server computes it from the body it actually sends.
 # And the fields the sidecar sets on every answer itself: one of each.
-_NOT_RELAYED = frozenset(name.encode() for name in HOP_BY_HOP) | {
-    b"content-length",
-    b"x-request-id",
-    b"x-rampart-cache",
-}
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+_NOT_RELAYED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-rampart-cache"}
+# Connection tokens that name no field.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
+# A request's fields the proxy reads or replaces rather than forwards as they are.
+_NOT_FORWARDED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-forwarded-for"}
 # What a log line and an upstream can safely receive: no spaces, no control bytes.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
@@ -65,6 +74,76 @@ def decode_fields(fields: Fields) -> CIMultiDictProxy[str]:
     )
 
 
+def _connection_named(fields: Fields, tokens: list[bytes], dropped: frozenset[bytes]) -> bytes:
+    """The fields encoded without ``dropped`` ones and those a Connection field names."""
+    named = {token.strip().lower() for token in tokens}
+    return b"".join(
+        b"%s: %s\r\n" % (name, value)
+        for name, value in fields
+        if name.lower() not in dropped and name.lower() not in named
+    )
+
+
+class RequestHead:
+    """What the proxy needs from a request's header fields, found in one pass over them.
+
+    ``forwarded`` is the fields that go on to the upstream, encoded: without
+    hop-by-hop fields, those the Connection field names, Content-Length (the
+    upstream pool frames the body it sends), X-Request-ID and X-Forwarded-For
+    (the proxy sets both).
+    """
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expects_continue",
+        "fields",
+        "forwarded",
+        "forwarded_for",
+        "has_forwarded_proto",
+        "has_host",
+        "request_id",
+    )
+
+    def __init__(self, fields: Fields) -> None:
+        self.fields = fields
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expects_continue = False
+        self.request_id: str | None = None
+        self.forwarded_for = b""  # every X-Forwarded-For value, joined
+        self.has_forwarded_proto = False
+        self.has_host = False
+        forwarded: list[bytes] = []
+        named: list[bytes] = []
+        for name, value in fields:
+            lower = name.lower()
+            if lower in _NOT_FORWARDED:
+                if lower == b"content-length":
+                    self.content_length = int(value) if value.isdigit() else None
+                elif lower == b"transfer-encoding":
+                    self.chunked = True
+                elif lower == b"connection":
+                    named += value.split(b",")
+                elif lower == b"x-request-id":
+                    if self.request_id is None:
+                        self.request_id = value.decode(*ENCODING)
+                elif lower == b"x-forwarded-for":
+                    self.forwarded_for += b", " + value if self.forwarded_for else value
+                continue
+            if lower == b"host":
+                self.has_host = True
+            elif lower == b"expect":
+                self.expects_continue = value.lower() == b"100-continue"
+            elif lower == b"x-forwarded-proto":
+                self.has_forwarded_proto = True
+            forwarded += (name, b": ", value, b"\r\n")
+        if named and not {token.strip().lower() for token in named} <= _PLAIN_CONNECTION:
+            self.forwarded = _connection_named(fields, named, _NOT_FORWARDED)
+        else:
+            self.forwarded = b"".join(forwarded)
+
+
 class ResponseHead:
     """What the proxy needs from a response's header fields, found in one pass over them.
 
@@ -92,20 +171,17 @@ class ResponseHead:
                 elif lower == b"transfer-encoding":
                     self.chunked = b"chunked" in value.lower()
                 elif lower == b"connection":
-                    named += (token.strip().lower() for token in value.split(b","))
+                    named += value.split(b",")
                 continue
             if lower == b"content-type":
                 self.content_type = value
             elif lower == b"date":
                 self.has_date = True
             relayed += (name, b": ", value, b"\r\n")
-        if named and not set(named) <= {b"keep-alive", b"close"}:
-            relayed = [
-                b"%s: %s\r\n" % (name, value)
-                for name, value in fields
-                if name.lower() not in _NOT_RELAYED and name.lower() not in named
-            ]
-        self.relayed = b"".join(relayed)
+        if named and not {token.strip().lower() for token in named} <= _PLAIN_CONNECTION:
+            self.relayed = _connection_named(fields, named, _NOT_RELAYED)
+        else:
+            self.relayed = b"".join(relayed)
 
     @property
     def media_type(self) -> str:

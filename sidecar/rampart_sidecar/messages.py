@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .flow import BodyBuffer
-from .headers import ResponseHead
+from .headers import RequestHead, ResponseHead, decode_fields
 
 if TYPE_CHECKING:
     from .server import HttpConnection
@@ -42,11 +42,12 @@ class Request:
     """
 
     __slots__ = (
+        "_headers",
         "_path",
         "connection",
         "content",
         "content_length",
-        "headers",
+        "head",
         "keep_alive",
         "method",
         "query_string",
@@ -63,7 +64,7 @@ class Request:
         method: str,
         raw_path: str,
         query_string: str,
-        headers: CIMultiDictProxy[str],
+        head: RequestHead,
         version: str,
         keep_alive: bool,
         upgrade: bool,
@@ -73,16 +74,23 @@ class Request:
         self.method = method
         self.raw_path = raw_path
         self.query_string = query_string
-        self.headers = headers
+        self.head = head
         self.version = version
         self.keep_alive = keep_alive
         self.upgrade = upgrade
         self.content = content
         self.remote = connection.peer
         self.scheme = "http"
-        length = headers.get("Content-Length")
-        self.content_length = int(length) if length is not None else None
+        self.content_length = head.content_length
         self._path: str | None = None
+        self._headers: CIMultiDictProxy[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The fields decoded, for whoever needs them by name; the proxy reads ``head``."""
+        if self._headers is None:
+            self._headers = decode_fields(self.head.fields)
+        return self._headers
 
     @property
     def path(self) -> str:

@@ -26,7 +26,7 @@ from prometheus_client import Counter
 
 from .config import SidecarSettings
 from .errors import ConnectFailure, PerTryTimeout, UpstreamError, UpstreamReset
-from .headers import end_to_end, request_id
+from .headers import ENCODING, request_id
 from .logs import redact_headers
 from .messages import Request, Response, StreamResponse
 from .metrics import Recorder
@@ -232,7 +232,7 @@ class Proxy:
             method=request.method,
             path=request.path,
             route=self.routes.match(request.path),
-            request_id=request_id(request.headers.get("X-Request-ID")),
+            request_id=request_id(request.head.request_id),
             started=monotonic(),
         )
         self.in_flight += 1
@@ -287,15 +287,21 @@ class Proxy:
                 return "h:" + value
         return "ip:" + (request.remote or "")
 
-    def upstream_headers(self, request: Request, exchange: Exchange) -> CIMultiDict[str]:
-        headers = end_to_end(request.headers)
-        headers["X-Request-ID"] = exchange.request_id
+    def upstream_fields(self, request: Request, exchange: Exchange) -> bytes:
+        """The header fields to send upstream, encoded: the client's end-to-end ones, and ours."""
+        head = request.head
+        ours = f"X-Request-ID: {exchange.request_id}\r\n"
         client = request.remote
+        if not head.has_host:  # HTTP/1.0 clients may leave it out; the upstream may not
+            ours += f"Host: {self.pool.authority}\r\n"
+        if not head.has_forwarded_proto:
+            ours += f"X-Forwarded-Proto: {request.scheme}\r\n"
+        chain = head.forwarded_for.decode(*ENCODING)
         if client:
-            previous = headers.get("X-Forwarded-For")
-            headers["X-Forwarded-For"] = f"{previous}, {client}" if previous else client
-        headers.setdefault("X-Forwarded-Proto", request.scheme)
-        return headers
+            chain = f"{chain}, {client}" if chain else client
+        if chain:
+            ours += f"X-Forwarded-For: {chain}\r\n"
+        return head.forwarded + ours.encode(*ENCODING)
 
     async def _forward(
         self,
@@ -320,7 +326,7 @@ class Proxy:
         stream = body if isinstance(body, RequestBodyStream) else None
         retryable = stream is None and self.retry.retries_method(request.method)
         target = request.target
-        headers = self.upstream_headers(request, exchange)
+        fields = self.upstream_fields(request, exchange)
         retries_done = 0
         holding_budget = False
         try:
@@ -340,7 +346,12 @@ class Proxy:
                 failure: UpstreamError | None = None
                 try:
                     upstream = await self.pool.request(
-                        request.method, target, headers, body, attempt_timeout
+                        request.method,
+                        target,
+                        fields,
+                        body,
+                        attempt_timeout,
+                        request.content_length,
                     )
                 except TimeoutError:
                     failure = PerTryTimeout(f"no response within {attempt_timeout:.3f}s")
@@ -412,7 +423,8 @@ class Proxy:
         """The body to send: bytes when it fits the retry buffer, else a stream."""
         content = request.content
         if content is None:
-            return None
+            # "Content-Length: 0" goes on as such: some servers want a length on a POST.
+            return b"" if length == 0 else None
         cap = self.retry.max_buffered_body
         if length is not None and length <= cap:
             return await content.read(self.idle_timeout)

@@ -32,10 +32,11 @@ from email.utils import formatdate
 from typing import Any, cast
 
 import httptools
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from .config import ServerSettings
 from .flow import BodyBuffer, WriteFlow
+from .headers import Fields, RequestHead
 from .messages import Request, Response, StreamResponse, reason_phrase
 from .upstream import ENCODING, NO_BODY_STATUSES
 
@@ -88,7 +89,7 @@ class HttpConnection(WriteFlow):
         self._task: asyncio.Task[None] | None = None  # answers this connection's requests
         self._waiter: asyncio.Future[None] | None = None  # set when a request is parsed
         self._url = b""
-        self._raw_headers: list[tuple[str, str]] = []
+        self._fields: Fields = []
         self._head_bytes = 0
         self._in_head = False
         self._stop_parsing = False  # after a Connection: close request, an upgrade or garbage
@@ -175,7 +176,7 @@ class HttpConnection(WriteFlow):
         self._head_bytes = 0
         self._head_size = 0
         self._url = b""
-        self._raw_headers = []
+        self._fields = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -189,12 +190,12 @@ class HttpConnection(WriteFlow):
         self._head_size += size
         if self._head_size > self.server.max_head_bytes:
             raise _HeadTooLarge("head too large")
-        self._raw_headers.append((name.decode(*ENCODING), value.decode(*ENCODING)))
+        self._fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self.parser
-        headers = CIMultiDictProxy(CIMultiDict(self._raw_headers))
+        head = RequestHead(self._fields)
         method = parser.get_method().decode("ascii")
         try:
             url = httptools.parse_url(self._url)
@@ -203,23 +204,20 @@ class HttpConnection(WriteFlow):
         else:
             raw_path = url.path.decode(*ENCODING) if url.path else ""
             query = url.query.decode(*ENCODING) if url.query else ""
-        length = headers.get("Content-Length")
-        chunked = "Transfer-Encoding" in headers
         body = None
-        if chunked or (length is not None and length != "0"):
-            expect = headers.get("Expect", "").lower() == "100-continue"
+        if head.chunked or head.content_length:
             body = BodyBuffer(
                 self.loop,
                 self.pause_reading,
                 self.resume_reading,
-                self.send_continue if expect else None,
+                self.send_continue if head.expects_continue else None,
             )
         request = Request(
             self,
             method,
             raw_path,
             query,
-            headers,
+            head,
             parser.get_http_version(),
             parser.should_keep_alive(),
             parser.should_upgrade(),

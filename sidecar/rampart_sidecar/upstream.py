@@ -27,7 +27,7 @@ from collections.abc import AsyncIterable
 from typing import Any, cast
 
 import httptools
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from .config import UpstreamSettings
@@ -345,35 +345,38 @@ class UpstreamPool:
 
     # -- requests ---------------------------------------------------------
 
-    def request_head(self, method: str, target: str, headers: CIMultiDict[str]) -> bytes:
-        lines = [f"{method} {self.base_path}{target} HTTP/1.1\r\n"]
-        if "Host" not in headers:
-            lines.append(f"Host: {self.authority}\r\n")
-        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-        lines.append("\r\n")
-        return "".join(lines).encode(*ENCODING)
+    def request_head(self, method: str, target: str, fields: bytes, framing: bytes = b"") -> bytes:
+        """The request line, ``fields`` (encoded, Host among them) and ``framing``."""
+        line = f"{method} {self.base_path}{target} HTTP/1.1\r\n".encode(*ENCODING)
+        return b"".join((line, fields, framing, b"\r\n"))
 
     async def request(
         self,
         method: str,
         target: str,
-        headers: CIMultiDict[str],
+        fields: bytes,
         body: Body = None,
         timeout: float | None = None,
+        content_length: int | None = None,
     ) -> UpstreamResponse:
         """Send one request and return once the response's headers have arrived.
 
-        ``target`` is the path and query as the client encoded them. A bytes
-        body goes with its Content-Length; a streamed one with the client's
-        Content-Length when it sent one, else chunked. ``TimeoutError`` when
-        the head has not arrived within ``timeout`` seconds, waiting for a
-        connection included.
+        ``target`` is the path and query as the client encoded them; ``fields``
+        the header fields, encoded, without framing. A bytes body goes with its
+        Content-Length; a streamed one with ``content_length`` when the client
+        gave one, else chunked. ``TimeoutError`` when the head has not arrived
+        within ``timeout`` seconds, waiting for a connection included.
         """
-        streamed = body is not None and not isinstance(body, bytes)
+        chunked = False
         if isinstance(body, bytes):
-            headers["Content-Length"] = str(len(body))
-        elif streamed and "Content-Length" not in headers:
-            headers["Transfer-Encoding"] = "chunked"
+            framing = b"Content-Length: %d\r\n" % len(body)
+        elif body is None:
+            framing = b""
+        elif content_length is not None:
+            framing = b"Content-Length: %d\r\n" % content_length
+        else:
+            framing = b"Transfer-Encoding: chunked\r\n"
+            chunked = True
         loop = self.loop
         deadline = loop.time() + timeout if timeout is not None else None
         connection = self._idle_connection()
@@ -382,14 +385,13 @@ class UpstreamPool:
                 connection = await self._acquire()
         try:
             response = connection.start(method)
-            head = self.request_head(method, target, headers)
+            head = self.request_head(method, target, fields, framing)
             assert connection.transport is not None
             if isinstance(body, bytes):
                 connection.transport.write(head + body if body else head)
             else:
                 connection.transport.write(head)
                 if body is not None:
-                    chunked = "Transfer-Encoding" in headers
                     response.sender = asyncio.create_task(self._send(connection, body, chunked))
             if not response.headers_arrived.done():
                 # A bare timer, not asyncio.timeout: this is every request's path.

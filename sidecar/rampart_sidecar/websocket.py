@@ -62,9 +62,9 @@ async def relay_websocket(
     proxy: Proxy, request: Request, exchange: Exchange
 ) -> Response | StreamResponse:
     pool = proxy.pool
-    headers = proxy.upstream_headers(request, exchange)
-    headers["Connection"] = "Upgrade"
-    headers["Upgrade"] = request.headers["Upgrade"]
+    upgrade = request.headers["Upgrade"].encode(*ENCODING)
+    fields = proxy.upstream_fields(request, exchange) + b"Connection: Upgrade\r\n"
+    fields += b"Upgrade: " + upgrade + b"\r\n"
     try:
         async with asyncio.timeout(exchange.route.request_timeout):
             reader, writer = await asyncio.open_connection(
@@ -75,7 +75,7 @@ async def relay_websocket(
                 limit=_BUFFER,
             )
             try:
-                writer.write(pool.request_head("GET", request.target, headers))
+                writer.write(pool.request_head("GET", request.target, fields))
                 status, reason, answer, rest = await _read_handshake(reader)
             except BaseException:
                 writer.close()

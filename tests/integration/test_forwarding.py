@@ -63,6 +63,17 @@ async def test_hop_by_hop_headers_are_dropped_both_ways(start_sidecar, upstream)
     assert seen["X-Forwarded-For"] == "127.0.0.1"
 
 
+async def test_an_empty_post_keeps_its_zero_length(start_sidecar, upstream):
+    sidecar = start_sidecar({}, upstream.url)
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(sidecar.url + "/echo", data=b"") as response,
+    ):
+        seen = (await response.json())["headers"]
+    assert seen["Content-Length"] == "0"
+    assert "Transfer-Encoding" not in seen
+
+
 async def test_request_id_is_passed_on_or_generated(start_sidecar, upstream):
     sidecar = start_sidecar({}, upstream.url)
     async with aiohttp.ClientSession() as client:

@@ -5,7 +5,7 @@ import logging
 
 from multidict import CIMultiDict
 
-from rampart_sidecar.headers import end_to_end, request_id
+from rampart_sidecar.headers import RequestHead, ResponseHead, end_to_end, request_id
 from rampart_sidecar.logs import JsonFormatter, redact_headers
 
 
@@ -73,3 +73,77 @@ def test_json_formatter_keeps_extra_fields():
     assert entry["request_id"] == "r1"
     assert entry["status"] == 200
     assert entry["ts"].endswith("Z")
+
+
+def test_request_head_forwards_end_to_end_fields_as_they_came():
+    head = RequestHead(
+        [
+            (b"Host", b"shop.example"),
+            (b"Connection", b"keep-alive, X-Private-Hop"),
+            (b"X-Private-Hop", b"secret"),
+            (b"keep-alive", b"timeout=5"),
+            (b"Accept", b"a"),
+            (b"accept", b"b"),
+            (b"Content-Length", b"12"),
+            (b"X-Request-ID", b"first"),
+            (b"X-Request-ID", b"second"),
+            (b"X-Forwarded-For", b"10.0.0.1"),
+            (b"x-forwarded-for", b"10.0.0.2"),
+            (b"Expect", b"100-Continue"),
+            (b"X-Odd", b"caf\xc3\xa9 \xff"),
+        ]
+    )
+    # Order, case, duplicates and bytes kept; what the proxy sets itself left out.
+    assert head.forwarded == (
+        b"Host: shop.example\r\nAccept: a\r\naccept: b\r\n"
+        b"Expect: 100-Continue\r\nX-Odd: caf\xc3\xa9 \xff\r\n"
+    )
+    assert head.content_length == 12
+    assert not head.chunked
+    assert head.expects_continue
+    assert head.request_id == "first"
+    assert head.forwarded_for == b"10.0.0.1, 10.0.0.2"
+    assert head.has_host
+    assert not head.has_forwarded_proto
+    assert head.fields[0] == (b"Host", b"shop.example")
+
+
+def test_request_head_without_connection_named_fields_takes_the_one_pass():
+    head = RequestHead([(b"Connection", b"close"), (b"Transfer-Encoding", b"chunked")])
+    assert head.forwarded == b""
+    assert head.chunked
+    assert head.content_length is None
+    assert head.request_id is None
+
+
+def test_response_head_relays_end_to_end_fields_and_reads_the_framing():
+    head = ResponseHead(
+        [
+            (b"Server", b"nginx"),
+            (b"Connection", b"X-Hop"),
+            (b"X-Hop", b"1"),
+            (b"Content-Length", b"615"),
+            (b"Content-Type", b"Text/Event-Stream; charset=utf-8"),
+            (b"Date", b"Mon, 23 Nov 2026 19:00:00 GMT"),
+            (b"X-Request-ID", b"the upstream's own"),
+            (b"Set-Cookie", b"a=1"),
+            (b"Set-Cookie", b"b=2"),
+        ]
+    )
+    assert head.relayed == (
+        b"Server: nginx\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\n"
+        b"Date: Mon, 23 Nov 2026 19:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+    )
+    assert head.content_length == 615
+    assert head.media_type == "text/event-stream"
+    assert head.has_date
+    assert not head.chunked
+
+
+def test_response_head_without_length_or_type():
+    head = ResponseHead([(b"Transfer-Encoding", b"gzip, chunked"), (b"Connection", b"keep-alive")])
+    assert head.relayed == b""
+    assert head.chunked
+    assert head.content_length is None
+    assert head.media_type == "application/octet-stream"
+    assert not head.has_date

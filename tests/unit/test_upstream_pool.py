@@ -12,11 +12,12 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from multidict import CIMultiDict
 
 from rampart_sidecar.config import UpstreamSettings
 from rampart_sidecar.upstream import UpstreamClosed, UpstreamConnectError, UpstreamPool
 from tests.conftest import async_wait_until, free_port
+
+HOST = b"Host: app\r\n"  # header fields, encoded, as the proxy hands them over
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -67,7 +68,7 @@ async def scripted(
 
 
 async def get(pool: UpstreamPool, method: str = "GET", path: str = "/") -> tuple[int, bytes]:
-    response = await pool.request(method, path, CIMultiDict({"Host": "app"}))
+    response = await pool.request(method, path, HOST)
     try:
         return response.status, await response.read()
     finally:
@@ -128,7 +129,7 @@ async def test_the_connection_limit_makes_requests_wait_for_a_free_connection() 
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
     async with scripted(lambda _: reply) as (pool, seen):
         pool.limit = 1
-        first = await pool.request("GET", "/", CIMultiDict())
+        first = await pool.request("GET", "/", HOST)
         second = asyncio.create_task(get(pool))
         await async_wait_until(lambda: pool.waiting == 1)  # for the only connection
         assert await first.read() == b"x"
@@ -141,7 +142,7 @@ async def test_a_large_body_arrives_whole_through_back_pressure() -> None:
     body = bytes(range(256)) * 8192  # 2 MiB, eight times the high-water mark
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     async with scripted(lambda _: reply) as (pool, _):
-        response = await pool.request("GET", "/", CIMultiDict())
+        response = await pool.request("GET", "/", HOST)
         parts = []
         while chunk := await response.content.readany():
             parts.append(chunk)
@@ -167,7 +168,7 @@ async def test_a_streamed_request_body_goes_chunked_without_a_length() -> None:
         yield b"world"
 
     async with serving(serve) as pool:
-        response = await pool.request("POST", "/upload", CIMultiDict(), body())
+        response = await pool.request("POST", "/upload", HOST, body())
         assert await response.read() == b""
         response.release()
     head, sent = await received
@@ -179,7 +180,7 @@ async def test_a_request_cancelled_just_as_its_turn_came_passes_the_turn_on() ->
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
     async with scripted(lambda _: reply) as (pool, _):
         pool.limit = 1
-        first = await pool.request("GET", "/", CIMultiDict())
+        first = await pool.request("GET", "/", HOST)
         await first.read()
         second = asyncio.create_task(get(pool))
         third = asyncio.create_task(get(pool))
