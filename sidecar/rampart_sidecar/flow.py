@@ -85,6 +85,22 @@ class BodyBuffer:
             self._resume()
         return chunk
 
+    def take(self) -> bytes | None:
+        """The whole body if it has all arrived and can be had without waiting, else None.
+
+        ``read()`` without a coroutine, for the common case of a small body
+        that came with its head.
+        """
+        if not self._done or self.error is not None or self._on_first_read is not None:
+            return None
+        chunk = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._resume()
+        return chunk
+
     async def read(self, timeout: float | None = None) -> bytes:
         """The rest of the body; ``timeout`` bounds each wait, not the whole."""
         parts = []

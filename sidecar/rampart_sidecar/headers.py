@@ -184,6 +184,12 @@ class ResponseHead:
             self.relayed = b"".join(relayed)
 
     @property
+    def is_event_stream(self) -> bool:
+        content_type = self.content_type
+        # Most responses are not: decided without parsing the field.
+        return b"event-stream" in content_type.lower() and self.media_type == "text/event-stream"
+
+    @property
     def media_type(self) -> str:
         """The Content-Type without parameters, lower-cased."""
         if not self.content_type:

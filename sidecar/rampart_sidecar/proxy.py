@@ -239,7 +239,13 @@ class Proxy:
         self.retry_budget.requests_in_flight += 1
         self._idle.clear()
         try:
-            response = await self._serve(request, exchange)
+            refusal = self._refusal(request, exchange)
+            if refusal is not None:
+                response: Response | StreamResponse = refusal
+            elif self.cache is not None and not is_websocket_upgrade(request):
+                response = await self.cache.serve(request, exchange, self._forward_limited)
+            else:
+                response = await self._forward_limited(request, exchange, None)
         except asyncio.CancelledError:
             exchange.status = exchange.status or 499  # the client went away
             self._finish(request, exchange)
@@ -252,28 +258,26 @@ class Proxy:
         self._finish(request, exchange)
         return response
 
-    async def _serve(self, request: Request, exchange: Exchange) -> Response | StreamResponse:
+    def _refusal(self, request: Request, exchange: Exchange) -> Response | None:
+        """The answer to a request refused before anything else is looked at, if it is."""
         if request.method == "CONNECT" or not request.raw_path.startswith("/"):
             return self.local(exchange, 400, "bad-request")
         if self.rate_limiter.enabled:
-            key = self._client_key(request)
-            wait = self.rate_limiter.check(key)
+            wait = self.rate_limiter.check(self._client_key(request))
             if wait > 0:
-                return self.local(
-                    exchange, 429, "rate-limited", retry_after=RateLimiter.retry_after(wait)
-                )
-        if self.cache is not None and not is_websocket_upgrade(request):
-            return await self.cache.serve(request, exchange, self._forward_limited)
-        return await self._forward_limited(request, exchange, None)
+                retry_after = RateLimiter.retry_after(wait)
+                return self.local(exchange, 429, "rate-limited", retry_after=retry_after)
+        return None
 
     async def _forward_limited(
         self, request: Request, exchange: Exchange, hook: ResponseHook | None
     ) -> Response | StreamResponse:
         deadline = exchange.started + exchange.route.request_timeout
-        if not await self.concurrency.acquire(deadline - monotonic()):
+        concurrency = self.concurrency
+        if not concurrency.try_acquire() and not await concurrency.acquire(deadline - monotonic()):
             return self.local(exchange, 503, "concurrency-limit")
         try:
-            if is_websocket_upgrade(request):
+            if request.upgrade and is_websocket_upgrade(request):
                 return await relay_websocket(self, request, exchange)
             return await self._forward(request, exchange, deadline, hook)
         finally:
@@ -314,7 +318,11 @@ class Proxy:
         if length is not None and length > self.max_body:
             return self.local(exchange, 413, "body-too-large")
         try:
-            body = await self._request_body(request, length)
+            if request.content is None:
+                # "Content-Length: 0" goes on as such: some servers want a length on a POST.
+                body: bytes | RequestBodyStream | None = b"" if length == 0 else None
+            else:
+                body = await self._request_body(request, length)
         except (TimeoutError, BodyTooLarge) as error:
             status, reason = (
                 (408, "client-body-timeout")
@@ -419,12 +427,10 @@ class Proxy:
 
     async def _request_body(
         self, request: Request, length: int | None
-    ) -> bytes | RequestBodyStream | None:
+    ) -> bytes | RequestBodyStream:
         """The body to send: bytes when it fits the retry buffer, else a stream."""
         content = request.content
-        if content is None:
-            # "Content-Length: 0" goes on as such: some servers want a length on a POST.
-            return b"" if length == 0 else None
+        assert content is not None
         cap = self.retry.max_buffered_body
         if length is not None and length <= cap:
             return await content.read(self.idle_timeout)
@@ -454,7 +460,7 @@ class Proxy:
             headers["X-Rampart-Cache"] = exchange.cache_status
         length = upstream.content_length
         no_body = request.method == "HEAD" or upstream.status in NO_BODY_STATUSES
-        event_stream = upstream.content_type == "text/event-stream"
+        event_stream = upstream.head.is_event_stream
         storing = hook is not None and not event_stream and hook.storable(upstream)
         whole_limit = (
             max(hook.max_body, _BUFFERED_RESPONSE_LIMIT)
@@ -469,7 +475,10 @@ class Proxy:
                 if length is not None:
                     headers["Content-Length"] = str(length)
             elif length is not None and length <= whole_limit:
-                body = await upstream.read(self.idle_timeout)
+                content = upstream.content
+                body = content.take() if content.complete else None
+                if body is None:
+                    body = await content.read(self.idle_timeout)
             elif storing and length is None:
                 # Unknown length: keep it whole if it turns out small enough to store.
                 prefix, complete = await self._read_up_to(upstream, whole_limit)

@@ -269,7 +269,7 @@ class HttpConnection(WriteFlow):
                     self._waiter = None
                 continue
             request = self._current = self._queue.popleft()
-            if len(self._queue) < _MAX_QUEUED:
+            if self._pauses and len(self._queue) < _MAX_QUEUED:
                 self._resume("queue")
             if not await self._answer(request):
                 return
@@ -302,10 +302,11 @@ class HttpConnection(WriteFlow):
         elif self._stream_open:
             self.abort()  # the handler gave up on a streamed body half-way
             return False
-        try:
-            await self.drain()
-        except ConnectionError:
-            return False
+        if self._writable is not None:  # the client is not reading: wait until it does
+            try:
+                await self.drain()
+            except ConnectionError:
+                return False
         return True
 
     def _keeps_alive(self, request: Request) -> bool:

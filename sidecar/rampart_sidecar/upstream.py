@@ -179,6 +179,7 @@ class _Connection(WriteFlow):
         self.response: UpstreamResponse | None = None
         self.parser: Any = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # None while in use
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
@@ -267,9 +268,7 @@ class UpstreamPool:
     def _idle_connection(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()
-            if connection.idle_timer is not None:
-                connection.idle_timer.cancel()
-                connection.idle_timer = None
+            connection.idle_since = None  # its idle timer, if armed, lets it be
             if not connection.closed:
                 return connection
         return None
@@ -317,9 +316,28 @@ class UpstreamPool:
         if self._closing:
             connection.discard()
             return
-        connection.idle_timer = connection.loop.call_later(self.idle_timeout, connection.discard)
+        # The timer is lazy, as the server's head timer: armed once and re-armed
+        # when it finds the connection used since, not created and cancelled per request.
+        connection.idle_since = now = connection.loop.time()
+        if connection.idle_timer is None:
+            connection.idle_timer = connection.loop.call_at(
+                now + self.idle_timeout, self._on_idle_timer, connection
+            )
         self._idle.append(connection)
         self._wake_one()
+
+    def _on_idle_timer(self, connection: _Connection) -> None:
+        connection.idle_timer = None
+        since = connection.idle_since
+        if since is None or connection.closed:
+            return  # in use: put_back arms it again
+        deadline = since + self.idle_timeout
+        if connection.loop.time() < deadline:
+            connection.idle_timer = connection.loop.call_at(
+                deadline, self._on_idle_timer, connection
+            )
+        else:
+            connection.discard()
 
     def forget(self, connection: _Connection) -> None:
         if connection in self._open:

@@ -32,9 +32,15 @@ class ConcurrencyLimiter:
     def utilization(self) -> float:
         return self.in_flight / self.limit if self.enabled else 0.0
 
-    async def acquire(self, wait: float) -> bool:
+    def try_acquire(self) -> bool:
+        """Admit without waiting, if there is a free slot and nobody queued for one."""
         if not self.enabled or (self.in_flight < self.limit and not self._waiters):
             self.in_flight += 1
+            return True
+        return False
+
+    async def acquire(self, wait: float) -> bool:
+        if self.try_acquire():
             return True
         if len(self._waiters) >= self._max_queued:
             return False
