@@ -190,3 +190,22 @@ async def test_a_request_cancelled_just_as_its_turn_came_passes_the_turn_on() ->
         async with asyncio.timeout(2):
             assert await third == (200, b"x")
         assert second.cancelled()
+
+
+async def test_an_idle_connection_closes_after_the_idle_timeout_counted_from_its_last_use():
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with scripted(lambda _: reply) as (pool, seen):
+        pool.idle_timeout = 0.4
+        loop = asyncio.get_running_loop()
+        assert await get(pool) == (200, b"ok")
+        first_use = loop.time()
+        # Used again before its first timer fires: that timer must not close it.
+        await asyncio.sleep(0.25)
+        assert await get(pool) == (200, b"ok")
+        await async_wait_until(lambda: loop.time() > first_use + 0.5)
+        assert len(pool._idle) == 1
+        assert await get(pool) == (200, b"ok")
+        assert seen.connections == 1
+        third_use = loop.time()
+        await async_wait_until(lambda: not pool._idle, timeout=3)
+        assert loop.time() - third_use >= 0.4
