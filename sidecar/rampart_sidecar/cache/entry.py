@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ..headers import ENCODING, ResponseHead
 
 __all__ = ["CacheEntry", "VaryMarker"]
 
@@ -27,6 +29,12 @@ class CacheEntry:
     stale_until: float  # the last moment it may answer for a failing upstream
     initial_age: float = 0.0  # the Age the upstream reported
     path: str = ""  # path and query, for invalidation by prefix
+    # The headers encoded as a relayed response's are: once per entry, not per hit.
+    head: ResponseHead = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = [(name.encode(*ENCODING), value.encode(*ENCODING)) for name, value in self.headers]
+        object.__setattr__(self, "head", ResponseHead(fields))
 
     @property
     def size(self) -> int:

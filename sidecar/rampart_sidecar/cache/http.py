@@ -160,15 +160,23 @@ class ResponseCache:
     def _answer(
         self, request: Request, exchange: Exchange, entry: CacheEntry, result: str
     ) -> Response:
-        headers = CIMultiDict(entry.headers)
-        if request.method != "HEAD":
-            headers.popall("Content-Length", None)  # computed from the body sent
-        headers["Age"] = str(entry.age(self.clock()))
-        headers["X-Rampart-Cache"] = result
-        headers["X-Request-ID"] = exchange.request_id
+        # The stored fields go as encoded once (``entry.head``); these are per answer.
+        headers = CIMultiDict(
+            {
+                "Age": str(entry.age(self.clock())),
+                "X-Rampart-Cache": result,
+                "X-Request-ID": exchange.request_id,
+            }
+        )
+        head = entry.head
         exchange.status = entry.status
         self._count(exchange, result)
-        return Response(entry.status, headers, entry.body if request.method != "HEAD" else b"")
+        if request.method == "HEAD":
+            # The length the body would have; for a GET it is computed from the body sent.
+            if head.content_length is not None:
+                headers["Content-Length"] = str(head.content_length)
+            return Response(entry.status, headers, b"", relayed=head)
+        return Response(entry.status, headers, entry.body, relayed=head)
 
     def _count(self, exchange: Exchange, result: str) -> None:
         exchange.cache_status = result
