@@ -123,7 +123,7 @@ class RequestHead:
                     self.content_length = int(value) if value.isdigit() else None
                 elif lower == b"transfer-encoding":
                     self.chunked = True
-                elif lower == b"connection":
+                elif lower == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                     named += value.split(b",")
                 elif lower == b"x-request-id":
                     if self.request_id is None:
@@ -170,7 +170,7 @@ class ResponseHead:
                     self.content_length = int(value) if value.isdigit() else None
                 elif lower == b"transfer-encoding":
                     self.chunked = b"chunked" in value.lower()
-                elif lower == b"connection":
+                elif lower == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                     named += value.split(b",")
                 continue
             if lower == b"content-type":

@@ -180,6 +180,10 @@ class _Connection(WriteFlow):
         self.parser: Any = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.idle_since: float | None = None  # None while in use
+        # When the response being waited for must have its head; None when not waiting.
+        self.head_deadline: float | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_timer_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
@@ -223,8 +227,39 @@ class _Connection(WriteFlow):
         self.parser = httptools.HttpResponseParser(response)
         return response
 
+    def expect_head_by(self, deadline: float) -> None:
+        """Expire the response unless its head arrives by ``deadline`` (loop time).
+
+        The timer is lazy, as the server's head timer: one armed timer per
+        connection serves request after request, since each deadline is
+        usually later than the last, instead of a timer made and cancelled
+        per request.
+        """
+        self.head_deadline = deadline
+        if self._head_timer is not None:
+            if self._head_timer_at <= deadline:
+                return
+            self._head_timer.cancel()  # an earlier deadline than the armed one
+        self._head_timer = self.loop.call_at(deadline, self._on_head_timer)
+        self._head_timer_at = deadline
+
+    def _on_head_timer(self) -> None:
+        self._head_timer = None
+        deadline = self.head_deadline
+        if deadline is None or self.closed:
+            return
+        if self.loop.time() < deadline:
+            self._head_timer = self.loop.call_at(deadline, self._on_head_timer)
+            self._head_timer_at = deadline
+        elif self.response is not None:
+            self.head_deadline = None
+            self.response.expire()
+
     def discard(self) -> None:
         """Close, whatever state it is in; the pool forgets it."""
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         if self.response is not None and self.response.sender is not None:
             self.response.sender.cancel()
         if self.transport is not None and not self.closed:
@@ -412,13 +447,12 @@ class UpstreamPool:
                 if body is not None:
                     response.sender = asyncio.create_task(self._send(connection, body, chunked))
             if not response.headers_arrived.done():
-                # A bare timer, not asyncio.timeout: this is every request's path.
-                timer = loop.call_at(deadline, response.expire) if deadline is not None else None
+                if deadline is not None:
+                    connection.expect_head_by(deadline)
                 try:
                     await response.headers_arrived
                 finally:
-                    if timer is not None:
-                        timer.cancel()
+                    connection.head_deadline = None
             else:
                 response.headers_arrived.result()
         except BaseException:

@@ -209,3 +209,25 @@ async def test_an_idle_connection_closes_after_the_idle_timeout_counted_from_its
         third_use = loop.time()
         await async_wait_until(lambda: not pool._idle, timeout=3)
         assert loop.time() - third_use >= 0.4
+
+
+async def test_a_shorter_deadline_than_the_armed_one_still_expires_on_time():
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                if head.startswith(b"GET /fast "):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                # /silent gets no answer at all
+        writer.close()
+
+    async with serving(serve) as pool:
+        # The first request arms the connection's head timer for 30 s from now...
+        response = await pool.request("GET", "/fast", HOST, timeout=30)
+        assert await response.read() == b"ok"
+        response.release()
+        # ...and the second, on the same connection, must not wait that long.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await pool.request("GET", "/silent", HOST, timeout=0.3)
+        assert loop.time() - started < 2
