@@ -7,9 +7,15 @@ series count. Unknown methods are folded into ``other`` for the same reason.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from itertools import accumulate
 
-__all__ = ["Recorder"]
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
+
+__all__ = ["LatencyHistogram", "Recorder"]
 
 # From 1 ms to 30 s: the sidecar's own answers sit at the bottom, timeouts at the top.
 LATENCY_BUCKETS = (
@@ -33,22 +39,85 @@ KNOWN_METHODS = frozenset(
 )
 
 
+class _Series:
+    """One label set's buckets (not cumulative; the last one is +Inf) and sum."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (le is inclusive).
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+class LatencyHistogram:
+    """A Prometheus histogram observed from one thread: a bisect and two additions.
+
+    prometheus_client's own takes a lock and walks its buckets in order on
+    every observation: 1.1 to 1.3 µs against 0.3 µs (docs/benchmarks.md), twice
+    per request. The sidecar observes and is scraped on its event loop's one
+    thread, so the lock buys nothing. Exposition stays prometheus_client's: this
+    is a collector in the same registry, with the same series names.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+        self._bounds = [float(bound) for bound in buckets]
+        # The "le" label values, formatted as prometheus_client does (untyped there).
+        self._le = [
+            str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+            for bound in self._bounds
+        ] + ["+Inf"]
+        self._series: dict[tuple[str, ...], _Series] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Series:
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = _Series(self._bounds)
+        return series
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, series in list(self._series.items()):
+            buckets = list(zip(self._le, accumulate(series.counts), strict=True))
+            family.add_metric(list(values), buckets, series.sum)
+        yield family
+
+
 class Recorder:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.request_duration = Histogram(
+        self.request_duration = LatencyHistogram(
             "rampart_http_request_duration_seconds",
             "Time from request received to response headers sent, by the sidecar.",
             ["method", "code", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
+            self.registry,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = LatencyHistogram(
             "rampart_upstream_request_duration_seconds",
             "Time of one attempt against the upstream, until its response headers.",
             ["code"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
+            self.registry,
         )
         self.circuit_state = Gauge(
             "rampart_circuit_state",
@@ -104,10 +173,9 @@ class Recorder:
             ["tier"],
             registry=self.registry,
         )
-        # labels() takes a lock and builds a key on each call; the hot path
-        # looks the child up here instead.
-        self._request_children: dict[tuple[str, int, str], Histogram] = {}
-        self._upstream_children: dict[int, Histogram] = {}
+        # Keyed by what the caller has at hand (an int code), not the label strings.
+        self._request_children: dict[tuple[str, int, str], _Series] = {}
+        self._upstream_children: dict[int, _Series] = {}
 
     def observe_request(self, method: str, code: int, route: str, seconds: float) -> None:
         key = (method, code, route)
