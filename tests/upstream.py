@@ -156,6 +156,7 @@ class Upstream:
                 "Connection": "keep-alive, X-Hop",
                 "X-Hop": "must-not-pass",
                 "Set-Cookie": "session=abc",
+                "X-Request-ID": "the-upstream-s-own",  # the sidecar's must win
             },
         )
 
