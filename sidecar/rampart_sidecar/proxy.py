@@ -166,8 +166,7 @@ class Proxy:
         self.cache: CacheLayer | None = None  # set by the app when spec.sidecar.cache is
         self.draining = False
         self.in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._drained: asyncio.Future[None] | None = None  # while drain() waits
         self._session: aiohttp.ClientSession | None = None  # readiness checks only
         self._pool: UpstreamPool | None = None  # every other request
         self._rejected_children: dict[str, Counter] = {}
@@ -215,11 +214,16 @@ class Proxy:
     async def drain(self, timeout: float) -> bool:
         """Stop taking new work and wait for requests in flight; False if time ran out."""
         self.draining = True
+        if self.in_flight == 0:
+            return True
+        self._drained = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
-                await self._idle.wait()
+                await self._drained
         except TimeoutError:
             return False
+        finally:
+            self._drained = None
         return True
 
     def _on_breaker_change(self, state: BreakerState) -> None:
@@ -237,7 +241,6 @@ class Proxy:
         )
         self.in_flight += 1
         self.retry_budget.requests_in_flight += 1
-        self._idle.clear()
         try:
             refusal = self._refusal(request, exchange)
             if refusal is not None:
@@ -253,8 +256,8 @@ class Proxy:
         finally:
             self.in_flight -= 1
             self.retry_budget.requests_in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+            if self.in_flight == 0 and self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
         self._finish(request, exchange)
         return response
 
