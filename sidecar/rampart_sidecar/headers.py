@@ -183,6 +183,18 @@ class ResponseHead:
         else:
             self.relayed = b"".join(relayed)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ResponseHead):
+            return NotImplemented
+        # The rest is read from the same fields as ``relayed``.
+        return (self.relayed, self.content_length, self.chunked) == (
+            other.relayed,
+            other.content_length,
+            other.chunked,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the fields it reads
+
     @property
     def is_event_stream(self) -> bool:
         content_type = self.content_type

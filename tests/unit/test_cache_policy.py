@@ -131,6 +131,13 @@ def entry(body: bytes = b"hello", stale_until: float = 1e12) -> CacheEntry:
 def test_entry_round_trips_and_rejects_garbage():
     original = entry(b"\x00\xffbinary")
     assert CacheEntry.decode(original.encode()) == original
+    fields = (("ETag", '"a: b"'), ("Content-Length", "5"), ("X-Odd", "caf\udcc3 \u00e9"))
+    with_length = CacheEntry(200, fields, b"hello", 1.0, 2.0, 3.0)
+    decoded = CacheEntry.decode(with_length.encode())
+    assert isinstance(decoded, CacheEntry)
+    assert decoded.header_pairs() == [fields[0], fields[2], fields[1]]  # the length last
+    assert decoded.head.content_length == 5
+    assert decoded != CacheEntry(200, fields[:2], b"hello", 1.0, 2.0, 3.0)  # headers count
     marker = VaryMarker(("accept",), 9.0, "/p")
     assert CacheEntry.decode(marker.encode()) == marker
     for garbage in (b"", b"\x00\x00\x00\x05{bad}", b"\x00\x00\x00\x02[]", b"pickle\x80\x04"):

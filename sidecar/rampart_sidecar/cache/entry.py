@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from ..headers import ENCODING, ResponseHead
 
@@ -21,24 +21,39 @@ _HEAD_LENGTH = struct.Struct("!I")
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
+    """A stored response. Its headers are kept only encoded (``head``), as a relayed
+    response's are: a hit writes them as they are, and bytes take a fifth of the
+    memory the same fields take as Python strings (a cache full of small
+    responses is mostly headers). ``header_pairs()`` decodes them for Redis.
+    """
+
     status: int
-    headers: tuple[tuple[str, str], ...]
+    headers: InitVar[tuple[tuple[str, str], ...]]
     body: bytes
     stored_at: float  # wall-clock seconds, comparable across sidecars sharing a Redis
     fresh_until: float
     stale_until: float  # the last moment it may answer for a failing upstream
     initial_age: float = 0.0  # the Age the upstream reported
     path: str = ""  # path and query, for invalidation by prefix
-    # The headers encoded as a relayed response's are: once per entry, not per hit.
-    head: ResponseHead = field(init=False, repr=False, compare=False)
+    head: ResponseHead = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        fields = [(name.encode(*ENCODING), value.encode(*ENCODING)) for name, value in self.headers]
+    def __post_init__(self, headers: tuple[tuple[str, str], ...]) -> None:
+        fields = [(name.encode(*ENCODING), value.encode(*ENCODING)) for name, value in headers]
         object.__setattr__(self, "head", ResponseHead(fields))
+
+    def header_pairs(self) -> list[tuple[str, str]]:
+        """The stored header fields, decoded (Content-Length last)."""
+        pairs = []
+        for line in self.head.relayed.split(b"\r\n")[:-1]:
+            name, _, value = line.partition(b": ")
+            pairs.append((name.decode(*ENCODING), value.decode(*ENCODING)))
+        if self.head.content_length is not None:
+            pairs.append(("Content-Length", str(self.head.content_length)))
+        return pairs
 
     @property
     def size(self) -> int:
-        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + 64
+        return len(self.body) + len(self.head.relayed) + 64
 
     def is_fresh(self, now: float) -> bool:
         return now < self.fresh_until
@@ -51,7 +66,7 @@ class CacheEntry:
             {
                 "v": _FORMAT,
                 "status": self.status,
-                "headers": self.headers,
+                "headers": self.header_pairs(),
                 "stored_at": self.stored_at,
                 "fresh_until": self.fresh_until,
                 "stale_until": self.stale_until,
