@@ -77,13 +77,7 @@ class BodyBuffer:
                 self._waiter = None
                 if timer is not None:
                     timer.cancel()
-        chunk = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
-        self._chunks.clear()
-        self._buffered = 0
-        if self._paused:
-            self._paused = False
-            self._resume()
-        return chunk
+        return self._take_buffered()
 
     def take(self) -> bytes | None:
         """The whole body if it has all arrived and can be had without waiting, else None.
@@ -93,8 +87,13 @@ class BodyBuffer:
         """
         if not self._done or self.error is not None or self._on_first_read is not None:
             return None
-        chunk = b"".join(self._chunks)
-        self._chunks.clear()
+        return self._take_buffered()
+
+    def _take_buffered(self) -> bytes:
+        """Everything buffered, as one bytes; reading resumes if it was paused."""
+        chunks = self._chunks
+        chunk = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        chunks.clear()
         self._buffered = 0
         if self._paused:
             self._paused = False
