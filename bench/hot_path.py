@@ -1,13 +1,14 @@
 """The sidecar's request path in one process, without sockets: for profilers.
 
-    .venv/bin/python bench/hot_path.py [--requests 50000] [--rounds 3] [--browser]
+    .venv/bin/python bench/hot_path.py [--requests 50000] [--rounds 3] [--browser] [--cache]
     py-spy record -r 1000 -f raw -o hot.txt -- .venv/bin/python bench/hot_path.py
 
 The real ``HttpConnection``, ``Proxy`` (every policy on, as in proxy_bench)
 and ``UpstreamPool`` connection, with transports that hand bytes straight
 back: a request goes in, the upstream's canned answer (nginx's fields and a
 615-byte body) comes back on the next loop iteration, and the next request
-follows the answer. No kernel time, no other process, so a profile shows only
+follows the answer (with ``--cache``, the memory cache answers all but the
+first). No kernel time, no other process, so a profile shows only
 the Python of the request path, and the CPU per request moves only with it.
 The absolute number is not the real one (bench/cpu_per_request.py is); the
 differences between two versions are.
@@ -24,6 +25,7 @@ from typing import Any
 import uvloop
 
 from rampart_sidecar import upstream
+from rampart_sidecar.cache import ResponseCache
 from rampart_sidecar.config import SidecarSettings
 from rampart_sidecar.metrics import Recorder
 from rampart_sidecar.proxy import Proxy
@@ -80,12 +82,16 @@ class LoopbackTransport:
         pass
 
 
-async def run(requests: int, request: bytes) -> tuple[float, float]:
+async def run(requests: int, request: bytes, cached: bool) -> tuple[float, float]:
     """User and system CPU seconds per request."""
     loop = asyncio.get_running_loop()
-    settings = SidecarSettings.model_validate(SETTINGS)
-    proxy = Proxy(settings, Recorder())
+    caching = {"cache": {"ttl": "1h", "memory": {"maxEntries": 10000}}} if cached else {}
+    settings = SidecarSettings.model_validate(SETTINGS | caching)
+    recorder = Recorder()
+    proxy = Proxy(settings, recorder)
     await proxy.start()
+    if settings.cache is not None:
+        proxy.cache = ResponseCache(settings.cache, recorder)
     pool = proxy.pool
     connection = upstream._Connection(pool)
 
@@ -124,10 +130,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--browser", action="store_true", help="a browser's 9 fields, not 1")
+    parser.add_argument("--cache", action="store_true", help="memory-cache hits")
     args = parser.parse_args()
     request = BROWSER_LIKE if args.browser else CURL_LIKE
     for _ in range(args.rounds):
-        user, system = uvloop.run(run(args.requests, request))
+        user, system = uvloop.run(run(args.requests, request, args.cache))
         print(f"user {1e6 * user:.1f} µs, system {1e6 * system:.1f} µs per request", flush=True)
 
 

@@ -42,6 +42,8 @@ _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 _NOT_RELAYED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-rampart-cache"}
 # Connection tokens that name no field.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
+# A request's fields that change what a cache may answer with.
+_CACHE_FIELDS = frozenset({b"cache-control", b"pragma", b"range"})
 # A request's fields the proxy reads or replaces rather than forwards as they are.
 _NOT_FORWARDED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-forwarded-for"}
 # What a log line and an upstream can safely receive: no spaces, no control bytes.
@@ -94,6 +96,7 @@ class RequestHead:
     """
 
     __slots__ = (
+        "cache_fields",
         "chunked",
         "content_length",
         "expects_continue",
@@ -101,7 +104,7 @@ class RequestHead:
         "forwarded",
         "forwarded_for",
         "has_forwarded_proto",
-        "has_host",
+        "host",
         "request_id",
     )
 
@@ -113,7 +116,8 @@ class RequestHead:
         self.request_id: str | None = None
         self.forwarded_for = b""  # every X-Forwarded-For value, joined
         self.has_forwarded_proto = False
-        self.has_host = False
+        self.host: str | None = None  # the first Host field
+        self.cache_fields = False  # whether any field a cache must read is there
         forwarded: list[bytes] = []
         named: list[bytes] = []
         for name, value in fields:
@@ -132,7 +136,10 @@ class RequestHead:
                     self.forwarded_for += b", " + value if self.forwarded_for else value
                 continue
             if lower == b"host":
-                self.has_host = True
+                if self.host is None:
+                    self.host = value.decode(*ENCODING)
+            elif lower in _CACHE_FIELDS:
+                self.cache_fields = True
             elif lower == b"expect":
                 self.expects_continue = value.lower() == b"100-continue"
             elif lower == b"x-forwarded-proto":

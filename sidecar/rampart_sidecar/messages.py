@@ -107,7 +107,7 @@ class Request:
 
     @property
     def host(self) -> str:
-        return self.headers.get("Host", "")
+        return self.head.host or ""
 
     def abort(self) -> None:
         """Cut the connection: the only way to say a streamed response is incomplete."""

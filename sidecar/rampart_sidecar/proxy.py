@@ -299,7 +299,7 @@ class Proxy:
         head = request.head
         ours = f"X-Request-ID: {exchange.request_id}\r\n"
         client = request.remote
-        if not head.has_host:  # HTTP/1.0 clients may leave it out; the upstream may not
+        if head.host is None:  # HTTP/1.0 clients may leave it out; the upstream may not
             ours += f"Host: {self.pool.authority}\r\n"
         if not head.has_forwarded_proto:
             ours += f"X-Forwarded-Proto: {request.scheme}\r\n"

@@ -103,7 +103,8 @@ def test_request_head_forwards_end_to_end_fields_as_they_came():
     assert head.expects_continue
     assert head.request_id == "first"
     assert head.forwarded_for == b"10.0.0.1, 10.0.0.2"
-    assert head.has_host
+    assert head.host == "shop.example"
+    assert not head.cache_fields
     assert not head.has_forwarded_proto
     assert head.fields[0] == (b"Host", b"shop.example")
 

@@ -49,6 +49,7 @@ RESULTS = ("HIT", "MISS", "STALE", "BYPASS")
 # Per-response or per-hop fields that must not be replayed from the cache.
 _NOT_STORED = frozenset({"age", "x-request-id", "x-rampart-cache", "set-cookie"})
 _STATS_INTERVAL = 10.0
+_NO_FIELDS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 Forward = Callable[
     [Request, "Exchange", "ResponseHook | None"], Awaitable[Response | StreamResponse]
@@ -101,7 +102,9 @@ class ResponseCache:
     async def serve(
         self, request: Request, exchange: Exchange, forward: Forward
     ) -> Response | StreamResponse:
-        plan = plan_request(request.method, request.headers)
+        # Without a Cache-Control, Pragma or Range field the fields need no decoding.
+        fields = request.headers if request.head.cache_fields else _NO_FIELDS
+        plan = plan_request(request.method, fields)
         if not plan.store:
             self._count(exchange, "BYPASS")
             return await forward(request, exchange, None)
@@ -110,7 +113,7 @@ class ResponseCache:
         stale: CacheEntry | None = None
         leading: asyncio.Future[_Shared | None] | None = None
         if plan.lookup:
-            found = await self.tiers.find(key, request.headers)
+            found = await self.tiers.find(key, lambda: request.headers)
             if found is not None:
                 entry, tier = found
                 if entry.is_fresh(self.clock()):

@@ -74,12 +74,17 @@ class TieredCache:
         return value, "redis"
 
     async def find(
-        self, primary: str, request_headers: CIMultiDictProxy[str]
+        self, primary: str, request_headers: Callable[[], CIMultiDictProxy[str]]
     ) -> tuple[CacheEntry, str] | None:
-        """The entry for this request, fresh or stale, and the tier that had it."""
+        """The entry for this request, fresh or stale, and the tier that had it.
+
+        ``request_headers`` is called only for a response that varies: most
+        requests never need their fields decoded.
+        """
         found = await self._get(primary)
         if found is not None and isinstance(found[0], VaryMarker):
-            found = await self._get(variant_key(primary, found[0].headers, request_headers))
+            vary = found[0].headers
+            found = await self._get(variant_key(primary, vary, request_headers()))
         if found is None or not isinstance(found[0], CacheEntry):
             return None
         return found[0], found[1]
