@@ -8,6 +8,7 @@ import re
 from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
+    "ENCODING",
     "HOP_BY_HOP",
     "Fields",
     "RequestHead",
@@ -36,9 +37,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 # The same, as the lower-cased bytes a received field's name is compared with.
-# Content-Length too: the server computes it from the body it actually sends.
-# And the fields the sidecar sets on every answer itself: one of each.
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+# A response's fields not relayed as they are: Content-Length, which the server
+# computes from the body it sends, and those the sidecar sets on every answer.
 _NOT_RELAYED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-rampart-cache"}
 # Connection tokens that name no field.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})

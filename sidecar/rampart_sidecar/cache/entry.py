@@ -22,9 +22,9 @@ _HEAD_LENGTH = struct.Struct("!I")
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
     """A stored response. Its headers are kept only encoded (``head``), as a relayed
-    response's are: a hit writes them as they are, and bytes take a fifth of the
-    memory the same fields take as Python strings (a cache full of small
-    responses is mostly headers). ``header_pairs()`` decodes them for Redis.
+    response's are: a hit writes them as they are, and a small entry takes 551
+    bytes instead of about 1,200 with its fields as Python strings (seven
+    fields, ``tracemalloc``). ``header_pairs()`` decodes them for Redis.
     """
 
     status: int
