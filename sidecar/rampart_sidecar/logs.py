@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TextIO
 
-__all__ = ["ALWAYS_SECRET", "JsonFormatter", "configure_logging", "redact_headers"]
+__all__ = ["ALWAYS_SECRET", "AccessLog", "JsonFormatter", "configure_logging", "redact_headers"]
 
 ALWAYS_SECRET = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 REDACTED = "[redacted]"
@@ -41,7 +43,95 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class AccessLog:
+    """The access log's one line per request, written beside the logging module, not through it.
+
+    Through ``logging`` and ``JsonFormatter`` a line cost about 50 µs of CPU
+    in the sidecar, as much as proxying the request itself (docs/benchmarks.md):
+    a LogRecord, a walk of the caller's frames, every record attribute looked
+    at, a flush per line. This builds the same JSON line (same keys, same
+    order, same encoder) from a dict and writes what a loop iteration
+    produced with one write. Where ``configure_logging`` has not named a
+    stream (the sidecar embedded in another program), lines go through
+    ``logging`` as before.
+    """
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("rampart.access")
+        self._pending: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def enabled(self) -> bool:
+        return self._logger.isEnabledFor(logging.INFO)
+
+    def write(self, fields: dict[str, object], loop: asyncio.AbstractEventLoop | None) -> None:
+        """One request's line; written once the loop's current iteration is done."""
+        stream = _access_stream
+        if stream is None:
+            self._logger.info("request", extra=fields)
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        entry: dict[str, object] = {
+            "ts": f"{self._stamp}.{int((now - second) * 1000):03d}Z",
+            "level": "info",
+            "logger": "rampart.access",
+            "msg": "request",
+        }
+        entry.update(fields)
+        if not self._pending and loop is not None:
+            loop.call_soon(self.flush)
+        self._pending.append(json_line(entry))
+        if loop is None:
+            self.flush()
+
+    def flush(self) -> None:
+        stream = _access_stream
+        if self._pending and stream is not None:
+            self._pending.append("")  # the last line's newline
+            stream.write("\n".join(self._pending))
+            stream.flush()
+        self._pending.clear()
+
+
+def json_line(entry: Mapping[str, object]) -> str:
+    """``json.dumps(entry, default=str)`` for a flat dict, at a fraction of its cost.
+
+    json.dumps with any option builds a new encoder on every call, which was
+    most of an access line's cost. The values here are flat: strings, numbers,
+    booleans, None, and anything else as its ``str``, as ``default=str`` does.
+    """
+    parts = []
+    for key, value in entry.items():
+        if isinstance(value, str):
+            text = _quote(value)
+        elif value is None:
+            text = "null"
+        elif value is True or value is False:
+            text = "true" if value else "false"
+        elif isinstance(value, int):
+            text = int.__repr__(value)
+        elif isinstance(value, float):
+            text = float.__repr__(value) if math.isfinite(value) else json.dumps(value)
+        else:
+            text = _quote(str(value))
+        parts.append(f"{_quote(key)}: {text}")
+    return "{" + ", ".join(parts) + "}"
+
+
+_quote = json.encoder.encode_basestring_ascii
+# Where AccessLog writes: the stream configure_logging gave the root logger.
+_access_stream: TextIO | None = None
+
+
 def configure_logging(level: str) -> None:
+    global _access_stream
+    _access_stream = sys.stdout
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -27,7 +27,7 @@ from prometheus_client import Counter
 from .config import SidecarSettings
 from .errors import ConnectFailure, PerTryTimeout, UpstreamError, UpstreamReset
 from .headers import ENCODING, request_id
-from .logs import redact_headers
+from .logs import AccessLog, redact_headers
 from .messages import Request, Response, StreamResponse
 from .metrics import Recorder
 from .policies import (
@@ -45,7 +45,6 @@ from .websocket import is_websocket_upgrade, relay_websocket
 
 __all__ = ["CacheLayer", "Exchange", "Proxy", "ResponseHook", "classify_client_error"]
 
-access_log = logging.getLogger("rampart.access")
 log = logging.getLogger("rampart.proxy")
 
 # Responses up to this size are read whole and sent with one write; larger
@@ -163,6 +162,8 @@ class Proxy:
         self.max_body = settings.server.max_request_body_bytes
         self.secret_headers = frozenset(h.lower() for h in settings.logging.secret_headers)
         self.access_log = settings.logging.access_log
+        self._access = AccessLog()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.cache: CacheLayer | None = None  # set by the app when spec.sidecar.cache is
         self.draining = False
         self.in_flight = 0
@@ -177,6 +178,7 @@ class Proxy:
     # -- life cycle -------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         upstream = self.settings.upstream
         self._pool = UpstreamPool(upstream)
         connector = aiohttp.TCPConnector(
@@ -206,6 +208,7 @@ class Proxy:
         return self._pool
 
     async def close(self) -> None:
+        self._access.flush()
         if self._pool is not None:
             await self._pool.close()
         if self._session is not None:
@@ -565,7 +568,7 @@ class Proxy:
         self.recorder.observe_request(
             exchange.method, exchange.status, exchange.route.name, to_headers
         )
-        if self.access_log:
+        if self.access_log and self._access.enabled():
             extra: dict[str, object] = {
                 "request_id": exchange.request_id,
                 "method": exchange.method,
@@ -582,7 +585,7 @@ class Proxy:
                 extra["cache"] = exchange.cache_status
             if exchange.body_error:
                 extra["body_error"] = exchange.body_error
-            access_log.info("request", extra=extra)
+            self._access.write(extra, self._loop)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request headers",

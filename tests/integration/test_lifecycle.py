@@ -185,3 +185,20 @@ async def test_logs_are_json_with_request_ids_and_no_secrets(start_sidecar, upst
     assert access[0]["status"] == 200
     debug = [e for e in entries if e.get("msg") == "request headers"]
     assert debug[0]["headers"]["Authorization"] == "[redacted]"  # the debug line exists
+
+
+@pytest.mark.parametrize(("level", "lines"), [("info", 3), ("warning", 0)])
+async def test_access_lines_follow_the_log_level_and_are_all_written_by_exit(
+    start_sidecar, upstream, level, lines
+):
+    sidecar = start_sidecar({"logging": {"level": level}}, upstream.url)
+    async with aiohttp.ClientSession() as client:
+        for n in range(3):
+            async with client.get(sidecar.url + f"/echo?n={n}") as r:
+                assert r.status == 200
+    sidecar.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(sidecar.proc.wait, 10) == 0
+    entries = [json.loads(line) for line in sidecar.logs().splitlines() if line.startswith("{")]
+    access = [e for e in entries if e.get("logger") == "rampart.access"]
+    assert len(access) == lines
+    assert all(e["path"] == "/echo" and e["status"] == 200 for e in access)

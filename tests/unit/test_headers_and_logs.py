@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import enum
 import json
 import logging
 
 from multidict import CIMultiDict
 
 from rampart_sidecar.headers import RequestHead, ResponseHead, end_to_end, request_id
-from rampart_sidecar.logs import JsonFormatter, redact_headers
+from rampart_sidecar.logs import JsonFormatter, json_line, redact_headers
 
 
 def test_end_to_end_drops_hop_by_hop_and_connection_named_fields():
@@ -148,3 +149,18 @@ def test_response_head_without_length_or_type():
     assert head.content_length is None
     assert head.media_type == "application/octet-stream"
     assert not head.has_date
+
+
+def test_json_line_writes_what_json_dumps_would():
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    entries = [
+        {"ts": "2026-11-23T21:00:00.123Z", "level": "info", "msg": "request", "status": 200},
+        {"path": '/caf\u00e9/"quoted"\\back\nline\t\x00', "raw": "\udcff\udcfe", "none": None},
+        {"yes": True, "no": False, "ms": 0.1 + 0.2, "big": 10**30, "neg": -1.5e-7},
+        {"inf": float("inf"), "nan": float("nan"), "level": Level.HIGH, "odd": object},
+        {},
+    ]
+    for entry in entries:
+        assert json_line(entry) == json.dumps(entry, default=str)
