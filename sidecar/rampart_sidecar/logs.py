@@ -46,12 +46,12 @@ class JsonFormatter(logging.Formatter):
 class AccessLog:
     """The access log's one line per request, written beside the logging module, not through it.
 
-    Through ``logging`` and ``JsonFormatter`` a line cost about 50 µs of CPU
-    in the sidecar, as much as proxying the request itself (docs/benchmarks.md):
-    a LogRecord, a walk of the caller's frames, every record attribute looked
-    at, a flush per line. This builds the same JSON line (same keys, same
-    order, same encoder) from a dict and writes what a loop iteration
-    produced with one write. Where ``configure_logging`` has not named a
+    Through ``logging`` and ``JsonFormatter`` the line roughly doubled the
+    CPU a request takes (docs/benchmarks.md): a LogRecord, a walk of the
+    caller's frames, every record attribute looked at, a new JSON encoder and
+    a flush per line. This builds the same line (the keys, their order and
+    the text ``json.dumps`` gives) from a dict, and writes what one loop
+    iteration produced with one write. Where ``configure_logging`` has not named a
     stream (the sidecar embedded in another program), lines go through
     ``logging`` as before.
     """
