@@ -1,6 +1,7 @@
 """CPU time per request of the sidecar under saturation, split into user and kernel time.
 
     .venv/bin/python bench/cpu_per_request.py [--runs 3] [--duration 5] [--cache] [--floor]
+        [--access-log]
     .venv/bin/python bench/cpu_per_request.py --sidecar-path ../other-worktree/sidecar
 
 The measure to compare two versions of the request path by: req/s moves with
@@ -54,7 +55,10 @@ def requests_done(wrk_output: str) -> int:
 def measure(command: list[str], port: int, duration: int, env: dict[str, str]) -> str:
     url = f"http://127.0.0.1:{port}/"
     proc = subprocess.Popen(
-        ["taskset", "-c", PROXY_CORE, *command], env=env, stderr=subprocess.DEVNULL
+        ["taskset", "-c", PROXY_CORE, *command],
+        env=env,
+        stdout=subprocess.DEVNULL,  # where the log lines go, access lines included
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, proc)
@@ -81,6 +85,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per run")
     parser.add_argument("--cache", action="store_true", help="memory-cache hits instead")
     parser.add_argument("--floor", action="store_true", help="also bench/floor_proxy.py")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="the default logging (level info, an access line per request, to /dev/null)",
+    )
     parser.add_argument("--sidecar-path", help="another rampart_sidecar's parent folder")
     args = parser.parse_args()
     ensure_tools()
@@ -98,6 +107,14 @@ def main() -> None:
                 for name, env in versions:
                     port = free_port()
                     command = sidecar_conf(workdir, port, free_port(), upstream, args.cache)
+                    if args.access_log:
+                        conf = Path(command[-1])
+                        quiet = "logging: {level: warning, accessLog: false}"
+                        text = conf.read_text()
+                        assert quiet in text
+                        conf.write_text(
+                            text.replace(quiet, "logging: {level: info, accessLog: true}")
+                        )
                     print(f"| {name} {measure(command, port, args.duration, env)}", flush=True)
                 if args.floor:
                     port = free_port()
