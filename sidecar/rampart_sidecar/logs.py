@@ -59,7 +59,6 @@ class AccessLog:
     def __init__(self) -> None:
         self._logger = logging.getLogger("rampart.access")
         self._pending: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._second = -1
         self._stamp = ""
 
@@ -94,8 +93,11 @@ class AccessLog:
         stream = _access_stream
         if self._pending and stream is not None:
             self._pending.append("")  # the last line's newline
-            stream.write("\n".join(self._pending))
-            stream.flush()
+            try:
+                stream.write("\n".join(self._pending))
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # stdout gone (a closed pipe): lose the lines, as logging does, not requests
         self._pending.clear()
 
 

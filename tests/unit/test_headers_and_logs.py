@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import enum
+import io
 import json
 import logging
 
 from multidict import CIMultiDict
 
+from rampart_sidecar import logs
 from rampart_sidecar.headers import RequestHead, ResponseHead, end_to_end, request_id
 from rampart_sidecar.logs import JsonFormatter, json_line, redact_headers
 
@@ -164,3 +166,18 @@ def test_json_line_writes_what_json_dumps_would():
     ]
     for entry in entries:
         assert json_line(entry) == json.dumps(entry, default=str)
+
+
+def test_access_lines_to_a_closed_stream_are_dropped_not_raised(monkeypatch):
+    gone = io.StringIO()
+    gone.close()
+    monkeypatch.setattr(logs, "_access_stream", gone)
+    access = logs.AccessLog()
+    access.write({"path": "/", "status": 200}, None)  # no loop: written at once
+    access.flush()
+
+    kept = io.StringIO()
+    monkeypatch.setattr(logs, "_access_stream", kept)
+    access.write({"path": "/a", "status": 200}, None)
+    line = json.loads(kept.getvalue())
+    assert (line["logger"], line["msg"], line["path"]) == ("rampart.access", "request", "/a")
