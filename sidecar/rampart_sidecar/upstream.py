@@ -94,10 +94,6 @@ class UpstreamResponse:
     def content_length(self) -> int | None:
         return self.head.content_length
 
-    @property
-    def content_type(self) -> str:
-        return self.head.media_type
-
     async def read(self, timeout: float | None = None) -> bytes:
         return await self.content.read(timeout)
 
