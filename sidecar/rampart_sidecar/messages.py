@@ -120,10 +120,12 @@ class Response:
     A ``Content-Length`` in ``headers`` is kept only when there is no body to
     measure (the answer to a HEAD, which announces the length it would have).
     ``relayed`` is the upstream's own fields, still encoded, for a response
-    the proxy relays; ``headers`` then holds only what the sidecar adds.
+    the proxy relays; ``own`` the fields the sidecar adds to every answer
+    (``X-Request-ID``), encoded too, so that relaying a response decodes and
+    encodes no header at all. ``headers`` is for anything else.
     """
 
-    __slots__ = ("body", "headers", "reason", "relayed", "status")
+    __slots__ = ("body", "headers_or_none", "own", "reason", "relayed", "status")
     prepared = False
 
     def __init__(
@@ -133,20 +135,28 @@ class Response:
         body: bytes = b"",
         reason: str = "",
         relayed: ResponseHead | None = None,
+        own: bytes = b"",
     ) -> None:
         self.status = status
         self.reason = reason
-        self.headers: CIMultiDict[str] = headers if headers is not None else CIMultiDict()
+        self.headers_or_none = headers  # made on first use: most relayed answers need none
         self.body = body
         self.relayed = relayed
+        self.own = own
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        if self.headers_or_none is None:
+            self.headers_or_none = CIMultiDict()
+        return self.headers_or_none
 
 
 class StreamResponse:
     """A response whose body is written as it arrives: ``prepare``, ``write``..., ``write_eof``.
 
     With ``content_length`` set the body goes as is; without it, chunked (or,
-    to an HTTP/1.0 client, until the connection closes). ``relayed`` as for
-    ``Response``.
+    to an HTTP/1.0 client, until the connection closes). ``relayed`` and
+    ``own`` as for ``Response``.
     """
 
     def __init__(
@@ -156,15 +166,21 @@ class StreamResponse:
         reason: str = "",
         content_length: int | None = None,
         relayed: ResponseHead | None = None,
+        own: bytes = b"",
     ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
         self.content_length = content_length
         self.relayed = relayed
+        self.own = own
         self.prepared = False
         self._chunked = False
         self._connection: HttpConnection | None = None
+
+    @property
+    def headers_or_none(self) -> CIMultiDict[str]:
+        return self.headers
 
     async def prepare(self, request: Request) -> None:
         connection = request.connection

@@ -461,9 +461,10 @@ class Proxy:
         """Send the upstream's response to the client, whole when small, else streamed."""
         exchange.status = upstream.status
         # The upstream's own fields go as they came (``relayed``); these are ours.
-        headers = CIMultiDict({"X-Request-ID": exchange.request_id})
+        own = b"X-Request-ID: %s\r\n" % exchange.request_id.encode()
         if exchange.cache_status:
-            headers["X-Rampart-Cache"] = exchange.cache_status
+            own += b"X-Rampart-Cache: %s\r\n" % exchange.cache_status.encode()
+        headers: CIMultiDict[str] | None = None
         length = upstream.content_length
         no_body = request.method == "HEAD" or upstream.status in NO_BODY_STATUSES
         event_stream = upstream.head.is_event_stream
@@ -479,7 +480,7 @@ class Proxy:
             if no_body:
                 body = b""
                 if length is not None:
-                    headers["Content-Length"] = str(length)
+                    headers = CIMultiDict({"Content-Length": str(length)})
             elif length is not None and length <= whole_limit:
                 content = upstream.content
                 body = content.take() if content.complete else None
@@ -492,10 +493,10 @@ class Proxy:
             if body is not None:
                 if storing and hook is not None:
                     await hook.store(upstream, body)
-                return Response(upstream.status, headers, body, upstream.reason, upstream.head)
+                return Response(upstream.status, headers, body, upstream.reason, upstream.head, own)
 
             response = StreamResponse(
-                upstream.status, headers, upstream.reason, length, upstream.head
+                upstream.status, CIMultiDict(), upstream.reason, length, upstream.head, own
             )
             await response.prepare(request)
             exchange.headers_sent = monotonic()

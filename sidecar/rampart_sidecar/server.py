@@ -58,18 +58,18 @@ class _HeadTooLarge(Exception):
 
 
 class _HttpDate:
-    """The ``Date`` header's value, formatted once a second rather than per response."""
+    """The ``Date`` field, encoded once a second rather than per response."""
 
     def __init__(self) -> None:
         self._second = 0
-        self._value = ""
+        self._field = b""
 
-    def __call__(self) -> str:
+    def __call__(self) -> bytes:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._value = formatdate(now, usegmt=True)
-        return self._value
+            self._field = b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
+        return self._field
 
 
 class HttpConnection(WriteFlow):
@@ -318,35 +318,43 @@ class HttpConnection(WriteFlow):
             and (request.content is None or request.content.complete)
         )
 
-    def _head(self, request: Request, response: Response | StreamResponse, framing: str) -> bytes:
+    def _head(self, request: Request, response: Response | StreamResponse, framing: bytes) -> bytes:
         """The whole head: status line, the upstream's fields, ours, then ``framing``."""
-        headers = response.headers
+        headers = response.headers_or_none
         relayed = response.relayed
-        lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
-        if not (relayed is not None and relayed.has_date) and "Date" not in headers:
-            lines.append(f"Date: {self.server.date()}\r\n")
+        parts = [_status_line(response.status, response.reason)]
+        has_date = False
+        if relayed is not None:
+            parts.append(relayed.relayed)
+            has_date = relayed.has_date
+        parts.append(response.own)
+        if headers:
+            fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+            parts.append(fields.encode(*ENCODING))
+            has_date = has_date or "Date" in headers
+        if not has_date:
+            parts.append(self.server.date())
         if not self._keeps_alive(request):
             self._must_close = True  # said so: keep to it, whatever happens next
-            lines.append("Connection: close\r\n")
+            parts.append(b"Connection: close\r\n")
         elif request.version == "1.0":
-            lines.append("Connection: keep-alive\r\n")
-        lines.append(framing)
-        lines.append("\r\n")
-        status = _status_line(response.status, response.reason)
-        ours = "".join(lines).encode(*ENCODING)
-        return status + relayed.relayed + ours if relayed is not None else status + ours
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(framing)
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     def _write_whole(self, request: Request, response: Response) -> None:
         status = response.status
-        headers = response.headers
+        headers = response.headers_or_none
         body = response.body
-        if body and "Content-Length" in headers:
-            del headers["Content-Length"]
+        given_length = headers is not None and "Content-Length" in headers
+        if body and given_length:
+            del response.headers["Content-Length"]
         # A HEAD answer without a length says none: 0 would be a claim about the body.
-        measured = body or (request.method != "HEAD" and "Content-Length" not in headers)
-        framing = ""
+        measured = body or (request.method != "HEAD" and not given_length)
+        framing = b""
         if measured and status not in NO_BODY_STATUSES:
-            framing = f"Content-Length: {len(body)}\r\n"
+            framing = b"Content-Length: %d\r\n" % len(body)
         head = self._head(request, response, framing)
         if body and request.method != "HEAD" and status not in NO_BODY_STATUSES:
             self.write(head + body)
@@ -356,11 +364,11 @@ class HttpConnection(WriteFlow):
     def start_stream(self, request: Request, response: StreamResponse) -> bool:
         """Write a streamed response's head; True when its body must go chunked."""
         chunked = False
-        framing = ""
+        framing = b""
         if response.content_length is not None:
-            framing = f"Content-Length: {response.content_length}\r\n"
+            framing = b"Content-Length: %d\r\n" % response.content_length
         elif request.version == "1.1":
-            framing = "Transfer-Encoding: chunked\r\n"
+            framing = b"Transfer-Encoding: chunked\r\n"
             chunked = True
         else:
             self._must_close = True  # an HTTP/1.0 body of unknown length ends with the connection
@@ -508,8 +516,19 @@ def _status_and_fields(status: int, reason: str, headers: CIMultiDict[str]) -> l
     return lines
 
 
+# Status lines for the standard reason phrases, ready to write; any other is built.
+_STATUS_LINES = {
+    (code, phrase): f"HTTP/1.1 {code} {phrase}\r\n".encode()
+    for code in range(100, 600)
+    if (phrase := reason_phrase(code))
+}
+
+
 def _status_line(status: int, reason: str) -> bytes:
-    return f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n".encode(*ENCODING)
+    line = _STATUS_LINES.get((status, reason or reason_phrase(status)))
+    if line is None:
+        line = f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n".encode(*ENCODING)
+    return line
 
 
 def _plain(status: int, reason: str) -> Response:

@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 
 from rampart_sidecar.config import ServerSettings
 from rampart_sidecar.flow import HIGH_WATER, BodyBuffer
+from rampart_sidecar.headers import ResponseHead
 from rampart_sidecar.messages import Request, Response, StreamResponse
 from rampart_sidecar.server import ProxyServer
 from tests.conftest import async_wait_until
@@ -196,6 +197,46 @@ async def test_head_answers_keep_the_announced_length_and_send_no_body():
     assert b"Content-Length: 1234\r\n" in heads[0]
     assert b"Content-Length" not in heads[1]  # no length known: none claimed, not 0
     assert heads[2].startswith(b"HTTP/1.1 200 OK\r\n")  # right after: no body in between
+
+
+async def test_status_lines_keep_the_reason_given_and_each_field_goes_once():
+    relayed = ResponseHead(
+        [(b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT"), (b"X-App", b"1"), (b"Content-Length", b"1")]
+    )
+    answers = {
+        "/custom": Response(200, reason="Fine"),
+        "/standard": Response(404),
+        "/unknown": Response(299),
+        "/relayed": Response(200, None, b"x", "OK", relayed, b"X-Request-ID: abc\r\n"),
+        "/mixed": Response(200, CIMultiDict({"X-Mine": "2"}), own=b"X-Request-ID: def\r\n"),
+    }
+
+    async def answer(request: Request) -> Response:
+        return answers[request.raw_path]
+
+    async with listening(answer) as served:
+        reader, writer = await served.connect()
+        writer.write(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p.encode() for p in answers))
+        async with asyncio.timeout(5):
+            heads = []
+            for _ in answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                heads.append(head.split(b"\r\n"))
+        writer.close()
+    custom, standard, unknown, relayed_head, mixed = heads
+    assert (custom[0], standard[0], unknown[0]) == (
+        b"HTTP/1.1 200 Fine",
+        b"HTTP/1.1 404 Not Found",
+        b"HTTP/1.1 299 ",
+    )
+    for head in heads:  # exactly one of each, whoever set it
+        names = [line.split(b":")[0].lower() for line in head[1:] if line]
+        assert (names.count(b"date"), names.count(b"content-length")) == (1, 1), head
+    assert b"Date: Mon, 01 Jan 2024 00:00:00 GMT" in relayed_head
+    assert {b"X-App: 1", b"X-Request-ID: abc", b"Content-Length: 1"} <= set(relayed_head)
+    assert {b"X-Mine: 2", b"X-Request-ID: def", b"Content-Length: 0"} <= set(mixed)
 
 
 async def test_a_slow_head_gets_408_and_an_idle_connection_is_closed_quietly():

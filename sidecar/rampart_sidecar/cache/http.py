@@ -164,22 +164,21 @@ class ResponseCache:
         self, request: Request, exchange: Exchange, entry: CacheEntry, result: str
     ) -> Response:
         # The stored fields go as encoded once (``entry.head``); these are per answer.
-        headers = CIMultiDict(
-            {
-                "Age": str(entry.age(self.clock())),
-                "X-Rampart-Cache": result,
-                "X-Request-ID": exchange.request_id,
-            }
+        own = b"Age: %d\r\nX-Rampart-Cache: %s\r\nX-Request-ID: %s\r\n" % (
+            entry.age(self.clock()),
+            result.encode(),
+            exchange.request_id.encode(),
         )
         head = entry.head
         exchange.status = entry.status
         self._count(exchange, result)
         if request.method == "HEAD":
             # The length the body would have; for a GET it is computed from the body sent.
+            headers = None
             if head.content_length is not None:
-                headers["Content-Length"] = str(head.content_length)
-            return Response(entry.status, headers, b"", relayed=head)
-        return Response(entry.status, headers, entry.body, relayed=head)
+                headers = CIMultiDict({"Content-Length": str(head.content_length)})
+            return Response(entry.status, headers, b"", relayed=head, own=own)
+        return Response(entry.status, None, entry.body, relayed=head, own=own)
 
     def _count(self, exchange: Exchange, result: str) -> None:
         exchange.cache_status = result
