@@ -34,27 +34,30 @@ class RateLimiter:
         self._clock = clock
         header = settings.key.removeprefix("header:")
         self.header = None if settings.key == "client-ip" else header
-        # key -> (tokens, last refill time); least recently used first.
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # key -> [tokens, last refill time], updated in place; least recently used first.
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
 
     def check(self, key: str) -> float:
         now = self._clock()
-        tokens, last = self._buckets.pop(key, (self._capacity, now))
-        tokens = min(self._capacity, tokens + (now - last) * self._rate)
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = [self._capacity, now]
+            if len(buckets) > self._max_keys:
+                # A forgotten key starts again with a full bucket, which errs on
+                # the side of serving; the bound is what keeps memory fixed under
+                # a flood of distinct keys.
+                buckets.popitem(last=False)
+        else:
+            buckets.move_to_end(key)
+        tokens = min(self._capacity, bucket[0] + (now - bucket[1]) * self._rate)
+        bucket[1] = now
         if tokens >= 1.0:
-            self._remember(key, tokens - 1.0, now)
+            bucket[0] = tokens - 1.0
             return 0.0
-        self._remember(key, tokens, now)
+        bucket[0] = tokens
         return (1.0 - tokens) / self._rate
 
     @staticmethod
     def retry_after(wait: float) -> int:
         return max(1, math.ceil(wait))
-
-    def _remember(self, key: str, tokens: float, now: float) -> None:
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > self._max_keys:
-            # A forgotten key starts again with a full bucket, which errs on
-            # the side of serving; the bound is what keeps memory fixed under
-            # a flood of distinct keys.
-            self._buckets.popitem(last=False)
