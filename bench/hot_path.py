@@ -1,6 +1,7 @@
 """The sidecar's request path in one process, without sockets: for profilers.
 
     .venv/bin/python bench/hot_path.py [--requests 50000] [--rounds 3] [--browser] [--cache]
+    .venv/bin/python bench/hot_path.py --bytecodes [--requests 3000]
     py-spy record -r 1000 -f raw -o hot.txt -- .venv/bin/python bench/hot_path.py
 
 The real ``HttpConnection``, ``Proxy`` (every policy on, as in proxy_bench)
@@ -12,6 +13,14 @@ first). No kernel time, no other process, so a profile shows only
 the Python of the request path, and the CPU per request moves only with it.
 The absolute number is not the real one (bench/cpu_per_request.py is); the
 differences between two versions are.
+
+``--bytecodes`` counts the Python bytecodes each request executes instead,
+by function (``sys.settrace`` with opcode events, so it runs ~50x slower).
+Unlike CPU time it does not move with how busy the host is: the same code
+gives the same count, so a change to the request path can be judged by it in
+seconds. Most of the CPU per request is the interpreter's loop (perf:
+``_PyEval_EvalFrameDefault`` is the top symbol), so fewer bytecodes is
+mostly less CPU, though one bytecode may call into C that costs more.
 """
 
 from __future__ import annotations
@@ -19,7 +28,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
+from collections import Counter
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvloop
@@ -82,7 +94,35 @@ class LoopbackTransport:
         pass
 
 
-async def run(requests: int, request: bytes, cached: bool) -> tuple[float, float]:
+class BytecodeCounter:
+    """A trace function counting the bytecodes executed, by (file, function)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> BytecodeCounter:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            code = frame.f_code
+            self.counts[(code.co_filename, code.co_name)] += 1
+        return self
+
+    def report(self, requests: int) -> None:
+        ours = Counter(
+            {
+                (file.rsplit("/", 1)[-1], name): count
+                for (file, name), count in self.counts.items()
+                if file != __file__  # the stand-in client and upstream are not the sidecar's
+            }
+        )
+        print(f"bytecodes per request: {ours.total() / requests:.0f}")
+        for (file, name), count in ours.most_common(25):
+            print(f"{count / requests:8.1f}  {file}:{name}")
+
+
+async def run(
+    requests: int, request: bytes, cached: bool, counter: BytecodeCounter | None = None
+) -> tuple[float, float]:
     """User and system CPU seconds per request."""
     loop = asyncio.get_running_loop()
     caching = {"cache": {"ttl": "1h", "memory": {"maxEntries": 10000}}} if cached else {}
@@ -118,8 +158,13 @@ async def run(requests: int, request: bytes, cached: bool) -> tuple[float, float
 
     client.connection_made(LoopbackTransport(on_answer))  # type: ignore[arg-type]
     before = os.times()
-    client.data_received(request)
-    await finished
+    if counter is not None:
+        sys.settrace(counter)
+    try:
+        client.data_received(request)
+        await finished
+    finally:
+        sys.settrace(None)
     after = os.times()
     await proxy.close()
     return (after.user - before.user) / requests, (after.system - before.system) / requests
@@ -131,8 +176,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--browser", action="store_true", help="a browser's 9 fields, not 1")
     parser.add_argument("--cache", action="store_true", help="memory-cache hits")
+    parser.add_argument(
+        "--bytecodes", action="store_true", help="count bytecodes per request, by function"
+    )
     args = parser.parse_args()
     request = BROWSER_LIKE if args.browser else CURL_LIKE
+    if args.bytecodes:
+        uvloop.run(run(500, request, args.cache))  # imports and first-use caches out of the count
+        counter = BytecodeCounter()
+        uvloop.run(run(args.requests, request, args.cache, counter))
+        counter.report(args.requests)
+        return
     for _ in range(args.rounds):
         user, system = uvloop.run(run(args.requests, request, args.cache))
         print(f"user {1e6 * user:.1f} µs, system {1e6 * system:.1f} µs per request", flush=True)

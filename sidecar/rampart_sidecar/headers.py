@@ -47,6 +47,9 @@ _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
 _CACHE_FIELDS = frozenset({b"cache-control", b"pragma", b"range"})
 # A request's fields the proxy reads or replaces rather than forwards as they are.
 _NOT_FORWARDED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-forwarded-for"}
+# The names each scan below looks at; every other field goes on after one set lookup.
+_REQUEST_READS = _NOT_FORWARDED | _CACHE_FIELDS | {b"host", b"expect", b"x-forwarded-proto"}
+_RESPONSE_READS = _NOT_RELAYED | {b"content-type", b"date"}
 # What a log line and an upstream can safely receive: no spaces, no control bytes.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
@@ -123,6 +126,9 @@ class RequestHead:
         named: list[bytes] = []
         for name, value in fields:
             lower = name.lower()
+            if lower not in _REQUEST_READS:
+                forwarded += (name, b": ", value, b"\r\n")
+                continue
             if lower in _NOT_FORWARDED:
                 if lower == b"content-length":
                     self.content_length = int(value) if value.isdigit() else None
@@ -173,6 +179,9 @@ class ResponseHead:
         named: list[bytes] = []  # tokens of Connection fields
         for name, value in fields:
             lower = name.lower()
+            if lower not in _RESPONSE_READS:
+                relayed += (name, b": ", value, b"\r\n")
+                continue
             if lower in _NOT_RELAYED:
                 if lower == b"content-length":
                     self.content_length = int(value) if value.isdigit() else None

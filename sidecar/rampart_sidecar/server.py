@@ -90,11 +90,11 @@ class HttpConnection(WriteFlow):
         self._waiter: asyncio.Future[None] | None = None  # set when a request is parsed
         self._url = b""
         self._fields: Fields = []
-        self._head_bytes = 0
+        self._head_bytes = 0  # of the head being parsed, in the chunks before this one
+        self._chunk_bytes = 0  # of the chunk being parsed
         self._in_head = False
         self._stop_parsing = False  # after a Connection: close request, an upgrade or garbage
         self._upgrading = False
-        self._head_size = 0
         self._must_close = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_deadline: float | None = None  # None: not waiting for a head
@@ -137,6 +137,7 @@ class HttpConnection(WriteFlow):
                 if len(self._leftover) > _HIGH_LEFTOVER:
                     self._pause("upgrade")
             return
+        self._chunk_bytes = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -174,7 +175,6 @@ class HttpConnection(WriteFlow):
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_bytes = 0
-        self._head_size = 0
         self._url = b""
         self._fields = []
 
@@ -184,18 +184,28 @@ class HttpConnection(WriteFlow):
             raise _HeadTooLarge("request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        size = len(name) + len(value) + 2
-        if size > self.server.max_header_bytes:
-            raise _HeadTooLarge("header field too long")
-        self._head_size += size
-        if self._head_size > self.server.max_head_bytes:
-            raise _HeadTooLarge("head too large")
+        # Sizes are checked once the head is complete (``_check_sizes``): until
+        # then what is kept is bounded by the chunks read, which data_received bounds.
         self._fields.append((name, value))
+
+    def _check_sizes(self, fields: Fields) -> None:
+        head_size = 0
+        for name, value in fields:
+            size = len(name) + len(value) + 2
+            if size > self.server.max_header_bytes:
+                raise _HeadTooLarge("header field too long")
+            head_size += size
+        if head_size > self.server.max_head_bytes:
+            raise _HeadTooLarge("head too large")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self.parser
-        head = RequestHead(self._fields)
+        fields = self._fields
+        # A head that came in fewer bytes than one field may have needs no check.
+        if self._head_bytes + self._chunk_bytes > self.server.max_header_bytes:
+            self._check_sizes(fields)
+        head = RequestHead(fields)
         method = parser.get_method().decode("ascii")
         try:
             url = httptools.parse_url(self._url)

@@ -263,8 +263,12 @@ async def test_a_slow_head_gets_408_and_an_idle_connection_is_closed_quietly():
         b"GET / HTTP/1.1\r\nX-Big: " + b"b" * 2000 + b"\r\n\r\n",
         b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"c" * 900) for i in range(12)),
         b"GET / HTTP/1.1\r\nX-Endless: " + b"d" * 20_000,  # never ends: bounded all the same
+        # complete, and every field within the limit, but too many of them
+        b"GET / HTTP/1.1\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, b"e" * 900) for i in range(12))
+        + b"\r\n",
     ],
-    ids=["request-line", "one-field", "whole-head", "unfinished-field"],
+    ids=["request-line", "one-field", "whole-head", "unfinished-field", "whole-head-complete"],
 )
 async def test_heads_over_the_limits_get_400(head):
     async with listening(echo_path, max_header_bytes=1024) as served:
