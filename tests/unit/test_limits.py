@@ -44,6 +44,15 @@ def test_keys_are_bounded():
     assert len(limiter._buckets) == 100
 
 
+def test_a_client_in_use_keeps_its_bucket_while_new_keys_come_and_go():
+    clock = Clock()  # never moves: an emptied bucket stays empty unless forgotten
+    limiter = RateLimiter(RateLimitSettings(requests_per_second=1, burst=1, max_keys=10), clock)
+    assert limiter.check("busy") == 0.0
+    for i in range(100):
+        limiter.check(f"passer-by-{i}")
+        assert limiter.check("busy") > 0, f"forgotten after {i + 1} other keys"
+
+
 def test_burst_defaults_to_the_rate():
     assert RateLimitSettings(requests_per_second=50).bucket_size == 50
     assert RateLimitSettings(requests_per_second=0.5).bucket_size == 1
