@@ -10,15 +10,23 @@
 Lower-level errors (the upstream pool's ``ConnectionError``s, aiohttp's for
 WebSockets, the OS's) are translated into these in one place,
 ``proxy.classify_client_error``, keeping the original as ``__cause__``.
+
+The request path's own low-level exceptions live here too, below, rather
+than beside the code that raises them: those modules are compiled by mypyc
+(``setup.py``), and a compiled class cannot subclass a built-in exception.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BodyTooLarge",
     "ConfigError",
     "ConnectFailure",
+    "HeadTooLarge",
     "PerTryTimeout",
     "RampartError",
+    "UpstreamClosed",
+    "UpstreamConnectError",
     "UpstreamError",
     "UpstreamReset",
 ]
@@ -58,3 +66,19 @@ class PerTryTimeout(UpstreamError):
     retry_on = "timeout"
     reason = "upstream-timeout"
     status = 504
+
+
+class UpstreamConnectError(ConnectionError):
+    """No connection to the application could be made; nothing was sent."""
+
+
+class UpstreamClosed(ConnectionError):
+    """The connection to the application broke before the response ended."""
+
+
+class HeadTooLarge(Exception):
+    """A request head passed ``server.maxHeaderBytes`` (the server answers 400)."""
+
+
+class BodyTooLarge(Exception):
+    """The client's body passed ``server.maxRequestBodyBytes``."""

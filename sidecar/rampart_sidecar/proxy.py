@@ -25,7 +25,14 @@ from multidict import CIMultiDict
 from prometheus_client import Counter
 
 from .config import SidecarSettings
-from .errors import ConnectFailure, PerTryTimeout, UpstreamError, UpstreamReset
+from .errors import (
+    BodyTooLarge,
+    ConnectFailure,
+    PerTryTimeout,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamReset,
+)
 from .headers import ENCODING, request_id
 from .logs import AccessLog, redact_headers
 from .messages import Request, Response, StreamResponse
@@ -40,7 +47,7 @@ from .policies import (
     Route,
     RouteTable,
 )
-from .upstream import NO_BODY_STATUSES, UpstreamConnectError, UpstreamPool, UpstreamResponse
+from .upstream import NO_BODY_STATUSES, UpstreamPool, UpstreamResponse
 from .websocket import is_websocket_upgrade, relay_websocket
 
 __all__ = ["CacheLayer", "Exchange", "Proxy", "ResponseHook", "classify_client_error"]
@@ -50,10 +57,6 @@ log = logging.getLogger("rampart.proxy")
 # Responses up to this size are read whole and sent with one write; larger
 # ones, and those of unknown length, stream.
 _BUFFERED_RESPONSE_LIMIT = 64 * 1024
-
-
-class BodyTooLarge(Exception):
-    """The client's body passed ``server.maxRequestBodyBytes``."""
 
 
 class RequestBodyStream:

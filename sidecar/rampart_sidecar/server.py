@@ -35,6 +35,7 @@ import httptools
 from multidict import CIMultiDict
 
 from .config import ServerSettings
+from .errors import HeadTooLarge
 from .flow import BodyBuffer, WriteFlow
 from .headers import Fields, RequestHead
 from .messages import Request, Response, StreamResponse, reason_phrase
@@ -51,10 +52,6 @@ _MAX_QUEUED = 16  # pipelined requests parsed ahead; reading pauses beyond this
 _LINGER = 2.0  # seconds to swallow a body nobody read before closing
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HIGH_LEFTOVER = 64 * 1024  # bytes after an Upgrade head kept until the tunnel takes them
-
-
-class _HeadTooLarge(Exception):
-    pass
 
 
 class _HttpDate:
@@ -148,7 +145,7 @@ class HttpConnection(WriteFlow):
             return
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__ or error.__cause__
-            self._refuse(str(cause) if isinstance(cause, _HeadTooLarge) else str(error))
+            self._refuse(str(cause) if isinstance(cause, HeadTooLarge) else str(error))
             return
         except httptools.HttpParserError as error:
             self._refuse(str(error))
@@ -181,7 +178,7 @@ class HttpConnection(WriteFlow):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self.server.max_header_bytes:
-            raise _HeadTooLarge("request line too long")
+            raise HeadTooLarge("request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Sizes are checked once the head is complete (``_check_sizes``): until
@@ -193,10 +190,10 @@ class HttpConnection(WriteFlow):
         for name, value in fields:
             size = len(name) + len(value) + 2
             if size > self.server.max_header_bytes:
-                raise _HeadTooLarge("header field too long")
+                raise HeadTooLarge("header field too long")
             head_size += size
         if head_size > self.server.max_head_bytes:
-            raise _HeadTooLarge("head too large")
+            raise HeadTooLarge("head too large")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -212,8 +209,10 @@ class HttpConnection(WriteFlow):
         except httptools.HttpParserInvalidURLError:
             raw_path, query = self._url.decode(*ENCODING), ""  # refused by the proxy
         else:
-            raw_path = url.path.decode(*ENCODING) if url.path else ""
-            query = url.query.decode(*ENCODING) if url.query else ""
+            # httptools' stub says bytes; either part may be None.
+            parts: Any = url
+            raw_path = parts.path.decode(*ENCODING) if parts.path else ""
+            query = parts.query.decode(*ENCODING) if parts.query else ""
         body = None
         if head.chunked or head.content_length:
             body = BodyBuffer(

@@ -31,6 +31,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from .config import UpstreamSettings
+from .errors import UpstreamClosed, UpstreamConnectError
 from .flow import BodyBuffer, WriteFlow
 from .headers import ENCODING, Fields, ResponseHead, decode_fields
 
@@ -47,14 +48,6 @@ NO_BODY_STATUSES = frozenset({204, 304})  # never a body, whatever the headers s
 
 Body = bytes | AsyncIterable[bytes] | None
 _NO_FIELDS = ResponseHead([])
-
-
-class UpstreamConnectError(ConnectionError):
-    """No connection to the application could be made; nothing was sent."""
-
-
-class UpstreamClosed(ConnectionError):
-    """The connection broke before the response ended."""
 
 
 class UpstreamResponse:
