@@ -17,6 +17,12 @@ REQUEST_PATH = [
     "sidecar/rampart_sidecar/flow.py",
     "sidecar/rampart_sidecar/headers.py",
     "sidecar/rampart_sidecar/messages.py",
+    "sidecar/rampart_sidecar/policies/breaker.py",
+    "sidecar/rampart_sidecar/policies/concurrency.py",
+    "sidecar/rampart_sidecar/policies/ratelimit.py",
+    "sidecar/rampart_sidecar/policies/retry.py",
+    "sidecar/rampart_sidecar/policies/timeout.py",
+    "sidecar/rampart_sidecar/proxy.py",
     "sidecar/rampart_sidecar/server.py",
     "sidecar/rampart_sidecar/upstream.py",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import monotonic
 from typing import Protocol
@@ -47,6 +47,7 @@ from .policies import (
     Route,
     RouteTable,
 )
+from .request_body import RequestBodyStream
 from .upstream import NO_BODY_STATUSES, UpstreamPool, UpstreamResponse
 from .websocket import is_websocket_upgrade, relay_websocket
 
@@ -57,41 +58,6 @@ log = logging.getLogger("rampart.proxy")
 # Responses up to this size are read whole and sent with one write; larger
 # ones, and those of unknown length, stream.
 _BUFFERED_RESPONSE_LIMIT = 64 * 1024
-
-
-class RequestBodyStream:
-    """The client's body relayed as it arrives, remembering why it stopped early.
-
-    The upstream pool writes a request body in a task of its own, so an error raised here
-    may reach the caller only as a broken connection; ``failure`` keeps the real
-    reason (the client's fault, not the upstream's).
-    """
-
-    def __init__(self, request: Request, prefix: bytes, limit: int, idle: float) -> None:
-        assert request.content is not None
-        self._content = request.content
-        self._prefix = prefix
-        self._limit = limit
-        self._idle = idle
-        self.failure: tuple[int, str] | None = None
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        sent = len(self._prefix)
-        if self._prefix:
-            yield self._prefix
-        while True:
-            try:
-                chunk = await self._content.readany(self._idle)
-            except TimeoutError:
-                self.failure = (408, "client-body-timeout")
-                raise
-            if not chunk:
-                return
-            sent += len(chunk)
-            if sent > self._limit:
-                self.failure = (413, "body-too-large")
-                raise BodyTooLarge
-            yield chunk
 
 
 @dataclass(slots=True)
