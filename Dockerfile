@@ -6,9 +6,14 @@
 # --- build: the project and its dependencies into a virtualenv -------------------
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# A C compiler for mypyc, which compiles the sidecar's request path (setup.py);
+# only this stage has it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/rampart
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY operator/ operator/
 COPY sidecar/ sidecar/
 COPY backup/ backup/
