@@ -21,6 +21,9 @@ gives the same count, so a change to the request path can be judged by it in
 seconds. Most of the CPU per request is the interpreter's loop (perf:
 ``_PyEval_EvalFrameDefault`` is the top symbol), so fewer bytecodes is
 mostly less CPU, though one bytecode may call into C that costs more.
+The compiled modules (setup.py) run no bytecodes: for a count of the whole
+path, install without compiling (``RAMPART_PURE_PYTHON=1 pip install -e .``);
+``--bytecodes`` says which modules it cannot see.
 """
 
 from __future__ import annotations
@@ -115,6 +118,14 @@ class BytecodeCounter:
                 if file != __file__  # the stand-in client and upstream are not the sidecar's
             }
         )
+        compiled = sorted(
+            name.rsplit(".", 1)[-1]
+            for name, module in sys.modules.items()
+            if name.startswith("rampart_sidecar.")
+            and (getattr(module, "__file__", None) or "").endswith(".so")
+        )
+        if compiled:
+            print(f"not counted, compiled (setup.py): {', '.join(compiled)}")
         print(f"bytecodes per request: {ours.total() / requests:.0f}")
         for (file, name), count in ours.most_common(25):
             print(f"{count / requests:8.1f}  {file}:{name}")
