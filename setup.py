@@ -14,9 +14,14 @@ import os
 from setuptools import setup
 
 REQUEST_PATH = [
+    "sidecar/rampart_sidecar/cache/entry.py",
+    "sidecar/rampart_sidecar/cache/http.py",
+    "sidecar/rampart_sidecar/cache/memory.py",
+    "sidecar/rampart_sidecar/cache/policy.py",
     "sidecar/rampart_sidecar/flow.py",
     "sidecar/rampart_sidecar/headers.py",
     "sidecar/rampart_sidecar/messages.py",
+    "sidecar/rampart_sidecar/metrics.py",
     "sidecar/rampart_sidecar/policies/breaker.py",
     "sidecar/rampart_sidecar/policies/concurrency.py",
     "sidecar/rampart_sidecar/policies/ratelimit.py",
