@@ -10,6 +10,7 @@ source, and they behave the same either way; the tests run the compiled build.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from setuptools import setup
 
@@ -32,8 +33,17 @@ REQUEST_PATH = [
     "sidecar/rampart_sidecar/upstream.py",
 ]
 
+pure_python = os.environ.get("RAMPART_PURE_PYTHON") == "1"
+
+# An editable install builds in place: a module compiled by an earlier install
+# would otherwise shadow its source after it left this list, or when asked for none.
+keep = set() if pure_python else {path.removesuffix(".py") for path in REQUEST_PATH}
+for stale in Path("sidecar").glob("**/*.so"):
+    if str(stale).split(".", 1)[0] not in keep:
+        stale.unlink()
+
 ext_modules = []
-if os.environ.get("RAMPART_PURE_PYTHON") != "1":
+if not pure_python:
     from mypyc.build import mypycify
 
     # Only these modules are analysed, whatever the build environment holds: the
