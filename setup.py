@@ -3,8 +3,13 @@
 The modules below are what every proxied request runs through. Compiled,
 they take about a quarter less CPU per request (docs/benchmarks.md). They are
 plain, type-checked Python all the same: ``RAMPART_PURE_PYTHON=1 pip install
-.`` (or a machine without a C compiler, with that set) installs them as
-source, and they behave the same either way; the tests run the compiled build.
+.`` installs them as source (for a machine without a C compiler, or a
+debugger), and they behave the same either way; the tests run the compiled build.
+
+What compiling asks of these modules: no async generators, no class that
+subclasses a built-in exception (errors.py holds those), and annotations that
+are true at run time, since mypyc checks them. Their classes cannot be
+monkeypatched or subclassed from Python, tests included.
 """
 
 from __future__ import annotations
