@@ -12,6 +12,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "rampart"
 HELM = ROOT / ".tools" / "bin" / "helm"
+# prometheus-operator's and Gateway API's CRDs at pinned releases (scripts/fetch-crds).
+THIRD_PARTY_CRDS = ROOT / ".tools" / "crds"
 RELEASE = NAMESPACE = "rampart"
 VALUES = ("--values", "-")  # on standard input
 
@@ -19,6 +21,13 @@ VALUES = ("--values", "-")  # on standard input
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     assert HELM.exists(), f"{HELM} is missing: run scripts/install"
     return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
+
+
+def third_party_crds() -> list[Path]:
+    """The published CRD files; a missing copy fails, it never validates against nothing."""
+    paths = sorted(THIRD_PARTY_CRDS.glob("*.yaml"))
+    assert len(paths) >= 4, f"{THIRD_PARTY_CRDS} lacks the CRDs: run scripts/install"
+    return paths
 
 
 def render(values: dict[str, Any] | None = None, *extra: str) -> subprocess.CompletedProcess[str]:

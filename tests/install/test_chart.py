@@ -20,9 +20,8 @@ from rampart_operator.admission.server import admission_app
 from rampart_operator.crd import crd
 from rampart_operator.handlers import CHILD_RESOURCES
 from rampart_operator.settings import OperatorSettings
-from tests.chart import CHART, NAMESPACE, ROOT, find, helm, manifests, render
+from tests.chart import CHART, NAMESPACE, ROOT, find, helm, manifests, render, third_party_crds
 
-THIRD_PARTY = ROOT.parent / "shared" / "crds-thirdparty"
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "ha": {"replicaCount": 3},
@@ -47,7 +46,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """openAPIV3Schema by (apiVersion, kind) from the chart's and the published CRDs."""
     schemas = {}
-    paths = [*THIRD_PARTY.glob("*.yaml"), *(CHART / "crds").glob("*.yaml")]
+    paths = [*third_party_crds(), *(CHART / "crds").glob("*.yaml")]
     for path in paths:
         for document in yaml.safe_load_all(path.read_text()):
             if not document or document.get("kind") != "CustomResourceDefinition":

@@ -17,9 +17,9 @@ from rampart_operator.render import render
 from rampart_operator.render.alerts import RULE_NAMES, BurnWindow, burn_factor
 from rampart_operator.schema import to_json_schema
 from rampart_operator.settings import OperatorSettings
+from tests.chart import THIRD_PARTY_CRDS
 
 ROOT = Path(__file__).resolve().parents[2]
-THIRD_PARTY = ROOT.parent / "shared" / "crds-thirdparty"
 PROMTOOL = shutil.which("promtool")
 # Outside CI a missing promtool skips; in CI (where scripts/install ran) it fails.
 needs_promtool = pytest.mark.skipif(
@@ -66,7 +66,7 @@ def rule(name: str) -> dict[str, Any]:
 
 
 def crd_schema(file: str) -> dict[str, Any]:
-    crd = yaml.safe_load((THIRD_PARTY / file).read_text())
+    crd = yaml.safe_load((THIRD_PARTY_CRDS / file).read_text())
     schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema
 
