@@ -38,9 +38,14 @@ SECRET_KEY_REF: Schema = {
         "key": {"type": "string", "minLength": 1, "maxLength": 253},
     },
 }
+# A structural schema allows exactly this anyOf on an int-or-string, with no
+# constraint inside it. minimum applies only to integers and pattern only to
+# strings, so beside it they say "a count >= 0, or a percentage".
 INT_OR_STRING: Schema = {
     "x-kubernetes-int-or-string": True,
-    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+%$"}],
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "minimum": 0,
+    "pattern": r"^[0-9]+%$",
 }
 
 
