@@ -1,25 +1,45 @@
-"""The e2e tier: the integration scenarios on a real kind cluster.
+"""The e2e tier: the scenarios on a real Kubernetes control plane, two backends.
 
-One session fixture creates a kind cluster, builds the image and loads it,
-installs Prometheus (kube-prometheus-stack, trimmed) and the chart, and
-deletes the cluster at the end (``RAMPART_E2E_KEEP=1`` keeps it). Without a
-Docker engine, kind or network access to the chart repositories, every test
-skips and says which one was missing.
+``local`` (the default, on every CI run): the control plane built from the
+Kubernetes sources (``e2e/localcluster.py``: etcd, kube-apiserver, controller
+manager, scheduler, kwok). The chart is installed for real with ``helm
+install`` in its out-of-cluster mode, the CRDs and examples with ``kubectl
+apply``, and the operator runs here as ``rampart-operator run``, authenticated
+as the chart's ServiceAccount (a bound token), never as admin: RBAC is what
+the chart grants. The API server calls its webhooks at a loopback URL with the
+caBundle the operator wrote. Pods are simulated by kwok: no container runs.
+
+``kind`` (``RAMPART_E2E_BACKEND=kind``, ``e2e/run``): a kind cluster, the
+image built and loaded, Prometheus (kube-prometheus-stack, trimmed) and the
+chart installed in the cluster; deleted at the end (``RAMPART_E2E_KEEP=1``
+keeps it). Without a Docker engine, kind or network access to the chart
+repositories, every test skips and says which one was missing.
+
+Tests that need one backend ask for the ``local`` or ``kind`` fixture.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import signal
+import ssl
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .localcluster import PORTS, binaries_missing, local_cluster
+from .localcluster import Cluster as LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".tools" / "bin"
@@ -28,6 +48,10 @@ IMAGE = "ghcr.io/rampart-dev/rampart:e2e"
 NODE_IMAGE = "kindest/node:v1.33.1"
 PROMETHEUS_CHART = "kube-prometheus-stack"
 PROMETHEUS_REPO = "https://prometheus-community.github.io/helm-charts"
+BACKEND = os.environ.get("RAMPART_E2E_BACKEND", "local")
+RELEASE = OPERATOR_NAMESPACE = "rampart"
+# The chart's ServiceAccount, as `kubectl create token` names it in audit events.
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}"
 
 
 def _tool(name: str) -> str | None:
@@ -95,8 +119,7 @@ def _step(what: str, *command: str, env: dict[str, str] | None = None) -> None:
         raise RuntimeError(f"{what} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     reason = missing_prerequisite()
     if reason:
         pytest.skip(f"e2e needs Docker and kind: {reason}")
@@ -182,3 +205,162 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         if os.environ.get("RAMPART_E2E_KEEP") != "1":
             subprocess.run([kind, "delete", "cluster", "--name", CLUSTER], capture_output=True)
+
+
+@dataclass
+class Operator:
+    """``rampart-operator run`` as a local process, its log in a file."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    webhook_url: str
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_operator(cluster: LocalCluster, workdir: Path, webhook_url: str) -> Operator | None:
+    """The operator with the chart's ServiceAccount's token, once its webhooks serve.
+
+    None when the webhook port was taken (the caller picks another).
+    """
+    kubeconfig = cluster.kubeconfig_for(RELEASE, OPERATOR_NAMESPACE)
+    port = webhook_url.rsplit(":", 1)[1]
+    log = workdir / f"operator-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "rampart-operator"), "run", "--liveness", ""],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={
+                **os.environ,
+                "KUBECONFIG": str(kubeconfig),
+                "RAMPART_NAMESPACE": OPERATOR_NAMESPACE,
+                "RAMPART_WEBHOOK_SERVICE": f"{RELEASE}-webhook",
+                "RAMPART_WEBHOOK_CONFIGURATION": RELEASE,
+                "RAMPART_WEBHOOK_SECRET": f"{RELEASE}-webhook-tls",
+                "RAMPART_WEBHOOK_HOST": "127.0.0.1",
+                "RAMPART_WEBHOOK_PORT": port,
+                "RAMPART_WEBHOOK_URL": webhook_url,
+                "RAMPART_METRICS_PORT": "0",
+                "RAMPART_ALERT_PORT": "0",
+                "RAMPART_DRIFT_INTERVAL": "5",
+                "RAMPART_ROLLOUT_TICK": "1",
+                "PYTHONUNBUFFERED": "1",
+            },
+        )
+    operator = Operator(process, log, webhook_url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "address already in use" in operator.log_text():
+            operator.stop()
+            return None
+        if process.poll() is not None:
+            break
+        if _serving(webhook_url):
+            return operator
+        time.sleep(0.2)
+    operator.stop()
+    raise AssertionError(f"the operator did not serve its webhooks:\n{operator.log_text()}")
+
+
+def _serving(url: str) -> bool:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # trust is the API server's to check, in the tests
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", context=context, timeout=2) as answer:  # noqa: S310
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def install_rampart(cluster: LocalCluster, workdir: Path) -> Operator:
+    """CRDs, chart and operator, the way a user installs them out of cluster.
+
+    The webhook URL goes into the chart, so its port is chosen first; should
+    the operator find it taken, ``helm upgrade`` moves the URL to another.
+    """
+    cluster.install_third_party_crds()
+    verb = "install"
+    for _ in range(4):
+        url = f"https://127.0.0.1:{random.randrange(*PORTS)}"
+        values = {"outOfCluster": {"enabled": True, "webhookUrl": url}}
+        cluster.run(
+            "helm",
+            verb,
+            RELEASE,
+            str(ROOT / "charts" / "rampart"),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--values",
+            "-",
+            input=json.dumps(values),
+        )
+        verb = "upgrade"
+        # helm installed the chart's CRDs; crds/ (the upgrade path the chart's
+        # NOTES give) must agree with them.
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        operator = start_operator(cluster, workdir, url)
+        if operator is not None:
+            return operator
+    raise AssertionError("no free port for the operator's webhooks after 4 attempts")
+
+
+_OPERATORS: list[Operator] = []
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The cluster of the chosen backend with Rampart installed and running."""
+    if BACKEND == "kind":
+        yield from kind_cluster(tmp_path_factory)
+        return
+    missing = binaries_missing()
+    if missing and not os.environ.get("CI"):
+        pytest.skip(f"no local control plane ({', '.join(missing)}): run scripts/install")
+    workdir = tmp_path_factory.mktemp("cluster")
+    with local_cluster(workdir, log=lambda line: print(line, file=sys.stderr)) as kube:
+        operator = install_rampart(kube, workdir)
+        _OPERATORS.append(operator)
+        try:
+            yield kube
+        finally:
+            operator.stop()
+            _OPERATORS.remove(operator)
+
+
+@pytest.fixture(scope="session")
+def local(cluster: Any) -> LocalCluster:
+    """The local control plane: its audit log, its operator process."""
+    if not isinstance(cluster, LocalCluster):
+        pytest.skip("needs the local control plane (RAMPART_E2E_BACKEND=local)")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def operator(local: LocalCluster) -> Operator:
+    """The operator process running against the local control plane."""
+    return _OPERATORS[-1]
+
+
+@pytest.fixture(scope="session")
+def kind(cluster: Any) -> Cluster:
+    """A kind cluster, where containers really run."""
+    if not isinstance(cluster, Cluster):
+        pytest.skip(
+            "needs real containers (RAMPART_E2E_BACKEND=kind): on the local control plane "
+            "pods are simulated by kwok"
+        )
+    return cluster

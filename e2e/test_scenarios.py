@@ -1,9 +1,11 @@
 """The integration scenarios on a real cluster: admission, injection, drift, canaries.
 
-What kmock cannot show is shown here: real Deployments getting real Pods, the
-API server calling the webhooks through the caBundle the operator wrote,
-Prometheus scraping real sidecars through the rendered PodMonitor, and
-Alertmanager reaching the operator's receiver through the chart's Service.
+On both backends: real Deployments getting Pods through the real controllers,
+the API server calling the webhooks through the caBundle the operator wrote.
+On kind only (real containers): Prometheus scraping real sidecars through the
+rendered PodMonitor, and Alertmanager reaching the operator's receiver through
+the chart's Service; the local control plane proves the canaries with real
+Prometheus, Alertmanager and sidecar processes instead (test_canaries.py).
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def test_a_deleted_child_is_restored(shop: Cluster) -> None:
     shop.wait_for("Service restored", lambda: shop.get("service", "healthy", "shop"), timeout=60)
 
 
-def test_a_healthy_canary_is_promoted(shop: Cluster) -> None:
+def test_a_healthy_canary_is_promoted(shop: Cluster, kind: Cluster) -> None:
     patch = {"spec": {"canary": canary(0.0)}}
     shop.kubectl(
         "patch", "hardenedservice", "healthy", "-n", "shop", "--type=merge", "-p", json.dumps(patch)
@@ -112,7 +114,7 @@ def test_a_healthy_canary_is_promoted(shop: Cluster) -> None:
     )
 
 
-def test_a_broken_canary_is_rolled_back(shop: Cluster) -> None:
+def test_a_broken_canary_is_rolled_back(shop: Cluster, kind: Cluster) -> None:
     patch = {"spec": {"canary": canary(0.5)}}
     shop.kubectl(
         "patch", "hardenedservice", "broken", "-n", "shop", "--type=merge", "-p", json.dumps(patch)

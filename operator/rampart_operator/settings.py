@@ -49,6 +49,10 @@ class OperatorSettings:
     # The admission webhook server (HTTPS): port (0 turns it off) and host.
     webhook_port: int = 9443
     webhook_host: str = "0.0.0.0"
+    # Set when the operator runs outside the cluster (the chart's outOfCluster
+    # mode): the https://HOST:PORT the webhook configurations call instead of
+    # the Service. The serving certificate then names HOST too.
+    webhook_url: str = ""
     # The operator's own namespace: where the webhook Service and certificate
     # Secret live, and never injected.
     namespace: str = "rampart"
@@ -94,6 +98,8 @@ class OperatorSettings:
                 env.get("RAMPART_ALERT_POLL_INTERVAL", defaults.alert_poll_interval)
             ),
             webhook_port=int(env.get("RAMPART_WEBHOOK_PORT", defaults.webhook_port)),
+            webhook_host=env.get("RAMPART_WEBHOOK_HOST", defaults.webhook_host),
+            webhook_url=env.get("RAMPART_WEBHOOK_URL", ""),
             namespace=env.get("RAMPART_NAMESPACE")
             or env.get("POD_NAMESPACE")
             or defaults.namespace,

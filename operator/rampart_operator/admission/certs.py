@@ -14,7 +14,9 @@ catches up.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -79,9 +81,28 @@ class Material:
         return material
 
 
-def dns_names(service: str, namespace: str) -> list[str]:
-    """The names the API server may use to reach the webhook Service."""
-    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc"]
+def dns_names(service: str, namespace: str, url: str = "") -> list[str]:
+    """The names the API server may use to reach the webhook server.
+
+    The Service's names, and the host of ``url`` when the operator runs outside
+    the cluster and the webhook configurations call it there.
+
+    >>> dns_names("rampart-webhook", "rampart", "https://127.0.0.1:9443")[-1]
+    '127.0.0.1'
+    """
+    names = [service, f"{service}.{namespace}", f"{service}.{namespace}.svc"]
+    host = urlsplit(url).hostname if url else None
+    if host and host not in names:
+        names.append(host)
+    return names
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    """An IP address SAN for an address (Go's TLS checks IPs only there), a DNS one otherwise."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -139,16 +160,17 @@ def _serving(
     ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = _key()
+    common_name = names[min(2, len(names) - 1)]  # the Service's .svc name
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[-1])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         # Never outlives the CA that signs it.
         .not_valid_after(min(now + SERVING_LIFETIME, ca_cert.not_valid_after_utc))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
@@ -176,7 +198,8 @@ def _names(cert_pem: str) -> list[str]:
         extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
-    return list(extension.value.get_values_for_type(x509.DNSName))
+    addresses = extension.value.get_values_for_type(x509.IPAddress)
+    return [*extension.value.get_values_for_type(x509.DNSName), *map(str, addresses)]
 
 
 def issue(names: list[str], now: datetime.datetime) -> Material:

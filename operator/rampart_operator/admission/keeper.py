@@ -104,7 +104,7 @@ class CertKeeper:
     async def _stored_material(self) -> Material:
         """The Secret's certificate, renewed (and written) first if it is due."""
         settings = self.settings
-        names = dns_names(settings.webhook_service, settings.namespace)
+        names = dns_names(settings.webhook_service, settings.namespace, settings.webhook_url)
         for _ in range(3):
             secret = await self.client.get(
                 "v1", "Secret", settings.namespace, settings.webhook_secret
