@@ -73,13 +73,14 @@ PORTS = (20000, 32000)
 START_ATTEMPTS = 4
 READY_TIMEOUT = 120.0
 
-# Every write, at Metadata level (who, which verb, which object); reads are not logged.
+# Every write and every get, at Metadata level (who, which verb, which object,
+# the answer's code); lists, watches and the components' lease renewals are not logged.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
-        {"level": "None", "verbs": ["get", "list", "watch"]},
+        {"level": "None", "verbs": ["list", "watch"]},
         {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
         {"level": "Metadata"},
     ],
@@ -192,6 +193,22 @@ class Cluster:
         documents = manifest if isinstance(manifest, list) else [manifest]
         return self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
 
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        """One raw request as admin: the status code and the JSON answer (a Status on errors)."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.workdir / "admin.crt"), str(self.workdir / "admin.key"))
+        request = urllib.request.Request(  # noqa: S310 - our own API server
+            self.server + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=30) as answer:  # noqa: S310
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
     def install_third_party_crds(self) -> None:
         """prometheus-operator's and Gateway API's CRDs (scripts/fetch-crds), Established."""
         paths = sorted(THIRD_PARTY_CRDS.glob("*.yaml"))
@@ -229,18 +246,27 @@ class Cluster:
                 events.append(json.loads(line))
         return events
 
+    def requests(
+        self,
+        user: str,
+        since: datetime.datetime | None = None,
+        verbs: frozenset[str] = WRITE_VERBS,
+    ) -> list[dict[str, Any]]:
+        """The audited requests of ``user`` with one of ``verbs`` (since a time)."""
+        return [
+            event
+            for event in self.audit_events()
+            if event.get("user", {}).get("username") == user
+            and event.get("verb") in verbs
+            and (since is None or _timestamp(event["requestReceivedTimestamp"]) >= since)
+        ]
+
     def writes(
         self, user: str, since: datetime.datetime | None = None
     ) -> collections.Counter[tuple[str, str, str]]:
         """Writes by ``user`` (since a time), counted by (verb, resource, subresource)."""
         counted: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        for event in self.audit_events():
-            if event.get("user", {}).get("username") != user:
-                continue
-            if event.get("verb") not in WRITE_VERBS:
-                continue
-            if since is not None and _timestamp(event["requestReceivedTimestamp"]) < since:
-                continue
+        for event in self.requests(user, since):
             ref = event.get("objectRef") or {}
             counted[event["verb"], ref.get("resource", ""), ref.get("subresource", "")] += 1
         return counted

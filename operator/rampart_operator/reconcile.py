@@ -71,10 +71,17 @@ def _rollback_order(manifest: dict[str, Any]) -> int:
 
 
 def contains(live: Any, desired: Any) -> bool:
-    """Whether ``live`` already has every field ``desired`` sets (servers add defaults)."""
+    """Whether ``live`` already has every field ``desired`` sets (servers add defaults).
+
+    A field the server left out is as good as an empty or zero one: the API
+    server drops ``env: []``, ``hostNetwork: false`` and every other zero value
+    of an ``omitempty`` field, and taking that for drift would patch it back at
+    every check, forever.
+    """
     if isinstance(desired, dict):
         return isinstance(live, dict) and all(
-            key in live and contains(live[key], value) for key, value in desired.items()
+            contains(live[key], value) if key in live else _zero(value)
+            for key, value in desired.items()
         )
     if isinstance(desired, list):
         return (
@@ -83,6 +90,11 @@ def contains(live: Any, desired: Any) -> bool:
             and all(contains(a, b) for a, b in zip(live, desired, strict=True))
         )
     return bool(live == desired)
+
+
+def _zero(value: Any) -> bool:
+    """Go's zero values, which ``omitempty`` leaves out of what the server returns."""
+    return value is None or value in ("", 0, False, [], {})
 
 
 def _owned_by(live: dict[str, Any], owner: dict[str, Any]) -> bool:

@@ -173,6 +173,16 @@ def test_contains_ignores_what_the_server_adds():
     assert not contains({"spec": {"replicas": 2}}, desired)
 
 
+def test_contains_takes_a_field_the_server_omitted_for_its_zero_value():
+    # The API server leaves out the zero values of omitempty fields: that is no
+    # drift (taking it for one patched a Deployment at every drift check).
+    desired = {"spec": {"env": [], "hostNetwork": False, "value": "", "args": ["a"]}}
+    assert contains({"spec": {"args": ["a"]}}, desired)
+    assert not contains({"spec": {}}, desired)  # args is not a zero value
+    assert not contains({"spec": {"args": ["a"], "env": [{"name": "X"}]}}, desired)
+    assert not contains({}, {"spec": {"replicas": 0, "selector": {"app": "x"}}})
+
+
 def test_deployment_readiness():
     assert deployment_ready(None)[0] is False
     rolled = {
