@@ -52,6 +52,7 @@ BACKEND = os.environ.get("RAMPART_E2E_BACKEND", "local")
 RELEASE = OPERATOR_NAMESPACE = "rampart"
 # The chart's ServiceAccount, as `kubectl create token` names it in audit events.
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}"
+ALERT_TOKEN = "e2e-alert-token"  # noqa: S105 - the local receiver's bearer token
 
 
 def _tool(name: str) -> str | None:
@@ -214,6 +215,7 @@ class Operator:
     process: subprocess.Popen[bytes]
     log: Path
     webhook_url: str
+    alert_url: str  # the Alertmanager webhook receiver, with ALERT_TOKEN
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -235,6 +237,7 @@ def start_operator(cluster: LocalCluster, workdir: Path, webhook_url: str) -> Op
     """
     kubeconfig = cluster.kubeconfig_for(RELEASE, OPERATOR_NAMESPACE)
     port = webhook_url.rsplit(":", 1)[1]
+    alert_port = random.randrange(*PORTS)
     log = workdir / f"operator-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -253,13 +256,15 @@ def start_operator(cluster: LocalCluster, workdir: Path, webhook_url: str) -> Op
                 "RAMPART_WEBHOOK_PORT": port,
                 "RAMPART_WEBHOOK_URL": webhook_url,
                 "RAMPART_METRICS_PORT": "0",
-                "RAMPART_ALERT_PORT": "0",
+                "RAMPART_ALERT_PORT": str(alert_port),
+                "RAMPART_ALERT_HOST": "127.0.0.1",
+                "RAMPART_ALERT_TOKEN": ALERT_TOKEN,
                 "RAMPART_DRIFT_INTERVAL": "5",
                 "RAMPART_ROLLOUT_TICK": "1",
                 "PYTHONUNBUFFERED": "1",
             },
         )
-    operator = Operator(process, log, webhook_url)
+    operator = Operator(process, log, webhook_url, f"http://127.0.0.1:{alert_port}/alertmanager")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if "address already in use" in operator.log_text():
@@ -364,3 +369,12 @@ def kind(cluster: Any) -> Cluster:
             "pods are simulated by kwok"
         )
     return cluster
+
+
+@pytest.fixture
+def namespace(local: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of the test's own, deleted afterwards."""
+    name = "t-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
+    local.kubectl("create", "namespace", name)
+    yield name
+    local.kubectl("delete", "namespace", name, "--wait=false")

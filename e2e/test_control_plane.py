@@ -12,7 +12,6 @@ import base64
 import datetime
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +59,6 @@ def condition(resource: dict[str, Any] | None, kind: str) -> dict[str, Any]:
         if item.get("type") == kind:
             return dict(item)
     return {}
-
-
-@pytest.fixture
-def namespace(local: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A namespace of the test's own, deleted afterwards."""
-    name = "t-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
-    local.kubectl("create", "namespace", name)
-    yield name
-    local.kubectl("delete", "namespace", name, "--wait=false")
 
 
 def ready(local: Cluster, name: str, namespace: str, timeout: float = 60) -> dict[str, Any]:

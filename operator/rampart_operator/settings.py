@@ -92,6 +92,7 @@ class OperatorSettings:
             metrics_port=int(env.get("RAMPART_METRICS_PORT", defaults.metrics_port)),
             rollout_tick=float(env.get("RAMPART_ROLLOUT_TICK", defaults.rollout_tick)),
             alert_port=int(env.get("RAMPART_ALERT_PORT", defaults.alert_port)),
+            alert_host=env.get("RAMPART_ALERT_HOST", defaults.alert_host),
             alert_token=token,
             alertmanager_url=env.get("RAMPART_ALERTMANAGER_URL", ""),
             alert_poll_interval=float(

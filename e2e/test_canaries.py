@@ -1,0 +1,218 @@
+"""Canary rollouts on the real API server, with real parts where users have them.
+
+The Deployments roll through the real Deployment controller, scheduler and
+kwok. No container runs, so the canary's "pods" are a real sidecar process in
+front of a test upstream whose error rate the test sets; a real Prometheus
+scrapes that sidecar with the labels the rendered PodMonitor gives a canary
+pod, and a real Alertmanager sends its alerts to the operator's receiver.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import Sidecar, free_port
+from tests.monitoring import Alertmanager, Prometheus
+from tests.upstream import Upstream
+
+from .conftest import ALERT_TOKEN, Operator
+from .localcluster import Cluster
+from .test_control_plane import condition
+
+NAME = "checkout"
+pytestmark = pytest.mark.integration
+
+
+class Traffic:
+    """Requests through the canary's sidecar, one after another, until stopped."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url + "/app"
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.sent < 100_000:
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as answer:  # noqa: S310
+                    answer.read()
+            except (urllib.error.URLError, OSError):
+                pass
+            self.sent += 1
+            self._stop.wait(0.005)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def canary_pod(tmp_path: Path) -> Iterator[tuple[Upstream, Sidecar]]:
+    """What a canary pod would run: the application behind a real sidecar."""
+    upstream = Upstream(free_port())
+    upstream.start()
+    sidecar = Sidecar(tmp_path, {}, upstream.url)
+    try:
+        yield upstream, sidecar
+    finally:
+        sidecar.stop()
+        upstream.close()
+
+
+def scraped_as_canary(sidecar: Sidecar, namespace: str) -> dict[str, dict[str, str]]:
+    # The labels the rendered PodMonitor's relabelings give a canary pod's series.
+    labels = {"namespace": namespace, "hardenedservice": NAME, "track": "canary"}
+    return {f"127.0.0.1:{sidecar.admin_port}": labels}
+
+
+def rollout(local: Cluster, namespace: str) -> dict[str, Any]:
+    found = local.get("hardenedservice", NAME, namespace) or {}
+    return dict((found.get("status") or {}).get("canary") or {})
+
+
+def start_rollout(local: Cluster, namespace: str, canary: dict[str, Any]) -> None:
+    """Version 1 up and Ready through the real controllers, then version 2 asked for."""
+    local.apply(
+        {
+            "apiVersion": "rampart.dev/v1alpha1",
+            "kind": "HardenedService",
+            "metadata": {"name": NAME, "namespace": namespace},
+            "spec": {"image": "ghcr.io/acme/checkout:1", "replicas": 4, "canary": canary},
+        }
+    )
+    local.wait_for(
+        "version 1 Ready",
+        lambda: (
+            condition(local.get("hardenedservice", NAME, namespace), "Ready").get("status")
+            == "True"
+        ),
+    )
+    assert rollout(local, namespace)["phase"] == "Initialized"
+    local.kubectl(
+        "patch",
+        "hardenedservice",
+        NAME,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"canary": {"image": "ghcr.io/acme/checkout:2"}}}',
+    )
+
+
+def app_image(local: Cluster, name: str, namespace: str) -> str:
+    live = local.get("deployment", name, namespace) or {}
+    containers = live["spec"]["template"]["spec"]["containers"]
+    return str(next(c for c in containers if c["name"] == "app")["image"])
+
+
+def test_a_healthy_canary_walks_its_steps_and_is_promoted(
+    local: Cluster, namespace: str, canary_pod: tuple[Upstream, Sidecar], tmp_path: Path
+) -> None:
+    _, sidecar = canary_pod
+    prometheus = Prometheus(tmp_path, scraped_as_canary(sidecar, namespace))
+    canary = {
+        "steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}, {"weight": 100}],
+        "bakeWindow": "0s",
+        "analysis": {
+            "interval": "1s",
+            "window": "4s",
+            "failureLimit": 2,
+            "progressDeadline": "90s",
+            "minRequests": 5,
+            "prometheus": {"url": prometheus.url},
+            "thresholds": {"errorRate": 0.05, "latencyP95": "500ms"},
+        },
+    }
+    weights: list[int] = []
+    try:
+        with Traffic(sidecar.url):
+            start_rollout(local, namespace, canary)
+
+            def promoted() -> bool:
+                state = rollout(local, namespace)
+                if state.get("weight") is not None and state["weight"] not in weights[-1:]:
+                    weights.append(state["weight"])
+                return state.get("phase") == "Succeeded"
+
+            local.wait_for("the canary promoted", promoted, timeout=90, every=0.1)
+    finally:
+        prometheus.stop()
+    assert [w for w in weights if w][:2] == [25, 50], weights
+    # The stable Deployment now runs version 2, rolled out by the real controller.
+    assert app_image(local, NAME, namespace) == "ghcr.io/acme/checkout:2"
+    local.wait_for(
+        "version 2 Ready",
+        lambda: (
+            condition(local.get("hardenedservice", NAME, namespace), "Ready").get("status")
+            == "True"
+        ),
+    )
+
+
+def test_a_firing_alert_rolls_the_canary_back_within_a_second_of_the_webhook(
+    local: Cluster,
+    namespace: str,
+    operator: Operator,
+    canary_pod: tuple[Upstream, Sidecar],
+    tmp_path: Path,
+) -> None:
+    upstream, sidecar = canary_pod
+    alertmanager = Alertmanager(tmp_path, operator.alert_url, ALERT_TOKEN)
+    rule = {
+        "alert": "CanaryServerErrors",
+        "expr": "sum by (namespace, hardenedservice) (rate("
+        'rampart_http_request_duration_seconds_count{code=~"5.."}[3s])) > 0',
+        "labels": {"severity": "critical"},
+    }
+    prometheus = Prometheus(
+        tmp_path,
+        scraped_as_canary(sidecar, namespace),
+        rules=[{"name": "test", "rules": [rule]}],
+        alertmanager=alertmanager.url,
+    )
+    # Only an alert can end a 10-minute pause.
+    canary = {"steps": [{"weight": 25, "pause": "10m"}, {"weight": 100}], "bakeWindow": "0s"}
+    try:
+        with Traffic(sidecar.url):
+            start_rollout(local, namespace, canary)
+            local.wait_for("weight 25", lambda: rollout(local, namespace).get("weight") == 25)
+            canary_live = local.get("deployment", f"{NAME}-canary", namespace) or {}
+            assert canary_live["spec"]["replicas"] == 1
+            upstream.error_rate = 0.5  # the canary fails: Prometheus sees it, alerts
+            local.wait_for(
+                "rolled back",
+                lambda: rollout(local, namespace).get("phase") == "RolledBack",
+                timeout=30,
+            )
+    finally:
+        prometheus.stop()
+        alertmanager.stop()
+    final = rollout(local, namespace)
+    assert "alert firing: CanaryServerErrors" in final["message"]
+    assert final["weight"] == 0
+    canary_live = local.get("deployment", f"{NAME}-canary", namespace) or {}
+    assert canary_live["spec"]["replicas"] == 0
+    # The real controller took the canary's pods away.
+    local.wait_for(
+        "canary pods gone",
+        lambda: (
+            (local.get("deployment", f"{NAME}-canary", namespace) or {})
+            .get("status", {})
+            .get("replicas", 0)
+            == 0
+        ),
+    )
+    # Stable stays on version 1.
+    assert app_image(local, NAME, namespace) == "ghcr.io/acme/checkout:1"
