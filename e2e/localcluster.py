@@ -262,12 +262,14 @@ class Cluster:
         ]
 
     def writes(
-        self, user: str, since: datetime.datetime | None = None
+        self, user: str, since: datetime.datetime | None = None, namespace: str | None = None
     ) -> collections.Counter[tuple[str, str, str]]:
-        """Writes by ``user`` (since a time), counted by (verb, resource, subresource)."""
+        """Writes by ``user`` (since a time, in a namespace), by (verb, resource, subresource)."""
         counted: collections.Counter[tuple[str, str, str]] = collections.Counter()
         for event in self.requests(user, since):
             ref = event.get("objectRef") or {}
+            if namespace is not None and ref.get("namespace") != namespace:
+                continue
             counted[event["verb"], ref.get("resource", ""), ref.get("subresource", "")] += 1
         return counted
 

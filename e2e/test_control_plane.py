@@ -172,6 +172,24 @@ def test_deleting_a_hardened_service_removes_its_children_through_the_garbage_co
     local.wait_for("every child collected", lambda: not children_left(), timeout=60)
 
 
+def test_a_namespace_being_deleted_is_left_to_empty(local: Cluster) -> None:
+    """The namespace controller deletes the children before their owner: the
+    operator must not take that for drift and try to restore them into a
+    namespace that refuses new objects."""
+    local.kubectl("create", "namespace", "going")
+    local.apply(hardened_service("doomed", "going"))
+    ready(local, "doomed", "going")
+    since = datetime.datetime.now(datetime.UTC)
+    local.kubectl("delete", "namespace", "going", "--wait=true", "--timeout=60s")
+    refused = [
+        event
+        for event in local.requests(OPERATOR_USER, since, frozenset({"create"}))
+        if (event.get("objectRef") or {}).get("namespace") == "going"
+        and event.get("responseStatus", {}).get("code") == 403
+    ]
+    assert not refused, [(e["objectRef"]["resource"], e["responseStatus"]) for e in refused]
+
+
 def test_a_hand_edited_or_deleted_child_is_restored(local: Cluster, namespace: str) -> None:
     local.apply(hardened_service("edited", namespace))
     ready(local, "edited", namespace)
@@ -228,7 +246,7 @@ def test_at_rest_the_operator_writes_nothing_and_leaves_others_fields_alone(
     )
     since = datetime.datetime.now(datetime.UTC)
     time.sleep(60)  # the window itself: the drift timer (5 s) fires about 12 times in it
-    writes = local.writes(OPERATOR_USER, since)
+    writes = local.writes(OPERATOR_USER, since, namespace)
     assert not writes, f"the operator wrote at rest: {dict(writes)}"
     # It did look, every drift interval: the absence of writes is a verdict.
     assert len(reads_in(local, namespace, since)) >= 8
@@ -240,7 +258,8 @@ def test_at_rest_the_operator_writes_nothing_and_leaves_others_fields_alone(
     # The annotation bumps the Deployment's generation: the status may say so
     # (Ready is False until the controller observed it, as kstatus has it), but
     # no child may be written.
-    children = {k: n for k, n in local.writes(OPERATOR_USER, since).items() if k[1] != "events"}
+    writes = local.writes(OPERATOR_USER, since, namespace)
+    children = {k: n for k, n in writes.items() if k[1] != "events"}
     assert set(children) <= {("patch", "hardenedservices", "status")}, children
     assert len(reads_in(local, namespace, since)) >= 2
     deployment = local.get("deployment", "idle", namespace) or {}

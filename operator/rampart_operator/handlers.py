@@ -283,6 +283,11 @@ class Runtime:
                 )
             except ApiError as error:
                 self._written.pop(key, None)  # a status may have been half written
+                if error.namespace_terminating:
+                    # Its namespace is going, children first and the HardenedService
+                    # with them: restoring a child now would only be refused.
+                    log.info("%s/%s: namespace terminating, left alone", namespace, name)
+                    return None
                 if error.transient:
                     self.metrics.reconciliations.labels("error").inc()
                     raise kopf.TemporaryError(f"API: {error}", delay=2) from error

@@ -66,6 +66,11 @@ class ApiError(Exception):
         super().__init__(f"{status}: {message}")
 
     @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing may be created in it any more."""
+        return self.status == 403 and "being terminated" in self.message
+
+    @property
     def transient(self) -> bool:
         """Worth trying again later: a conflict, throttling, or a server error."""
         return self.status == 409 or self.status in RETRIABLE or self.status == 0

@@ -140,6 +140,12 @@ async def apply(
             desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]
         )
     if live is None:
+        # A child that went missing. When its namespace is being deleted, the
+        # namespace controller took it (children go before their owner): creating
+        # it again would only be refused, once per child and per drift check.
+        namespace = await client.get("v1", "Namespace", None, meta["namespace"])
+        if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
+            raise ApiError(403, f"namespace {meta['namespace']} is being terminated")
         created = await client.create(desired)
         return Action("created", desired["kind"], meta["name"]), created
     if not _owned_by(live, owner):
