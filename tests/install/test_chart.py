@@ -36,6 +36,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "no-webhooks-no-alerts": {"webhooks": {"enabled": False}, "alerts": {"enabled": False}},
     "namespaced-ha": {"replicaCount": 2, "watchNamespaces": ["shop", "billing"]},
+    "out-of-cluster": {
+        "outOfCluster": {"enabled": True, "webhookUrl": "https://127.0.0.1:9443"},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+    },
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
         "alerts": {"alertmanagerUrl": "http://alertmanager.monitoring:9093"},
@@ -92,12 +96,36 @@ def test_every_value_set_lints_strictly_and_renders_valid_objects(
         ({"webhooks": {"certManager": {"duration": "a year"}}}, "/webhooks/certManager/duration"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"replicas": 2}, "replicas"),  # a typo is an error, not a silently ignored key
+        ({"outOfCluster": {"enabled": True}}, "/outOfCluster/webhookUrl"),
+        ({"outOfCluster": {"webhookUrl": "http://127.0.0.1:9443"}}, "/outOfCluster/webhookUrl"),
+        ({"outOfCluster": {"webhookUrl": "https://h:1/validate"}}, "/outOfCluster/webhookUrl"),
     ],
 )
 def test_bad_values_are_refused_with_their_field(values: dict[str, Any], field: str) -> None:
     result = render(values)
     assert result.returncode != 0
     assert field in result.stderr
+
+
+def test_out_of_cluster_the_webhooks_call_the_url_and_no_operator_pod_is_installed() -> None:
+    objects = manifests(VALUE_SETS["out-of-cluster"])
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor"}
+    # What the operator needs to run elsewhere with the chart's rights is there.
+    assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role"} <= kinds
+    for kind, path in (
+        ("ValidatingWebhookConfiguration", "/validate"),
+        ("MutatingWebhookConfiguration", "/inject"),
+    ):
+        (webhook,) = find(objects, kind)["webhooks"]
+        assert webhook["clientConfig"] == {"url": f"https://127.0.0.1:9443{path}"}
+    with_cert_manager = {
+        **VALUE_SETS["out-of-cluster"],
+        "webhooks": {"certManager": {"enabled": True}},
+    }
+    refused = render(with_cert_manager)
+    assert refused.returncode != 0
+    assert "outOfCluster and webhooks.certManager exclude each other" in refused.stderr
 
 
 def test_the_charts_crd_is_the_operators_own() -> None:

@@ -71,6 +71,24 @@ def test_a_new_certificate_names_the_service_and_is_signed_by_the_bundle() -> No
     assert Material.from_secret(material.to_secret()) == material
 
 
+def test_out_of_cluster_the_certificate_names_the_urls_host_as_an_ip_address() -> None:
+    # The API server (Go) checks an address only against IP address SANs.
+    names = dns_names("rampart-webhook", "rampart", "https://127.0.0.1:9443")
+    material = issue(names, T0)
+    san = certificate(material.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert "127.0.0.1" not in san.value.get_values_for_type(x509.DNSName)
+    # Read back the same: no renewal at every check.
+    assert plan(material, names, T0 + datetime.timedelta(days=1)) is None
+    # A URL moved to another host is a new certificate.
+    moved = dns_names("rampart-webhook", "rampart", "https://operator.dev.example:9443")
+    renewed = plan(material, moved, T0 + datetime.timedelta(days=1))
+    assert renewed is not None
+    assert "operator.dev.example" in certificate(renewed.cert).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
+
+
 def test_a_certificate_is_kept_until_two_thirds_of_its_life_then_renewed_by_the_same_ca() -> None:
     material = issue(NAMES, T0)
     assert plan(material, NAMES, T0 + SERVING_LIFETIME * 0.6) is None
