@@ -22,15 +22,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +33,18 @@ from typing import Any
 
 import pytest
 
-from .localcluster import PORTS, binaries_missing, local_cluster
 from .localcluster import Cluster as LocalCluster
+from .localcluster import binaries_missing, local_cluster
+from .rampart import (
+    ALERT_TOKEN,
+    OPERATOR_NAMESPACE,
+    OPERATOR_USER,
+    RELEASE,
+    Operator,
+    install_rampart,
+)
+
+__all__ = ["ALERT_TOKEN", "OPERATOR_NAMESPACE", "OPERATOR_USER", "RELEASE", "Operator"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".tools" / "bin"
@@ -49,10 +54,6 @@ NODE_IMAGE = "kindest/node:v1.33.1"
 PROMETHEUS_CHART = "kube-prometheus-stack"
 PROMETHEUS_REPO = "https://prometheus-community.github.io/helm-charts"
 BACKEND = os.environ.get("RAMPART_E2E_BACKEND", "local")
-RELEASE = OPERATOR_NAMESPACE = "rampart"
-# The chart's ServiceAccount, as `kubectl create token` names it in audit events.
-OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}"
-ALERT_TOKEN = "e2e-alert-token"  # noqa: S105 - the local receiver's bearer token
 
 
 def _tool(name: str) -> str | None:
@@ -206,121 +207,6 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         if os.environ.get("RAMPART_E2E_KEEP") != "1":
             subprocess.run([kind, "delete", "cluster", "--name", CLUSTER], capture_output=True)
-
-
-@dataclass
-class Operator:
-    """``rampart-operator run`` as a local process, its log in a file."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-    webhook_url: str
-    alert_url: str  # the Alertmanager webhook receiver, with ALERT_TOKEN
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_operator(cluster: LocalCluster, workdir: Path, webhook_url: str) -> Operator | None:
-    """The operator with the chart's ServiceAccount's token, once its webhooks serve.
-
-    None when the webhook port was taken (the caller picks another).
-    """
-    kubeconfig = cluster.kubeconfig_for(RELEASE, OPERATOR_NAMESPACE)
-    port = webhook_url.rsplit(":", 1)[1]
-    alert_port = random.randrange(*PORTS)
-    log = workdir / f"operator-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "rampart-operator"), "run", "--liveness", ""],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={
-                **os.environ,
-                "KUBECONFIG": str(kubeconfig),
-                "RAMPART_NAMESPACE": OPERATOR_NAMESPACE,
-                "RAMPART_WEBHOOK_SERVICE": f"{RELEASE}-webhook",
-                "RAMPART_WEBHOOK_CONFIGURATION": RELEASE,
-                "RAMPART_WEBHOOK_SECRET": f"{RELEASE}-webhook-tls",
-                "RAMPART_WEBHOOK_HOST": "127.0.0.1",
-                "RAMPART_WEBHOOK_PORT": port,
-                "RAMPART_WEBHOOK_URL": webhook_url,
-                "RAMPART_METRICS_PORT": "0",
-                "RAMPART_ALERT_PORT": str(alert_port),
-                "RAMPART_ALERT_HOST": "127.0.0.1",
-                "RAMPART_ALERT_TOKEN": ALERT_TOKEN,
-                "RAMPART_DRIFT_INTERVAL": "5",
-                "RAMPART_ROLLOUT_TICK": "1",
-                "PYTHONUNBUFFERED": "1",
-            },
-        )
-    operator = Operator(process, log, webhook_url, f"http://127.0.0.1:{alert_port}/alertmanager")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if "address already in use" in operator.log_text():
-            operator.stop()
-            return None
-        if process.poll() is not None:
-            break
-        if _serving(webhook_url):
-            return operator
-        time.sleep(0.2)
-    operator.stop()
-    raise AssertionError(f"the operator did not serve its webhooks:\n{operator.log_text()}")
-
-
-def _serving(url: str) -> bool:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # trust is the API server's to check, in the tests
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", context=context, timeout=2) as answer:  # noqa: S310
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def install_rampart(cluster: LocalCluster, workdir: Path) -> Operator:
-    """CRDs, chart and operator, the way a user installs them out of cluster.
-
-    The webhook URL goes into the chart, so its port is chosen first; should
-    the operator find it taken, ``helm upgrade`` moves the URL to another.
-    """
-    cluster.install_third_party_crds()
-    verb = "install"
-    for _ in range(4):
-        url = f"https://127.0.0.1:{random.randrange(*PORTS)}"
-        values = {"outOfCluster": {"enabled": True, "webhookUrl": url}}
-        cluster.run(
-            "helm",
-            verb,
-            RELEASE,
-            str(ROOT / "charts" / "rampart"),
-            "--namespace",
-            OPERATOR_NAMESPACE,
-            "--create-namespace",
-            "--values",
-            "-",
-            input=json.dumps(values),
-        )
-        verb = "upgrade"
-        # helm installed the chart's CRDs; crds/ (the upgrade path the chart's
-        # NOTES give) must agree with them.
-        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        operator = start_operator(cluster, workdir, url)
-        if operator is not None:
-            return operator
-    raise AssertionError("no free port for the operator's webhooks after 4 attempts")
 
 
 _OPERATORS: list[Operator] = []

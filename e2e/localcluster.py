@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["BIN", "Cluster", "ClusterError", "binaries_missing", "local_cluster"]
+__all__ = ["BIN", "AuditReader", "Cluster", "ClusterError", "binaries_missing", "local_cluster"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "bin"
@@ -145,6 +145,7 @@ class Cluster:
     ca_file: Path
     audit_log: Path
     nodes: list[str]
+    pids: dict[str, int]  # of each component, for the benchmarks' CPU and RSS
     _ca: _Authority = field(repr=False)
 
     def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
@@ -237,14 +238,8 @@ class Cluster:
         return path
 
     def audit_events(self) -> list[dict[str, Any]]:
-        """Every write the API server has audited so far, oldest first."""
-        if not self.audit_log.exists():
-            return []
-        events = []
-        for line in self.audit_log.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                events.append(json.loads(line))
-        return events
+        """Every write and get the API server has audited so far, oldest first."""
+        return AuditReader(self.audit_log).new_events()
 
     def requests(
         self,
@@ -288,6 +283,28 @@ class Cluster:
                 return last
             time.sleep(every)
         raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
+
+
+class AuditReader:
+    """Reads the audit log as it grows: each call returns the events since the last."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+
+    def new_events(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as log:
+            log.seek(self._offset)
+            data = log.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line being written waits for next time
+        self._offset += len(complete)
+        events = []
+        for line in complete.splitlines():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
 
 
 def _timestamp(text: str) -> datetime.datetime:
@@ -634,6 +651,7 @@ def _start(workdir: Path, processes: _Processes, nodes: int, log: Callable[[str]
         ca_file=ca_file,
         audit_log=audit_log,
         nodes=[node["metadata"]["name"] for node in _nodes(nodes)],
+        pids={name: process.pid for name, process in processes.running},
         _ca=ca,
     )
     cluster.apply(_nodes(nodes))

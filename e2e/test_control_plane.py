@@ -122,6 +122,13 @@ def test_the_ca_bundle_the_operator_wrote_is_what_the_api_server_trusts(
             assert webhook["clientConfig"]["url"].startswith(operator.webhook_url)
 
 
+def test_helm_test_runs_its_hook_pod_on_the_release(local: Cluster) -> None:
+    # kwok completes the hook's pod (no container runs): this proves the chart's
+    # test hook is admitted, scheduled and reported; its check runs only on kind.
+    result = local.run("helm", "test", RELEASE, "-n", OPERATOR_NAMESPACE, "--timeout", "60s")
+    assert "Phase:          Succeeded" in result.stdout, result.stdout
+
+
 def test_children_come_up_through_the_real_controllers_and_ready_comes_from_them(
     local: Cluster, namespace: str
 ) -> None:
