@@ -66,7 +66,7 @@ BIN = ROOT / ".tools" / "bin"
 KWOK_STAGES = ROOT / ".tools" / "kwok" / "stages.yaml"
 THIRD_PARTY_CRDS = ROOT / ".tools" / "crds"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-SERVICE_CIDR = "10.96.0.0/24"
+SERVICE_CIDR = "10.96.0.0/16"  # room for a benchmark fleet of Services
 # Linux hands out 32768-60999 for port-0 binds and outgoing connections; below
 # that, only programs that choose a port themselves can collide with us.
 PORTS = (20000, 32000)
@@ -457,7 +457,7 @@ class _Processes:
         for name, process in self.running:
             if process.poll() is not None:
                 tail = self.log_tail(name)
-                error = PortTaken if "address already in use" in tail else ClusterError
+                error = PortTaken if "address already in use" in tail.lower() else ClusterError
                 raise error(f"{name} exited with {process.returncode}:\n{tail}")
 
     def stop(self) -> None:

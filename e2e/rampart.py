@@ -105,7 +105,7 @@ def start_operator(
     operator = Operator(process, log, webhook_url, f"http://127.0.0.1:{alert_port}/alertmanager")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if "address already in use" in operator.log_text():
+        if "address already in use" in operator.log_text().lower():
             operator.stop()
             return None
         if process.poll() is not None:

@@ -161,6 +161,50 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
     )
 
 
+def test_a_failing_canary_is_rolled_back_by_analysis(
+    local: Cluster, namespace: str, canary_pod: tuple[Upstream, Sidecar], tmp_path: Path
+) -> None:
+    upstream, sidecar = canary_pod
+    upstream.error_rate = 0.3
+    prometheus = Prometheus(tmp_path, scraped_as_canary(sidecar, namespace))
+    canary = {
+        "steps": [{"weight": 25, "pause": "30s"}, {"weight": 100}],
+        "bakeWindow": "0s",
+        "analysis": {
+            "interval": "1s",
+            "window": "4s",
+            "failureLimit": 2,
+            "progressDeadline": "90s",
+            "minRequests": 5,
+            "prometheus": {"url": prometheus.url},
+            "thresholds": {"errorRate": 0.05},
+        },
+    }
+    try:
+        with Traffic(sidecar.url):
+            start_rollout(local, namespace, canary)
+            local.wait_for(
+                "rolled back",
+                lambda: rollout(local, namespace).get("phase") == "RolledBack",
+                timeout=60,
+            )
+    finally:
+        prometheus.stop()
+    found = local.get("hardenedservice", NAME, namespace) or {}
+    final = found["status"]
+    assert "2 failed checks (limit 2)" in final["canary"]["message"]
+    measured = final["canary"]["analysis"]["values"]["errorRate"]
+    assert 0.15 < measured < 0.45  # what Prometheus computed from the sidecar's histogram
+    assert condition(found, "RolledBack").get("status") == "True"
+    assert (local.get("deployment", f"{NAME}-canary", namespace) or {})["spec"]["replicas"] == 0
+    assert app_image(local, NAME, namespace) == "ghcr.io/acme/checkout:1"
+    # The Events the operator posted reached the API server (its RBAC allows them).
+    reasons = local.kubectl(
+        "get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}"
+    ).split()
+    assert reasons.count("AnalysisFailed") == 2, reasons
+
+
 def test_a_firing_alert_rolls_the_canary_back_within_a_second_of_the_webhook(
     local: Cluster,
     namespace: str,

@@ -284,6 +284,46 @@ def reads_in(local: Cluster, namespace: str, since: datetime.datetime) -> list[d
     ]
 
 
+def test_replicas_a_horizontal_pod_autoscaler_set_are_its_own(
+    local: Cluster, namespace: str
+) -> None:
+    local.apply(hardened_service("scaled", namespace, replicas=2))
+    ready(local, "scaled", namespace)
+    since = datetime.datetime.now(datetime.UTC)
+    local.apply(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "scaled", "namespace": namespace},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scaled"},
+                # Below its minimum, the HPA controller scales without any metrics.
+                "minReplicas": 3,
+                "maxReplicas": 6,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 80},
+                        },
+                    }
+                ],
+            },
+        }
+    )
+
+    def replicas() -> int:
+        return int((local.get("deployment", "scaled", namespace) or {})["spec"]["replicas"])
+
+    local.wait_for("the HPA's 3 replicas", lambda: replicas() == 3, timeout=45)
+    time.sleep(15)  # three drift checks, and the watch event of the HPA's write
+    assert replicas() == 3
+    patches = local.writes(OPERATOR_USER, since, namespace)[("patch", "deployments", "")]
+    assert patches == 0, f"the operator wrote the Deployment {patches} times"
+    ready(local, "scaled", namespace)  # Ready counts the HPA's replicas
+
+
 class _Paused(KubeClient):
     """A real client whose first read of the Secret waits, so another keeper writes
     in between: a certain stale resourceVersion instead of a lucky one."""

@@ -33,7 +33,7 @@ from .crd import GROUP, KIND, PLURAL, VERSION
 from .events import post_event
 from .kube import ApiError, KubeClient
 from .metrics import OperatorMetrics
-from .reconcile import Action, contains, reconcile
+from .reconcile import Action, contains, leave_scale, reconcile
 from .render import render
 from .render.names import MANAGED_BY, OWNER_LABEL
 from .render.placement import placement_from_status
@@ -127,6 +127,8 @@ class Runtime:
         desired = wanted.get((child.get("kind", ""), child["metadata"]["name"]))
         if desired is not None and child.get("kind") == "Ingress":
             return False  # its rules copy the user's Ingress, which render cannot see
+        if desired is not None and not spec.get("canary"):
+            desired = leave_scale(desired, child)  # replicas an HPA set are its own
         return desired is not None and not contains(child, desired)
 
     async def on_firing(self, keys: set[tuple[str, str]], received: float) -> None:

@@ -30,7 +30,7 @@ from .settings import OperatorSettings
 from .status import Observation, backup_status, deployment_ready
 from .validation import validate
 
-__all__ = ["Action", "contains", "reconcile"]
+__all__ = ["Action", "contains", "leave_scale", "reconcile", "scaled_by_others"]
 
 log = logging.getLogger("rampart.reconcile")
 
@@ -110,19 +110,44 @@ def _owned_by(live: dict[str, Any], owner: dict[str, Any]) -> bool:
     return False
 
 
+def scaled_by_others(live: dict[str, Any]) -> bool:
+    """Whether ``spec.replicas`` was last set through the scale subresource: by a
+    HorizontalPodAutoscaler or ``kubectl scale``, whose field it then is.
+
+    The API server records who owns each field (``managedFields``); a write of
+    the object itself takes ``f:replicas`` back, so only a scaler's write since
+    the operator's last one counts.
+    """
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if entry.get("subresource") == "scale" and "f:replicas" in fields:
+            return True
+    return False
+
+
+def leave_scale(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """``desired`` without ``spec.replicas`` when a scaler owns them (``scaled_by_others``)."""
+    if desired.get("kind") != "Deployment" or not scaled_by_others(live):
+        return desired
+    return {**desired, "spec": {k: v for k, v in desired["spec"].items() if k != "replicas"}}
+
+
 async def apply(
     client: KubeClient,
     owner: dict[str, Any],
     desired: dict[str, Any],
     *known: dict[str, Any] | None,
     create_first: bool = False,
+    scalable: bool = False,
 ) -> tuple[Action | None, dict[str, Any]]:
     """Create or patch one child; what was done, and the child as the server now has it.
 
     ``known`` is the child as just read (None: absent), to save reading it again.
     ``create_first`` (a HardenedService not reconciled before, whose children most
     likely do not exist) creates without reading; a child that exists after all
-    (409) is read and handled as usual.
+    (409) is read and handled as usual. A ``scalable`` child's replicas are
+    left to whoever scaled it since (an HPA): ``spec.replicas`` is then only
+    where it starts.
     """
     meta = desired["metadata"]
     if create_first and not known:
@@ -154,6 +179,8 @@ async def apply(
             f"{desired['kind']} {meta['name']} exists and is not owned by "
             f"this HardenedService; rename or remove it",
         )
+    if scalable:
+        desired = leave_scale(desired, live)
     if contains(live, desired):
         return None, live
     patched = await client.merge_patch(
@@ -250,10 +277,17 @@ async def reconcile(
     try:
         for index, manifest in enumerate(manifests):
             key = (manifest["kind"], manifest["metadata"]["name"])
+            # Without a canary the stable Deployment's replicas may be an HPA's;
+            # with one, the traffic router sets them and nobody else may.
+            scalable = key == ("Deployment", name) and not spec.get("canary")
             if key in prefetched:
-                action, live = await apply(client, resource, manifest, prefetched[key])
+                action, live = await apply(
+                    client, resource, manifest, prefetched[key], scalable=scalable
+                )
             else:
-                action, live = await apply(client, resource, manifest, create_first=new)
+                action, live = await apply(
+                    client, resource, manifest, create_first=new, scalable=scalable
+                )
             applied[manifest["kind"], manifest["metadata"]["name"]] = live
             if action is not None:
                 on_action(action)

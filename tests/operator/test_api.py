@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rampart_operator.crd import crd
-from rampart_operator.reconcile import contains
+from rampart_operator.reconcile import contains, leave_scale
 from rampart_operator.schema import apply_defaults
 from rampart_operator.status import Observation, compute_status, deployment_ready
 from rampart_operator.validation import validate
@@ -181,6 +181,30 @@ def test_contains_takes_a_field_the_server_omitted_for_its_zero_value():
     assert not contains({"spec": {}}, desired)  # args is not a zero value
     assert not contains({"spec": {"args": ["a"], "env": [{"name": "X"}]}}, desired)
     assert not contains({}, {"spec": {"replicas": 0, "selector": {"app": "x"}}})
+
+
+def test_replicas_last_written_through_the_scale_subresource_are_left_to_the_scaler():
+    desired = {"kind": "Deployment", "spec": {"replicas": 2, "paused": False}}
+
+    def live(*managers: dict[str, Any]) -> dict[str, Any]:
+        return {"metadata": {"managedFields": list(managers)}, "spec": {"replicas": 5}}
+
+    hpa = {
+        "manager": "kube-controller-manager",
+        "subresource": "scale",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    }
+    ours = {"manager": "rampart", "fieldsV1": {"f:spec": {"f:template": {}}}}
+    assert leave_scale(desired, live(ours, hpa)) == {
+        "kind": "Deployment",
+        "spec": {"paused": False},
+    }
+    # Our own write took the field back (an update moves it off the scaler's entry).
+    assert leave_scale(desired, live(ours)) == desired
+    # Another subresource, or another kind, is no scaler.
+    status = {**hpa, "subresource": "status"}
+    assert leave_scale(desired, live(status)) == desired
+    assert leave_scale({**desired, "kind": "Service"}, live(hpa))["spec"]["replicas"] == 2
 
 
 def test_deployment_readiness():
