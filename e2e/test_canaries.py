@@ -113,6 +113,12 @@ def start_rollout(local: Cluster, namespace: str, canary: dict[str, Any]) -> Non
     )
 
 
+def event_reasons(local: Cluster, namespace: str) -> list[str]:
+    return local.kubectl(
+        "get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}"
+    ).split()
+
+
 def analysis(prometheus: Prometheus, thresholds: dict[str, Any]) -> dict[str, Any]:
     """Checks every second over 4 s of the canary's series, two failures to roll back."""
     return {
@@ -159,13 +165,33 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
     assert [w for w in weights if w][:2] == [25, 50], weights
     # The stable Deployment now runs version 2, rolled out by the real controller.
     assert app_image(local, NAME, namespace) == "ghcr.io/acme/checkout:2"
-    local.wait_for(
+    final = local.wait_for(
         "version 2 Ready",
         lambda: (
-            condition(local.get("hardenedservice", NAME, namespace), "Ready").get("status")
-            == "True"
+            (found := local.get("hardenedservice", NAME, namespace))
+            and condition(found, "Ready").get("status") == "True"
+            and found["status"]
         ),
     )
+    assert final["phase"] == "Healthy"
+    # Every step was judged on real numbers from Prometheus.
+    judged = final["canary"]["analysis"]
+    assert judged["result"] == "Passed"
+    assert judged["values"]["requests"] >= 5
+    assert judged["values"]["errorRate"] == 0
+    assert 0 < judged["values"]["latencyP95"] < 0.5
+    reasons = event_reasons(local, namespace)
+    assert reasons.count("AnalysisPassed") >= 3, reasons
+    assert "Promoted" in reasons
+    assert (local.get("deployment", NAME, namespace) or {})["spec"]["replicas"] == 4
+    assert (local.get("deployment", f"{NAME}-canary", namespace) or {})["spec"]["replicas"] == 0
+    # Both revisions are kept, the promoted one first.
+    revisions = final["revisions"]
+    assert revisions[0]["revision"] == final["canary"]["stable"]
+    assert [r["template"]["spec"]["containers"][0]["image"] for r in revisions[:2]] == [
+        "ghcr.io/acme/checkout:2",
+        "ghcr.io/acme/checkout:1",
+    ]
 
 
 def test_a_failing_canary_is_rolled_back_by_analysis(
@@ -179,28 +205,43 @@ def test_a_failing_canary_is_rolled_back_by_analysis(
         "bakeWindow": "0s",
         "analysis": analysis(prometheus, {"errorRate": 0.05}),
     }
+    weights: list[int] = []
+
+    def rolled_back() -> bool:
+        state = rollout(local, namespace)
+        if state.get("weight") is not None and state["weight"] not in weights[-1:]:
+            weights.append(state["weight"])
+        return state.get("phase") == "RolledBack"
+
     try:
         with Traffic(sidecar.url):
             start_rollout(local, namespace, canary)
-            local.wait_for(
-                "rolled back",
-                lambda: rollout(local, namespace).get("phase") == "RolledBack",
-                timeout=60,
-            )
+            local.wait_for("rolled back", rolled_back, timeout=60, every=0.1)
     finally:
         prometheus.stop()
-    found = local.get("hardenedservice", NAME, namespace) or {}
+    assert weights == [0, 25, 0], weights
+    found = local.wait_for(
+        "the status after the rollback",
+        lambda: (
+            (item := local.get("hardenedservice", NAME, namespace))
+            and item["status"]["phase"] != "Progressing"
+            and item
+        ),
+    )
     final = found["status"]
+    assert final["phase"] == "RolledBack"
+    assert final["canary"]["failedChecks"] == 2
     assert "2 failed checks (limit 2)" in final["canary"]["message"]
     measured = final["canary"]["analysis"]["values"]["errorRate"]
     assert 0.15 < measured < 0.45  # what Prometheus computed from the sidecar's histogram
     assert condition(found, "RolledBack").get("status") == "True"
+    assert condition(found, "Stalled").get("status") == "True"
+    assert condition(found, "Ready").get("status") == "False"
     assert (local.get("deployment", f"{NAME}-canary", namespace) or {})["spec"]["replicas"] == 0
+    assert (local.get("deployment", NAME, namespace) or {})["spec"]["replicas"] == 4
     assert app_image(local, NAME, namespace) == "ghcr.io/acme/checkout:1"
     # The Events the operator posted reached the API server (its RBAC allows them).
-    reasons = local.kubectl(
-        "get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}"
-    ).split()
+    reasons = event_reasons(local, namespace)
     assert reasons.count("AnalysisFailed") == 2, reasons
 
 

@@ -155,6 +155,11 @@ def test_children_come_up_through_the_real_controllers_and_ready_comes_from_them
     columns = dict(zip(header.split(), cells, strict=True))
     assert columns["READY"] == "True", table
     assert columns["PHASE"] == "Healthy", table
+    assert {c["type"]: c["status"] for c in found["status"]["conditions"]} == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+    }
 
 
 def test_deleting_a_hardened_service_removes_its_children_through_the_garbage_collector(

@@ -237,34 +237,6 @@ async def test_api_errors_are_retried(cluster, operator):
 
 
 @pytest.mark.drift_interval(3600)  # only the watch on the Deployment can make it Healthy
-async def test_ready_when_the_deployment_is_available(cluster, operator):
-    await create_and_settle(cluster, hardened())
-    # kmock has no Deployment controller: play its part.
-    available = {
-        "status": {
-            "observedGeneration": 1,
-            "replicas": 3,
-            "updatedReplicas": 3,
-            "availableReplicas": 3,
-            "readyReplicas": 3,
-        }
-    }
-    assert (
-        await api(
-            cluster, "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/checkout", available
-        )
-        == 200
-    )
-    current = await eventually(
-        lambda: status(cluster).get("phase") == "Healthy" and status(cluster), timeout=5
-    )
-    assert {c["type"]: c["status"] for c in current["conditions"]} == {
-        "Ready": "True",
-        "Reconciling": "False",
-        "Stalled": "False",
-    }
-
-
 async def test_alerts_come_and_go_with_the_spec(cluster, operator):
     alerts = {"slo": {"objective": 99.5}, "labels": {"team": "shop"}}
     await create_and_settle(cluster, hardened(alerts=alerts))
