@@ -383,6 +383,7 @@ async def test_a_write_on_a_stale_resource_version_gets_409_and_converges(
         event
         for event in local.requests(OPERATOR_USER, since, frozenset({"patch"}))
         if event.get("responseStatus", {}).get("code") == 409
+        and (event.get("objectRef") or {}).get("resource") == "secrets"
     ]
     assert len(refused) == 1, refused
 
