@@ -41,6 +41,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from e2e.localcluster import AuditReader, Cluster, local_cluster
+from e2e.localcluster import timestamp as audit_time
 from e2e.rampart import OPERATOR_USER, install_rampart
 
 NS = "bench"
@@ -70,7 +71,7 @@ def proc_stats(pid: int) -> tuple[float, float]:
 
 
 def timestamp(text: str) -> float:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return audit_time(text).timestamp()
 
 
 def percentile(values: list[float], share: float) -> float:

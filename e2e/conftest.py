@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 import pytest
 
 from .localcluster import Cluster as LocalCluster
-from .localcluster import binaries_missing, local_cluster
+from .localcluster import binaries_missing, local_cluster, wait_for
 from .rampart import (
     ALERT_TOKEN,
     OPERATOR_NAMESPACE,
@@ -106,13 +105,7 @@ class Cluster:
     def wait_for(
         self, what: str, condition: Callable[[], Any], timeout: float = 300, every: float = 2
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = condition()
-            if result:
-                return result
-            time.sleep(every)
-        raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        return wait_for(what, condition, timeout, every)
 
 
 def _step(what: str, *command: str, env: dict[str, str] | None = None) -> None:
@@ -209,27 +202,35 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             subprocess.run([kind, "delete", "cluster", "--name", CLUSTER], capture_output=True)
 
 
-_OPERATORS: list[Operator] = []
+@pytest.fixture(scope="session")
+def kind_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from kind_cluster(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The cluster of the chosen backend with Rampart installed and running."""
-    if BACKEND == "kind":
-        yield from kind_cluster(tmp_path_factory)
-        return
+def local_rampart(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalCluster, Operator]]:
+    """The local control plane with Rampart installed, and the operator's process."""
     missing = binaries_missing()
     if missing and not os.environ.get("CI"):
         pytest.skip(f"no local control plane ({', '.join(missing)}): run scripts/install")
     workdir = tmp_path_factory.mktemp("cluster")
     with local_cluster(workdir, log=lambda line: print(line, file=sys.stderr)) as kube:
         operator = install_rampart(kube, workdir)
-        _OPERATORS.append(operator)
         try:
-            yield kube
+            yield kube, operator
         finally:
             operator.stop()
-            _OPERATORS.remove(operator)
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Any:
+    """The cluster of the chosen backend with Rampart installed and running; only that
+    backend is started."""
+    if BACKEND == "kind":
+        return request.getfixturevalue("kind_backend")
+    return request.getfixturevalue("local_rampart")[0]
 
 
 @pytest.fixture(scope="session")
@@ -241,9 +242,9 @@ def local(cluster: Any) -> LocalCluster:
 
 
 @pytest.fixture(scope="session")
-def operator(local: LocalCluster) -> Operator:
+def operator(local: LocalCluster, local_rampart: tuple[LocalCluster, Operator]) -> Operator:
     """The operator process running against the local control plane."""
-    return _OPERATORS[-1]
+    return local_rampart[1]
 
 
 @pytest.fixture(scope="session")
@@ -258,7 +259,7 @@ def kind(cluster: Any) -> Cluster:
 
 
 @pytest.fixture
-def namespace(local: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(local: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace of the test's own, deleted afterwards."""
     name = "t-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
     local.kubectl("create", "namespace", name)

@@ -49,7 +49,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["BIN", "AuditReader", "Cluster", "ClusterError", "binaries_missing", "local_cluster"]
+__all__ = [
+    "BIN",
+    "AuditReader",
+    "Cluster",
+    "ClusterError",
+    "binaries_missing",
+    "local_cluster",
+    "timestamp",
+    "wait_for",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "bin"
@@ -146,7 +155,6 @@ class Cluster:
     audit_log: Path
     nodes: list[str]
     pids: dict[str, int]  # of each component, for the benchmarks' CPU and RSS
-    _ca: _Authority = field(repr=False)
 
     def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig)}
@@ -253,7 +261,7 @@ class Cluster:
             for event in self.audit_events()
             if event.get("user", {}).get("username") == user
             and event.get("verb") in verbs
-            and (since is None or _timestamp(event["requestReceivedTimestamp"]) >= since)
+            and (since is None or timestamp(event["requestReceivedTimestamp"]) >= since)
         ]
 
     def writes(
@@ -268,21 +276,22 @@ class Cluster:
             counted[event["verb"], ref.get("resource", ""), ref.get("subresource", "")] += 1
         return counted
 
-    def server_certificate(self, hosts: list[str], name: str) -> tuple[Path, Path]:
-        """A serving certificate from this cluster's CA (for a test's own HTTPS server)."""
-        return self._ca.issue(self.workdir / name, name, hosts=hosts)
-
     def wait_for(
         self, what: str, condition: Callable[[], Any], timeout: float = 60, every: float = 0.2
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = condition()
-            if last:
-                return last
-            time.sleep(every)
-        raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
+        return wait_for(what, condition, timeout, every)
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float, every: float) -> Any:
+    """What ``condition`` returns once it is truthy; fails the test if it never is."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
 
 
 class AuditReader:
@@ -307,7 +316,8 @@ class AuditReader:
         return events
 
 
-def _timestamp(text: str) -> datetime.datetime:
+def timestamp(text: str) -> datetime.datetime:
+    """An audit event's timestamp (RFC 3339, UTC)."""
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
@@ -652,7 +662,6 @@ def _start(workdir: Path, processes: _Processes, nodes: int, log: Callable[[str]
         audit_log=audit_log,
         nodes=[node["metadata"]["name"] for node in _nodes(nodes)],
         pids={name: process.pid for name, process in processes.running},
-        _ca=ca,
     )
     cluster.apply(_nodes(nodes))
 

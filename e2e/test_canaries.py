@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import Sidecar, free_port
-from tests.monitoring import Alertmanager, Prometheus
+from tests.monitoring import CANARY_SERVER_ERRORS, Alertmanager, Prometheus
 from tests.upstream import Upstream
 
 from .conftest import ALERT_TOKEN, Operator
@@ -254,16 +254,10 @@ def test_a_firing_alert_rolls_the_canary_back_within_a_second_of_the_webhook(
 ) -> None:
     upstream, sidecar = canary_pod
     alertmanager = Alertmanager(tmp_path, operator.alert_url, ALERT_TOKEN)
-    rule = {
-        "alert": "CanaryServerErrors",
-        "expr": "sum by (namespace, hardenedservice) (rate("
-        'rampart_http_request_duration_seconds_count{code=~"5.."}[3s])) > 0',
-        "labels": {"severity": "critical"},
-    }
     prometheus = Prometheus(
         tmp_path,
         scraped_as_canary(sidecar, namespace),
-        rules=[{"name": "test", "rules": [rule]}],
+        rules=[{"name": "test", "rules": [CANARY_SERVER_ERRORS]}],
         alertmanager=alertmanager.url,
     )
     # Only an alert can end a 10-minute pause.

@@ -16,6 +16,14 @@ from tests.conftest import free_port, wait_until
 
 PROMETHEUS = shutil.which("prometheus")
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+# A rule that fires as soon as a canary's sidecar answers any 5xx: the canary
+# rollback tests' alert, grouped by the labels the operator's receiver reads.
+CANARY_SERVER_ERRORS = {
+    "alert": "CanaryServerErrors",
+    "expr": "sum by (namespace, hardenedservice) (rate("
+    'rampart_http_request_duration_seconds_count{code=~"5.."}[3s])) > 0',
+    "labels": {"severity": "critical"},
+}
 
 
 class Process:

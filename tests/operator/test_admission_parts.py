@@ -17,9 +17,9 @@ from rampart_operator.admission.certs import (
     CA_LIFETIME,
     SERVING_LIFETIME,
     Material,
-    dns_names,
     issue,
     plan,
+    serving_names,
 )
 from rampart_operator.admission.injection import (
     APP_PORT,
@@ -33,7 +33,7 @@ from rampart_operator.render.sidecar import SIDECAR_NAME
 from rampart_operator.settings import OperatorSettings
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-NAMES = dns_names("rampart-webhook", "rampart")
+NAMES = serving_names("rampart-webhook", "rampart")
 
 
 def certificate(pem: str) -> x509.Certificate:
@@ -73,7 +73,7 @@ def test_a_new_certificate_names_the_service_and_is_signed_by_the_bundle() -> No
 
 def test_out_of_cluster_the_certificate_names_the_urls_host_as_an_ip_address() -> None:
     # The API server (Go) checks an address only against IP address SANs.
-    names = dns_names("rampart-webhook", "rampart", "https://127.0.0.1:9443")
+    names = serving_names("rampart-webhook", "rampart", "https://127.0.0.1:9443")
     material = issue(names, T0)
     san = certificate(material.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
@@ -81,7 +81,7 @@ def test_out_of_cluster_the_certificate_names_the_urls_host_as_an_ip_address() -
     # Read back the same: no renewal at every check.
     assert plan(material, names, T0 + datetime.timedelta(days=1)) is None
     # A URL moved to another host is a new certificate.
-    moved = dns_names("rampart-webhook", "rampart", "https://operator.dev.example:9443")
+    moved = serving_names("rampart-webhook", "rampart", "https://operator.dev.example:9443")
     renewed = plan(material, moved, T0 + datetime.timedelta(days=1))
     assert renewed is not None
     assert "operator.dev.example" in certificate(renewed.cert).extensions.get_extension_for_class(
@@ -124,7 +124,7 @@ def test_a_renewed_ca_is_trusted_beside_the_old_one_until_the_old_one_expires() 
 
 def test_a_certificate_for_other_names_is_replaced() -> None:
     material = issue(NAMES, T0)
-    moved = plan(material, dns_names("webhook", "ops"), T0 + datetime.timedelta(days=1))
+    moved = plan(material, serving_names("webhook", "ops"), T0 + datetime.timedelta(days=1))
     assert moved is not None
     assert moved.ca_cert == material.ca_cert
     assert "webhook.ops.svc" in certificate(moved.cert).subject.rfc4514_string()

@@ -36,8 +36,8 @@ from rampart_operator.admission.certs import (
     CA_LIFETIME,
     SERVING_LIFETIME,
     Material,
-    dns_names,
     issue,
+    serving_names,
 )
 from rampart_operator.admission.injection import INJECT
 from rampart_operator.admission.service import Admission
@@ -415,14 +415,14 @@ async def test_with_cert_manager_the_mounted_files_are_served_and_reloaded(
             staged.write_text(text)
             staged.replace(tmp_path / name)
 
-    first = issue(dns_names("rampart-webhook", "rampart"), T0)
+    first = issue(serving_names("rampart-webhook", "rampart"), T0)
     mount(first)
     settings = webhook_settings(webhook_cert_dir=str(tmp_path))
     async with serving(api, settings, Clock()) as admission:
         context = ssl.create_default_context(cadata=first.ca_bundle)
         served = await served_certificate(settings.webhook_port, context)
         assert served == x509.load_pem_x509_certificate(first.cert.encode())
-        second = issue(dns_names("rampart-webhook", "rampart"), T0)
+        second = issue(serving_names("rampart-webhook", "rampart"), T0)
         mount(second)
         os.utime(tmp_path / "tls.crt", (time.time() + 5, time.time() + 5))  # a later mtime
         await admission.keeper.check()

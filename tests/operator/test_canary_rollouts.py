@@ -29,7 +29,7 @@ import pytest
 
 from rampart_operator.settings import OperatorSettings
 from tests.conftest import free_port
-from tests.monitoring import Alertmanager, Prometheus
+from tests.monitoring import CANARY_SERVER_ERRORS, Alertmanager, Prometheus
 from tests.operator.conftest import HSVC, eventually, kubeconfig, running_operator
 from tests.operator.test_operator_kmock import NS, api, hardened, obj, status
 from tests.operator.test_rollout_parts import PRIMARY_INGRESS
@@ -164,16 +164,10 @@ async def test_a_firing_alert_rolls_the_canary_back_through_the_webhook(
     sidecar = start_sidecar({}, upstream.url)
     port = free_port()
     alertmanager = Alertmanager(tmp_path, f"http://127.0.0.1:{port}/alertmanager", TOKEN)
-    rule = {
-        "alert": "CanaryServerErrors",
-        "expr": "sum by (namespace, hardenedservice) (rate("
-        'rampart_http_request_duration_seconds_count{code=~"5.."}[3s])) > 0',
-        "labels": {"severity": "critical"},
-    }
     prometheus = Prometheus(
         tmp_path,
         canary_sidecar_target(sidecar),
-        rules=[{"name": "test", "rules": [rule]}],
+        rules=[{"name": "test", "rules": [CANARY_SERVER_ERRORS]}],
         alertmanager=alertmanager.url,
     )
     steps = [{"weight": 25, "pause": "10m"}, {"weight": 100}]  # only an alert can end it

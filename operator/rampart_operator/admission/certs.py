@@ -27,10 +27,10 @@ __all__ = [
     "CA_LIFETIME",
     "SERVING_LIFETIME",
     "Material",
-    "dns_names",
     "due_for_renewal",
     "issue",
     "plan",
+    "serving_names",
 ]
 
 CA_LIFETIME = datetime.timedelta(days=3650)
@@ -81,13 +81,13 @@ class Material:
         return material
 
 
-def dns_names(service: str, namespace: str, url: str = "") -> list[str]:
+def serving_names(service: str, namespace: str, url: str = "") -> list[str]:
     """The names the API server may use to reach the webhook server.
 
     The Service's names, and the host of ``url`` when the operator runs outside
     the cluster and the webhook configurations call it there.
 
-    >>> dns_names("rampart-webhook", "rampart", "https://127.0.0.1:9443")[-1]
+    >>> serving_names("rampart-webhook", "rampart", "https://127.0.0.1:9443")[-1]
     '127.0.0.1'
     """
     names = [service, f"{service}.{namespace}", f"{service}.{namespace}.svc"]

@@ -32,7 +32,7 @@ from cryptography import x509
 from ..kube import ApiError, KubeClient
 from ..metrics import OperatorMetrics
 from ..settings import OperatorSettings
-from .certs import Material, dns_names, plan
+from .certs import Material, plan, serving_names
 
 __all__ = ["WEBHOOK_KINDS", "CertKeeper", "server_context"]
 
@@ -104,7 +104,7 @@ class CertKeeper:
     async def _stored_material(self) -> Material:
         """The Secret's certificate, renewed (and written) first if it is due."""
         settings = self.settings
-        names = dns_names(settings.webhook_service, settings.namespace, settings.webhook_url)
+        names = serving_names(settings.webhook_service, settings.namespace, settings.webhook_url)
         for _ in range(3):
             secret = await self.client.get(
                 "v1", "Secret", settings.namespace, settings.webhook_secret
