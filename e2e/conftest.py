@@ -20,8 +20,10 @@ Tests that need one backend ask for the ``local`` or ``kind`` fixture.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -261,7 +263,10 @@ def kind(cluster: Any) -> Cluster:
 @pytest.fixture
 def namespace(local: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace of the test's own, deleted afterwards."""
-    name = "t-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
+    # Unique per test and parameter, a DNS label: readable, then a short hash.
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.originalname.removeprefix("test_").lower())
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]  # noqa: S324 - a name
+    name = f"t-{slug[:34].strip('-')}-{digest}"
     local.kubectl("create", "namespace", name)
     yield name
     local.kubectl("delete", "namespace", name, "--wait=false")

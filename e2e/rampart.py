@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from .localcluster import PORTS, Cluster
 
 __all__ = [
@@ -51,6 +53,34 @@ class Operator:
     log: Path
     webhook_url: str
     alert_url: str  # the Alertmanager webhook receiver, with ALERT_TOKEN
+    metrics_url: str  # its Prometheus metrics
+    liveness_url: str  # kopf's health endpoint
+    kubeconfig: Path  # the ServiceAccount's, with its token
+    cluster: Cluster
+    env: dict[str, str]  # what it was started with beside the defaults
+
+    def restart(self, env: dict[str, str] | None = None) -> None:
+        """A new process in this one's place (same webhook URL), with ``env`` if given."""
+        self.stop()
+        wanted = self.env if env is None else env
+        for _ in range(4):
+            started = start_operator(self.cluster, self.log.parent, self.webhook_url, wanted)
+            if started is not None:
+                self.__dict__.update(started.__dict__)
+                return
+        raise AssertionError("no free ports for the restarted operator after 4 attempts")
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """One sample of its metrics, None when it has none."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as answer:  # noqa: S310
+            text = answer.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in (labels or {}).items()
+                ):
+                    return float(sample.value)
+        return None
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -74,11 +104,12 @@ def start_operator(
     """
     kubeconfig = cluster.kubeconfig_for(RELEASE, OPERATOR_NAMESPACE)
     port = webhook_url.rsplit(":", 1)[1]
-    alert_port = random.randrange(*PORTS)
-    log = workdir / f"operator-{port}.log"
+    alert_port, metrics_port, liveness_port = random.sample(range(*PORTS), 3)
+    liveness_url = f"http://127.0.0.1:{liveness_port}/healthz"
+    log = workdir / f"operator-{port}-{alert_port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "rampart-operator"), "run", "--liveness", ""],
+            [str(ROOT / ".venv" / "bin" / "rampart-operator"), "run", "--liveness", liveness_url],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -92,7 +123,7 @@ def start_operator(
                 "RAMPART_WEBHOOK_HOST": "127.0.0.1",
                 "RAMPART_WEBHOOK_PORT": port,
                 "RAMPART_WEBHOOK_URL": webhook_url,
-                "RAMPART_METRICS_PORT": "0",
+                "RAMPART_METRICS_PORT": str(metrics_port),
                 "RAMPART_ALERT_PORT": str(alert_port),
                 "RAMPART_ALERT_HOST": "127.0.0.1",
                 "RAMPART_ALERT_TOKEN": ALERT_TOKEN,
@@ -102,7 +133,17 @@ def start_operator(
                 **(env or {}),
             },
         )
-    operator = Operator(process, log, webhook_url, f"http://127.0.0.1:{alert_port}/alertmanager")
+    operator = Operator(
+        process,
+        log,
+        webhook_url,
+        f"http://127.0.0.1:{alert_port}/alertmanager",
+        f"http://127.0.0.1:{metrics_port}/metrics",
+        liveness_url,
+        kubeconfig,
+        cluster,
+        dict(env or {}),
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if "address already in use" in operator.log_text().lower():

@@ -262,6 +262,8 @@ def test_a_firing_alert_rolls_the_canary_back_within_a_second_of_the_webhook(
     )
     # Only an alert can end a 10-minute pause.
     canary = {"steps": [{"weight": 25, "pause": "10m"}, {"weight": 100}], "bakeWindow": "0s"}
+    timed = "rampart_operator_alert_to_rollback_seconds_count"
+    rollbacks_before = operator.metric(timed) or 0
     try:
         with Traffic(sidecar.url):
             start_rollout(local, namespace, canary)
@@ -279,6 +281,8 @@ def test_a_firing_alert_rolls_the_canary_back_within_a_second_of_the_webhook(
         alertmanager.stop()
     final = rollout(local, namespace)
     assert "alert firing: CanaryServerErrors" in final["message"]
+    # Timed from the webhook's arrival (bench/rollback_bench.py measures how fast).
+    assert operator.metric(timed) == rollbacks_before + 1
     assert final["weight"] == 0
     canary_live = local.get("deployment", f"{NAME}-canary", namespace) or {}
     assert canary_live["spec"]["replicas"] == 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -88,7 +87,6 @@ class Runtime:
         self._alerted: dict[tuple[str, str], float] = {}  # monotonic time an alert arrived
         self._tasks: set[asyncio.Task[None]] = set()
         self._written: dict[tuple[str, str], dict[str, Any]] = {}  # as last written here
-        self.handled: dict[tuple[str, str], str] = {}  # the spec each create/update reconciled
         self._receiver: web.AppRunner | None = None
         self.logged_in = asyncio.Event()
         self.admission: Admission | None = None
@@ -266,7 +264,6 @@ class Runtime:
             if body is None or body["metadata"].get("deletionTimestamp"):
                 self._alerted.pop(key, None)
                 self._written.pop(key, None)
-                self.handled.pop(key, None)
                 return None
             await self._resolve_sidecar_mode()
             started = monotonic()
@@ -359,16 +356,6 @@ class Runtime:
                 await post_event(self.client, body, "Warning", "Stalled", message)
         else:
             self.metrics.reconciliations.labels("applied").inc()
-
-
-def _essence(body: kopf.Body) -> str:
-    """What a create or update handler acts on: the spec and the user's annotations."""
-    annotations = {
-        k: v
-        for k, v in (body.get("metadata", {}).get("annotations") or {}).items()
-        if not k.startswith("rampart.dev/kopf") and k != "rampart.dev/last-handled-configuration"
-    }
-    return json.dumps([body.get("spec"), annotations], sort_keys=True)
 
 
 def readiness_moved(owner: dict[str, Any], deployment: dict[str, Any]) -> bool:
@@ -470,15 +457,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: Login | N
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    async def changed(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-        key = (namespace or "default", name)
-        wanted = _essence(body)
-        if runtime.handled.get(key) == wanted:
-            # kopf may deliver one change again when it cannot order our own status
-            # writes against its bookkeeping (an emulator without resourceVersions).
-            return
-        if await runtime.reconcile_named(*key) is not None:
-            runtime.handled[key] = wanted
+    async def changed(name: str, namespace: str | None, **_: Any) -> None:
+        await runtime.reconcile_named(namespace or "default", name)
 
     @kopf.timer(
         GROUP,

@@ -4,8 +4,14 @@ kopf watches and patches the HardenedServices; this client reads and writes
 their children. It authenticates with the credentials kopf's login found (a
 service account in the cluster, a kubeconfig outside), and retries what is
 worth retrying: 429 (honouring Retry-After), 5xx and broken connections, with
-exponential backoff. Writes use JSON merge patch, which every API server (and
-the kmock emulator) understands.
+exponential backoff.
+
+Children are written with server-side apply under the field manager
+``rampart``: the API server merges what we apply with what others own (an
+HPA's replicas, a label kubectl added) and removes what we applied before and
+no longer do. Everything else (status, the webhook certificate's Secret and
+configurations, annotations on a HardenedService) is a JSON merge patch under
+the same manager name.
 
 Errors:
     ApiError            any other failure, with ``status`` and the server's message
@@ -57,6 +63,12 @@ PLURALS = {
 }
 RETRIABLE = frozenset({429, 500, 502, 503, 504})
 ATTEMPTS = 5
+FIELD_MANAGER = "rampart"
+# A resourceVersion no object can have (etcd's revisions start above it). In a
+# server-side apply it makes the write create-only: an absent object is created
+# (the API server ignores the version then), an existing one refuses it with 409
+# and is left as it was, so a name someone else took is never merged into.
+NEVER_A_VERSION = "1"
 
 
 class ApiError(Exception):
@@ -197,8 +209,26 @@ class KubeClient:
         meta = manifest["metadata"]
         result: dict[str, Any] = await self._request(
             "POST",
-            resource_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace")),
+            resource_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
+            + f"?fieldManager={FIELD_MANAGER}",
             manifest,
+        )
+        return result
+
+    async def apply(self, manifest: dict[str, Any], create_only: bool = False) -> dict[str, Any]:
+        """Server-side apply: ``manifest`` becomes what field manager ``rampart`` owns.
+
+        ``create_only``: create it, or raise ApiError 409 if it exists (untouched).
+        """
+        meta = manifest["metadata"]
+        if create_only:
+            manifest = {**manifest, "metadata": {**meta, "resourceVersion": NEVER_A_VERSION}}
+        path = resource_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
+        result: dict[str, Any] = await self._request(
+            "PATCH",
+            f"{path}/{meta['name']}?fieldManager={FIELD_MANAGER}&force=true",
+            manifest,
+            content_type="application/apply-patch+yaml",  # JSON is YAML
         )
         return result
 
@@ -213,7 +243,8 @@ class KubeClient:
     ) -> dict[str, Any]:
         result: dict[str, Any] = await self._request(
             "PATCH",
-            resource_path(api_version, kind, namespace, name, subresource),
+            resource_path(api_version, kind, namespace, name, subresource)
+            + f"?fieldManager={FIELD_MANAGER}",
             patch,
             content_type="application/merge-patch+json",
         )

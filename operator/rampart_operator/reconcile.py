@@ -98,16 +98,11 @@ def _zero(value: Any) -> bool:
 
 
 def _owned_by(live: dict[str, Any], owner: dict[str, Any]) -> bool:
-    uid = owner["metadata"].get("uid")
-    name = owner["metadata"]["name"]
-    for ref in live.get("metadata", {}).get("ownerReferences", []):
-        if (
-            ref.get("kind") == owner["kind"]
-            and ref.get("name") == name
-            and (not uid or not ref.get("uid") or ref.get("uid") == uid)
-        ):
-            return True
-    return False
+    uid = owner["metadata"]["uid"]
+    return any(
+        ref.get("kind") == owner["kind"] and ref.get("uid") == uid
+        for ref in live.get("metadata", {}).get("ownerReferences", [])
+    )
 
 
 def scaled_by_others(live: dict[str, Any]) -> bool:
@@ -139,20 +134,24 @@ async def apply(
     *known: dict[str, Any] | None,
     create_first: bool = False,
     scalable: bool = False,
+    always: bool = False,
 ) -> tuple[Action | None, dict[str, Any]]:
-    """Create or patch one child; what was done, and the child as the server now has it.
+    """Create or update one child by server-side apply; what was done, and the child
+    as the server now has it.
 
     ``known`` is the child as just read (None: absent), to save reading it again.
     ``create_first`` (a HardenedService not reconciled before, whose children most
     likely do not exist) creates without reading; a child that exists after all
     (409) is read and handled as usual. A ``scalable`` child's replicas are
     left to whoever scaled it since (an HPA): ``spec.replicas`` is then only
-    where it starts.
+    where it starts. A child that already holds everything ``desired`` says is
+    not written, unless ``always`` (the spec changed: applying again removes
+    what the last apply set and this one no longer does).
     """
     meta = desired["metadata"]
     if create_first and not known:
         try:
-            created = await client.create(desired)
+            created = await client.apply(desired, create_only=True)
         except ApiError as error:
             if error.status != 409:
                 raise
@@ -171,7 +170,8 @@ async def apply(
         namespace = await client.get("v1", "Namespace", None, meta["namespace"])
         if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
             raise ApiError(403, f"namespace {meta['namespace']} is being terminated")
-        created = await client.create(desired)
+        # Create-only: if someone else's object took the name meanwhile, 409 and a retry.
+        created = await client.apply(desired, create_only=True)
         return Action("created", desired["kind"], meta["name"]), created
     if not _owned_by(live, owner):
         raise NotOwnedError(
@@ -181,11 +181,9 @@ async def apply(
         )
     if scalable:
         desired = leave_scale(desired, live)
-    if contains(live, desired):
+    if not always and contains(live, desired):
         return None, live
-    patched = await client.merge_patch(
-        desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"], desired
-    )
+    patched = await client.apply(desired)
     return Action("updated", desired["kind"], meta["name"]), patched
 
 
@@ -273,6 +271,9 @@ async def reconcile(
     weights = [i for i, m in enumerate(manifests) if _carries_weight(m)]
     last_status = resource.get("status") or {}
     new = not last_status
+    # A spec not reconciled before: every child is applied, changed or not, so
+    # that what the old spec asked for and the new one does not is removed.
+    respecified = not new and last_status.get("observedGeneration") != meta.get("generation")
     applied: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for index, manifest in enumerate(manifests):
@@ -286,7 +287,12 @@ async def reconcile(
                 )
             else:
                 action, live = await apply(
-                    client, resource, manifest, create_first=new, scalable=scalable
+                    client,
+                    resource,
+                    manifest,
+                    create_first=new,
+                    scalable=scalable,
+                    always=respecified,
                 )
             applied[manifest["kind"], manifest["metadata"]["name"]] = live
             if action is not None:

@@ -1,19 +1,12 @@
-"""``rampart-operator`` as users run it: render, validate, and run against an API server."""
+"""``rampart-operator`` as users run it: render, validate, crd (run: e2e/)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
-
-from tests.conftest import free_port
-from tests.operator.conftest import HSVC, eventually, kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "rampart_operator"]
@@ -59,62 +52,3 @@ def test_validate_reports_every_problem_from_stdin():
 def test_crd_command_prints_the_committed_crd():
     result = run_cli("crd")
     assert result.stdout == (ROOT / "crds" / "hardenedservice.yaml").read_text()
-
-
-@pytest.mark.integration
-async def test_run_reconciles_through_a_kubeconfig(cluster, tmp_path):
-    config = kubeconfig(cluster, tmp_path)
-    metrics_port, liveness_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(config),
-        "RAMPART_METRICS_PORT": str(metrics_port),
-        "RAMPART_DRIFT_INTERVAL": "60",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        *CLI,
-        "run",
-        "--liveness",
-        f"http://127.0.0.1:{liveness_port}/healthz",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        cluster.objects[HSVC, "shop", "cli"] = {
-            "apiVersion": "rampart.dev/v1alpha1",
-            "kind": "HardenedService",
-            "metadata": {"name": "cli", "namespace": "shop", "uid": "u", "resourceVersion": "1"},
-            "spec": {"image": "ghcr.io/acme/cli:1"},
-        }
-
-        def deployment_exists() -> bool:
-            found = cluster.objects["apps/v1/deployments", "shop", "cli"]
-            return not found.deleted
-
-        await eventually(deployment_exists, timeout=30)
-
-        def fetch(url: str) -> str:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return str(response.read().decode())
-
-        async def endpoint(url: str) -> str:
-            try:
-                return await asyncio.to_thread(fetch, url)
-            except OSError:
-                return ""
-
-        metrics = ""
-        for _ in range(100):
-            metrics = await endpoint(f"http://127.0.0.1:{metrics_port}/metrics")
-            if 'rampart_operator_reconciliations_total{result="applied"}' in metrics:
-                break
-            await asyncio.sleep(0.1)
-        assert (
-            'rampart_operator_child_changes_total{kind="Deployment",verb="created"} 1.0' in metrics
-        )
-        assert await endpoint(f"http://127.0.0.1:{liveness_port}/healthz")
-    finally:
-        proc.terminate()
-        _, stderr = await proc.communicate()
-    assert b"not-a-secret" not in stderr  # the token never reaches the logs

@@ -88,8 +88,15 @@ class Admission:
             self.app, settings.webhook_host, settings.webhook_port, self.context
         )
         self.serving.set()
-        log.info("admission webhooks on port %d", settings.webhook_port)
+        log.info("admission webhooks on port %d", self.port)
         await self.keeper.run()
+
+    @property
+    def port(self) -> int:
+        """The port served on: the one bound when the settings said 0."""
+        if self._runner is None:
+            raise RuntimeError("not serving yet")
+        return int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -1,10 +1,13 @@
-"""The admission webhook server over real TLS, its certificate kept in the kmock emulator.
+"""The admission webhook server over real TLS, its certificate kept in the real
+API server: a Secret, and the caBundle of the webhook configurations.
 
 Clients here trust only the caBundle the operator wrote into the webhook
 configurations and check the name the API server would use
-(``<service>.<namespace>.svc``), as the API server does. kmock cannot serve
-Namespace objects (its path parser), so Namespace reads are answered by
-reactions.
+(``<service>.<namespace>.svc``), as the API server does. Each test's
+configurations are the chart's, renamed, and select no namespace, so the API
+server itself never calls them; the keeper and the server are the operator's
+own, in this process, as admin. The session operator's own configuration is
+used only where its watch is what is tested.
 """
 
 from __future__ import annotations
@@ -19,18 +22,20 @@ import os
 import ssl
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jsonpatch
-import kmock
 import kopf
 import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509 import DNSName
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from tests.chart import find
+from tests.chart import manifests as chart_manifests
 
 from rampart_operator.admission.certs import (
     CA_LIFETIME,
@@ -46,23 +51,94 @@ from rampart_operator.metrics import OperatorMetrics
 from rampart_operator.render.sidecar import SIDECAR_NAME
 from rampart_operator.settings import OperatorSettings
 from rampart_operator.validation import validate
-from tests.chart import find
-from tests.chart import manifests as chart_manifests
-from tests.conftest import async_wait_until, free_port
 
-from .conftest import eventually, running_operator
+from .conftest import OPERATOR_USER, RELEASE
+from .localcluster import Cluster
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
 ADMISSION = "admissionregistration.k8s.io/v1"
-SERVICE_NAME = "rampart-webhook.rampart.svc"
+KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+SERVICE = "rampart-webhook"
 # Now: the first certificate must pass OpenSSL's own check, at the real time.
 T0 = datetime.datetime.now(datetime.UTC)
 
 
-def configurations() -> list[dict[str, Any]]:
-    """The webhook configurations exactly as the Helm chart installs them: no caBundle yet."""
-    kinds = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
-    return [find(chart_manifests(), kind) for kind in kinds]
+@dataclass
+class Home:
+    """Where a test's keeper keeps its certificate, and the namespaces it reviews for."""
+
+    client: KubeClient  # admin
+    namespace: str  # the operator's own (never injected)
+    shop: str  # labelled for injection
+    plain: str  # not labelled
+    configuration: str
+
+    @property
+    def service_name(self) -> str:
+        """The name the API server checks the serving certificate against."""
+        return f"{SERVICE}.{self.namespace}.svc"
+
+
+def configurations(name: str) -> list[dict[str, Any]]:
+    """The webhook configurations as the Helm chart installs them (no caBundle yet),
+    renamed, and selecting no namespace: the API server never calls them."""
+    found = []
+    for kind in KINDS:
+        configuration = copy.deepcopy(find(chart_manifests(), kind))
+        configuration["metadata"] = {"name": name}
+        for webhook in configuration["webhooks"]:
+            webhook["namespaceSelector"] = {"matchLabels": {"rampart.dev/never": "true"}}
+        found.append(configuration)
+    return found
+
+
+def admin_client(local: Cluster) -> KubeClient:
+    return KubeClient(
+        kopf.ConnectionInfo(
+            server=local.server,
+            ca_path=str(local.ca_file),
+            certificate_path=str(local.workdir / "admin.crt"),
+            private_key_path=str(local.workdir / "admin.key"),
+        )
+    )
+
+
+@pytest.fixture
+async def home(local: Cluster, namespace: str) -> AsyncIterator[Home]:
+    shop, plain = f"{namespace}-shop", f"{namespace}-plain"
+    local.kubectl("create", "namespace", shop)
+    local.kubectl("label", "namespace", shop, f"{INJECT}=true")
+    local.kubectl("create", "namespace", plain)
+    client = admin_client(local)
+    name = f"{namespace}-hooks"
+    for configuration in configurations(name):
+        await client.create(configuration)
+    try:
+        yield Home(client, namespace, shop, plain, name)
+    finally:
+        await client.close()
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            local.kubectl("delete", kind, name)
+        local.kubectl("delete", "namespace", shop, plain, "--wait=false")
+
+
+def webhook_settings(home: Home, **overrides: Any) -> OperatorSettings:
+    return OperatorSettings(
+        **{
+            "webhook_port": 0,
+            "webhook_host": "127.0.0.1",
+            "webhook_service": SERVICE,
+            "webhook_secret": f"{SERVICE}-tls",
+            "webhook_configuration": home.configuration,
+            "namespace": home.namespace,
+            "sidecar_mode": "native",
+            "metrics_port": 0,
+            "alert_port": 0,
+            **overrides,
+        }
+    )
 
 
 class Clock:
@@ -73,40 +149,9 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def api(cluster: kmock.KubernetesEmulator) -> AsyncIterator[KubeClient]:
-    client = KubeClient(kopf.ConnectionInfo(server=str(cluster.url), insecure=True))
-    for configuration in configurations():
-        await client.create(configuration)
-    namespace = {"apiVersion": "v1", "kind": "Namespace"}
-    cluster["get /api/v1/namespaces/shop"] << {
-        **namespace,
-        "metadata": {"name": "shop", "labels": {INJECT: "true"}},
-    }
-    cluster["get /api/v1/namespaces/plain"] << {**namespace, "metadata": {"name": "plain"}}
-    yield client
-    await client.close()
-
-
-def webhook_settings(**overrides: Any) -> OperatorSettings:
-    return OperatorSettings(
-        **{
-            "webhook_port": free_port(),
-            "webhook_host": "127.0.0.1",
-            "namespace": "rampart",
-            "sidecar_mode": "native",
-            "metrics_port": 0,
-            "alert_port": 0,
-            **overrides,
-        }
-    )
-
-
 @contextlib.asynccontextmanager
-async def serving(
-    api: KubeClient, settings: OperatorSettings, clock: Clock
-) -> AsyncIterator[Admission]:
-    admission = Admission(settings, api, OperatorMetrics(), clock=clock)
+async def serving(home: Home, settings: OperatorSettings, clock: Clock) -> AsyncIterator[Admission]:
+    admission = Admission(settings, home.client, OperatorMetrics(), clock=clock)
     admission.start()
     try:
         await asyncio.wait_for(admission.serving.wait(), 10)
@@ -115,30 +160,32 @@ async def serving(
         await admission.stop()
 
 
-async def ca_bundles(api: KubeClient) -> list[str]:
+async def ca_bundles(client: KubeClient, name: str) -> list[str]:
     found = []
-    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
-        configuration = await api.get(ADMISSION, kind, None, "rampart")
+    for kind in KINDS:
+        configuration = await client.get(ADMISSION, kind, None, name)
         assert configuration is not None
         for webhook in configuration["webhooks"]:
             found.append(base64.b64decode(webhook["clientConfig"]["caBundle"]).decode())
     return found
 
 
-async def trusted_context(api: KubeClient) -> ssl.SSLContext:
-    bundles = set(await ca_bundles(api))
+async def trusted_context(home: Home) -> ssl.SSLContext:
+    bundles = set(await ca_bundles(home.client, home.configuration))
     assert len(bundles) == 1, "every webhook carries the same bundle"
     return ssl.create_default_context(cadata=bundles.pop())
 
 
-async def served_certificate(port: int, context: ssl.SSLContext | None = None) -> x509.Certificate:
+async def served_certificate(
+    home: Home, port: int, context: ssl.SSLContext | None = None
+) -> x509.Certificate:
     """The certificate the server presents; verified by ``context`` when one is given."""
     if context is None:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     _, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=context, server_hostname=SERVICE_NAME
+        "127.0.0.1", port, ssl=context, server_hostname=home.service_name
     )
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     writer.close()
@@ -147,14 +194,18 @@ async def served_certificate(port: int, context: ssl.SSLContext | None = None) -
     return x509.load_der_x509_certificate(der)
 
 
-def trusted(certificate: x509.Certificate, bundle: str, when: datetime.datetime) -> bool:
+def trusted(
+    home: Home, certificate: x509.Certificate, bundle: str, when: datetime.datetime
+) -> bool:
     """What a TLS client at ``when`` trusting ``bundle`` says of ``certificate``.
 
     The clock of these checks runs years ahead, past what OpenSSL (which uses
     the real time) can be asked about.
     """
     store = Store(x509.load_pem_x509_certificates(bundle.encode()))
-    verifier = PolicyBuilder().store(store).time(when).build_server_verifier(DNSName(SERVICE_NAME))
+    verifier = (
+        PolicyBuilder().store(store).time(when).build_server_verifier(DNSName(home.service_name))
+    )
     try:
         verifier.verify(certificate, [])
     except VerificationError:
@@ -163,7 +214,7 @@ def trusted(certificate: x509.Certificate, bundle: str, when: datetime.datetime)
 
 
 async def review(
-    port: int, context: ssl.SSLContext, path: str, body: Any
+    home: Home, port: int, context: ssl.SSLContext, path: str, body: Any
 ) -> tuple[int, dict[str, Any] | str]:
     async with (
         aiohttp.ClientSession() as session,
@@ -171,7 +222,7 @@ async def review(
             f"https://127.0.0.1:{port}{path}",
             data=body if isinstance(body, bytes) else json.dumps(body),
             ssl=context,
-            server_hostname=SERVICE_NAME,
+            server_hostname=home.service_name,
         ) as response,
     ):
         if response.status != 200:
@@ -205,21 +256,20 @@ def web_pod(**labels: str) -> dict[str, Any]:
     }
 
 
-async def test_the_webhooks_answer_over_tls_trusted_through_the_ca_bundle(
-    api: KubeClient,
-) -> None:
-    settings = webhook_settings()
-    async with serving(api, settings, Clock()):
-        context = await trusted_context(api)
-        port = settings.webhook_port
+async def test_the_webhooks_answer_over_tls_trusted_through_the_ca_bundle(home: Home) -> None:
+    settings = webhook_settings(home)
+    async with serving(home, settings, Clock()) as admission:
+        context = await trusted_context(home)
+        port = admission.port
+        shop, plain = home.shop, home.plain
 
         invalid = yaml.safe_load((EXAMPLES / "invalid" / "bad-enum.yaml").read_text())
         status, answer = await review(
-            port, context, "/validate", admission_review(invalid, "HardenedService", "shop")
+            home, port, context, "/validate", admission_review(invalid, "HardenedService", shop)
         )
         assert status == 200
         assert isinstance(answer, dict)
-        assert answer["uid"] == "uid-HardenedService-shop"
+        assert answer["uid"] == f"uid-HardenedService-{shop}"
         assert answer["allowed"] is False
         causes = answer["status"]["details"]["causes"]
         assert [(c["field"], c["message"]) for c in causes] == [
@@ -232,28 +282,32 @@ async def test_the_webhooks_answer_over_tls_trusted_through_the_ca_bundle(
         # a change of its spec does not.
         tagged = copy.deepcopy(invalid)
         tagged["metadata"]["annotations"] = {"rampart.dev/last-handled-configuration": "{}"}
-        bookkeeping = admission_review(tagged, "HardenedService", "shop", "UPDATE")
+        bookkeeping = admission_review(tagged, "HardenedService", shop, "UPDATE")
         bookkeeping["request"]["oldObject"] = invalid
-        _, answer = await review(port, context, "/validate", bookkeeping)
+        _, answer = await review(home, port, context, "/validate", bookkeeping)
         assert isinstance(answer, dict)
         assert answer["allowed"] is True
         edited = copy.deepcopy(tagged)
         edited["spec"]["replicas"] = 3
         bookkeeping["request"]["object"] = edited
-        _, answer = await review(port, context, "/validate", bookkeeping)
+        _, answer = await review(home, port, context, "/validate", bookkeeping)
         assert isinstance(answer, dict)
         assert answer["allowed"] is False
 
         valid = yaml.safe_load((EXAMPLES / "checkout.yaml").read_text())
         status, answer = await review(
-            port, context, "/validate", admission_review(valid, "HardenedService", "shop", "UPDATE")
+            home,
+            port,
+            context,
+            "/validate",
+            admission_review(valid, "HardenedService", shop, "UPDATE"),
         )
-        assert answer == {"uid": "uid-HardenedService-shop", "allowed": True}
+        assert answer == {"uid": f"uid-HardenedService-{shop}", "allowed": True}
 
         # A labelled namespace: the sidecar goes in.
         pod = web_pod()
         status, answer = await review(
-            port, context, "/inject", admission_review(pod, "Pod", "shop")
+            home, port, context, "/inject", admission_review(pod, "Pod", shop)
         )
         assert isinstance(answer, dict)
         assert answer["allowed"] is True
@@ -263,21 +317,26 @@ async def test_the_webhooks_answer_over_tls_trusted_through_the_ca_bundle(
         assert patched["spec"]["initContainers"][0]["name"] == SIDECAR_NAME
         # The patched pod comes back for a second look (reinvocation): left alone.
         status, again = await review(
-            port, context, "/inject", admission_review(patched, "Pod", "shop")
+            home, port, context, "/inject", admission_review(patched, "Pod", shop)
         )
-        assert again == {"uid": "uid-Pod-shop", "allowed": True}
+        assert again == {"uid": f"uid-Pod-{shop}", "allowed": True}
 
         # Not asked for; asked for by the pod itself; never in kube-system.
-        _, plain = await review(
-            port, context, "/inject", admission_review(web_pod(), "Pod", "plain")
+        _, plain_answer = await review(
+            home, port, context, "/inject", admission_review(web_pod(), "Pod", plain)
         )
-        assert plain == {"uid": "uid-Pod-plain", "allowed": True}
+        assert plain_answer == {"uid": f"uid-Pod-{plain}", "allowed": True}
         _, asked = await review(
-            port, context, "/inject", admission_review(web_pod(**{INJECT: "true"}), "Pod", "plain")
+            home,
+            port,
+            context,
+            "/inject",
+            admission_review(web_pod(**{INJECT: "true"}), "Pod", plain),
         )
         assert isinstance(asked, dict)
         assert "patch" in asked
         _, system = await review(
+            home,
             port,
             context,
             "/inject",
@@ -312,20 +371,20 @@ async def test_the_webhooks_answer_over_tls_trusted_through_the_ca_bundle(
     ids=["not-json", "a-list", "v1beta1", "no-uid", "deeply-nested", "not-utf8", "odd-object"],
 )
 async def test_anything_but_an_admission_review_gets_400_and_the_server_lives_on(
-    api: KubeClient, body: bytes
+    home: Home, body: bytes
 ) -> None:
-    settings = webhook_settings()
-    async with serving(api, settings, Clock()) as admission:
-        context = await trusted_context(api)
+    async with serving(home, webhook_settings(home), Clock()) as admission:
+        context = await trusted_context(home)
         for path in ("/validate", "/inject"):
-            status, _ = await review(settings.webhook_port, context, path, body)
+            status, _ = await review(home, admission.port, context, path, body)
             assert status == 400
         valid = yaml.safe_load((EXAMPLES / "minimal.yaml").read_text())
         _, answer = await review(
-            settings.webhook_port,
+            home,
+            admission.port,
             context,
             "/validate",
-            admission_review(valid, "HardenedService", "shop"),
+            admission_review(valid, "HardenedService", home.shop),
         )
         assert isinstance(answer, dict)
         assert answer["allowed"] is True
@@ -338,25 +397,30 @@ async def test_anything_but_an_admission_review_gets_400_and_the_server_lives_on
 
 
 async def test_renewal_is_served_at_once_and_a_new_ca_is_trusted_beside_the_old(
-    api: KubeClient,
+    home: Home,
 ) -> None:
     clock = Clock()
-    first, second = webhook_settings(), webhook_settings()
-    async with serving(api, first, clock) as replica_a, serving(api, second, clock) as replica_b:
-        context = await trusted_context(api)
-        original = await served_certificate(first.webhook_port, context)
+    settings = webhook_settings(home)
+    async with (
+        serving(home, settings, clock) as replica_a,
+        serving(home, settings, clock) as replica_b,
+    ):
+        port_a, port_b = replica_a.port, replica_b.port
+        context = await trusted_context(home)
+        original = await served_certificate(home, port_a, context)
         # Both replicas serve the one certificate from the one Secret.
-        assert (await served_certificate(second.webhook_port, context)) == original
-        (bundle,) = set(await ca_bundles(api))
+        assert (await served_certificate(home, port_b, context)) == original
+        (bundle,) = set(await ca_bundles(home.client, home.configuration))
 
         # Two thirds of the serving certificate's life later: renewed by the same CA.
         clock.now = T0 + SERVING_LIFETIME * 0.7
         await replica_a.keeper.check()
-        renewed = await served_certificate(first.webhook_port)
+        renewed = await served_certificate(home, port_a)
         assert renewed.serial_number != original.serial_number
-        assert trusted(renewed, bundle, clock.now)
-        assert set(await ca_bundles(api)) == {bundle}  # nothing new for the API server
-        secret = await api.get("v1", "Secret", "rampart", "rampart-webhook-tls")
+        assert trusted(home, renewed, bundle, clock.now)
+        # Nothing new for the API server.
+        assert set(await ca_bundles(home.client, home.configuration)) == {bundle}
+        secret = await home.client.get("v1", "Secret", home.namespace, settings.webhook_secret)
         assert secret is not None
         stored = base64.b64decode(secret["data"]["tls.crt"]).decode()
         assert x509.load_pem_x509_certificate(stored.encode()) == renewed
@@ -365,48 +429,57 @@ async def test_renewal_is_served_at_once_and_a_new_ca_is_trusted_beside_the_old(
         # certificate of the old CA, which the new bundle still trusts.
         clock.now = T0 + CA_LIFETIME * 0.67
         await replica_a.keeper.check()
-        (new_bundle,) = set(await ca_bundles(api))
+        (new_bundle,) = set(await ca_bundles(home.client, home.configuration))
         assert new_bundle != bundle
-        current = await served_certificate(first.webhook_port)
-        assert trusted(current, new_bundle, clock.now)
-        assert not trusted(current, bundle, clock.now)
-        lagging = await served_certificate(second.webhook_port)
+        current = await served_certificate(home, port_a)
+        assert trusted(home, current, new_bundle, clock.now)
+        assert not trusted(home, current, bundle, clock.now)
+        lagging = await served_certificate(home, port_b)
         assert lagging == original
-        assert trusted(lagging, new_bundle, T0)
+        assert trusted(home, lagging, new_bundle, T0)
         await replica_b.keeper.check()
-        assert (await served_certificate(second.webhook_port)) == current
+        assert (await served_certificate(home, port_b)) == current
 
 
-async def test_a_configuration_reapplied_without_ca_bundle_gets_it_back(
-    cluster: kmock.KubernetesEmulator, api: KubeClient
-) -> None:
-    settings = webhook_settings(drift_interval=60.0)  # the certificate check waits 600 s
-    path = f"/apis/{ADMISSION}/mutatingwebhookconfigurations/rampart"
-    patches = cluster[f"patch {path}"]  # the emulator's log of these requests
-    async with running_operator(cluster, settings) as runtime:
-        await eventually(
-            lambda: runtime.admission is not None and runtime.admission.serving.is_set()
-        )
-        bundles = await ca_bundles(api)
-        written = len(list(patches))
-        # What `helm upgrade` does: the configuration as the chart renders it.
-        reapplied = configurations()[0]["webhooks"]
-        await api.merge_patch(
-            ADMISSION, "MutatingWebhookConfiguration", None, "rampart", {"webhooks": reapplied}
-        )
-        assert "caBundle" not in list(patches)[written].data["webhooks"][0]["clientConfig"]
+def test_a_configuration_reapplied_without_ca_bundle_gets_it_back(local: Cluster) -> None:
+    """What ``helm upgrade`` does to the session operator's own configuration: the
+    chart's webhooks again, without the caBundle only the operator knows. Its
+    watch on the configuration puts the bundle back (the certificate check,
+    every few minutes, would be too late: the API server could not call it)."""
+    kind = "mutatingwebhookconfiguration"
+    live = local.get(kind, RELEASE) or {}
+    bundle = live["webhooks"][0]["clientConfig"]["caBundle"]
+    since = datetime.datetime.now(datetime.UTC)
+    for webhook in live["webhooks"]:
+        del webhook["clientConfig"]["caBundle"]
+    result = local.kubectl(
+        "patch",
+        kind,
+        RELEASE,
+        "--type=merge",
+        "-p",
+        json.dumps({"webhooks": live["webhooks"]}),
+        "-o",
+        "json",
+    )
+    stripped = json.loads(result)  # as the patch left it, before anyone reacted
+    assert "caBundle" not in stripped["webhooks"][0]["clientConfig"]
 
-        async def restored() -> bool:
-            try:
-                return len(list(patches)) > written + 1 and await ca_bundles(api) == bundles
-            except KeyError:
-                return False
+    def restored() -> bool:
+        found = local.get(kind, RELEASE) or {}
+        return all(w["clientConfig"].get("caBundle") == bundle for w in found["webhooks"])
 
-        await async_wait_until(restored)
+    local.wait_for("the caBundle back", restored, timeout=30)
+    patched = [
+        event
+        for event in local.requests(OPERATOR_USER, since, frozenset({"patch"}))
+        if (event.get("objectRef") or {}).get("resource") == "mutatingwebhookconfigurations"
+    ]
+    assert patched, "restored by someone other than the operator"
 
 
 async def test_with_cert_manager_the_mounted_files_are_served_and_reloaded(
-    api: KubeClient, tmp_path: Path
+    home: Home, tmp_path: Path
 ) -> None:
     def mount(material: Material) -> None:
         # As the kubelet updates a Secret volume: new files swapped in whole.
@@ -415,22 +488,24 @@ async def test_with_cert_manager_the_mounted_files_are_served_and_reloaded(
             staged.write_text(text)
             staged.replace(tmp_path / name)
 
-    first = issue(serving_names("rampart-webhook", "rampart"), T0)
+    first = issue(serving_names(SERVICE, home.namespace), T0)
     mount(first)
-    settings = webhook_settings(webhook_cert_dir=str(tmp_path))
-    async with serving(api, settings, Clock()) as admission:
+    settings = webhook_settings(home, webhook_cert_dir=str(tmp_path))
+    async with serving(home, settings, Clock()) as admission:
         context = ssl.create_default_context(cadata=first.ca_bundle)
-        served = await served_certificate(settings.webhook_port, context)
+        served = await served_certificate(home, admission.port, context)
         assert served == x509.load_pem_x509_certificate(first.cert.encode())
-        second = issue(serving_names("rampart-webhook", "rampart"), T0)
+        second = issue(serving_names(SERVICE, home.namespace), T0)
         mount(second)
         os.utime(tmp_path / "tls.crt", (time.time() + 5, time.time() + 5))  # a later mtime
         await admission.keeper.check()
         context = ssl.create_default_context(cadata=second.ca_bundle)
-        served = await served_certificate(settings.webhook_port, context)
+        served = await served_certificate(home, admission.port, context)
         assert served == x509.load_pem_x509_certificate(second.cert.encode())
     # cert-manager owns the Secret and caBundle: the operator wrote neither.
-    assert await api.get("v1", "Secret", "rampart", "rampart-webhook-tls") is None
-    configuration = await api.get(ADMISSION, "MutatingWebhookConfiguration", None, "rampart")
+    assert await home.client.get("v1", "Secret", home.namespace, settings.webhook_secret) is None
+    configuration = await home.client.get(
+        ADMISSION, "MutatingWebhookConfiguration", None, home.configuration
+    )
     assert configuration is not None
     assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
