@@ -13,7 +13,7 @@ chart's ServiceAccount's token (its RSS and CPU are its own), then measures:
     its CPU over the following idle period;
   * creation latency, with that fleet in place: HardenedServices created one
     at a time; from the API server receiving the create to its answer to the
-    operator's last child create (ConfigMap, Service, Deployment, PDB), both
+    operator's last child created (ConfigMap, Service, Deployment, PDB), both
     read from the API server's audit log, so the bench's own polling is not
     in the numbers.
 
@@ -215,12 +215,19 @@ async def creation_latency(cluster: Cluster, count: int) -> dict[str, float]:
                     raise TimeoutError(f"{name}: children {sorted(children)} after 30 s")
                 for event in audit.new_events():
                     ref = event.get("objectRef") or {}
-                    if event["verb"] != "create" or ref.get("namespace") != NS:
+                    if ref.get("namespace") != NS:
                         continue
-                    if ref.get("resource") == "hardenedservices" and ref.get("name") == name:
+                    if (
+                        event["verb"] == "create"
+                        and ref.get("resource") == "hardenedservices"
+                        and ref.get("name") == name
+                    ):
                         created = timestamp(event["requestReceivedTimestamp"])
                     elif (
+                        # Children are created by server-side apply: a patch answered 201.
                         event["user"]["username"] == OPERATOR_USER
+                        and event["verb"] == "patch"
+                        and event.get("responseStatus", {}).get("code") == 201
                         and ref.get("resource") in CHILDREN
                         and ref.get("name") in (name, f"{name}-sidecar")
                     ):
