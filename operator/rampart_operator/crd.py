@@ -307,9 +307,19 @@ def _alerts() -> Schema:
                 "exclusiveMinimum": True,
                 "maximum": 1,
                 "default": 0.05,
-                "description": "Share of 5xx answers over 5 minutes that alerts.",
+                "description": "Share of 5xx answers over alerts.window that alerts.",
             },
             "latencyP95": {**DURATION, "default": "800ms"},
+            "window": {
+                **DURATION,
+                "default": "5m",
+                "description": "Range of the error-rate and latency alerts' rates.",
+            },
+            "for": {
+                **DURATION,
+                "description": "How long the error rate or p95 must stay over its threshold "
+                "before its alert fires. Default: 5m for the error rate, 10m for the p95.",
+            },
             "circuitOpenFor": {
                 **DURATION,
                 "default": "3m",

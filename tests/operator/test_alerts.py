@@ -394,3 +394,51 @@ def test_alerts_fire_when_they_should_and_only_then(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+@needs_promtool
+def test_a_shorter_window_and_for_page_in_seconds_and_the_defaults_do_not(tmp_path):
+    """alerts.window and alerts.for: one minute of rates, 30 s over the threshold."""
+    fast = copy.deepcopy(SERVICE)
+    fast["spec"]["alerts"].update({"window": "1m", "for": "30s"})
+    groups = {
+        "fast": manifests(fast)["PrometheusRulecheckout"]["spec"]["groups"],
+        "default": manifests()["PrometheusRulecheckout"]["spec"]["groups"],
+    }
+    metric = "rampart_http_request_duration_seconds_count"
+    common = {"method": "GET", "route": "default", "pod": "checkout-1"}
+    # Every 15 s: 60 answered, 30 of them more with 503 (a third fail).
+    input_series = [
+        series(metric, "0+60x20", code="200", **common),
+        series(metric, "0+30x20", code="503", **common),
+    ]
+
+    def firing(name: str, at: str) -> list[str]:
+        rules = tmp_path / f"{name}.yaml"
+        rules.write_text(yaml.safe_dump({"groups": groups[name]}, sort_keys=False))
+        suite = tmp_path / f"{name}-{at}.test.yaml"
+        alert = {"eval_time": at, "alertname": "RampartHighErrorRate", "exp_alerts": []}
+        test = {"interval": "15s", "input_series": input_series, "alert_rule_test": [alert]}
+        document = {"rule_files": [rules.name], "evaluation_interval": "15s", "tests": [test]}
+        suite.write_text(yaml.safe_dump(document))
+        result = subprocess.run(
+            [PROMTOOL, "test", "rules", str(suite)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        # promtool lists what fired when it expected nothing.
+        return [] if result.returncode == 0 else [result.stdout + result.stderr]
+
+    assert firing("fast", "30s") == []  # pending for 15 s only
+    assert "RampartHighErrorRate" in "".join(firing("fast", "1m"))
+    assert (
+        "over the last 1m"
+        in rule_of(groups["fast"], "RampartHighErrorRate")["annotations"]["description"]
+    )
+    assert firing("default", "4m") == []  # 5m by default
+
+
+def rule_of(groups: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(r for g in groups for r in g["rules"] if r.get("alert") == name)

@@ -109,25 +109,26 @@ def rule_groups(namespace: str, name: str, spec: dict[str, Any]) -> list[dict[st
 
     error_rate = float(alerts.get("errorRate", 0.05))
     latency = alerts.get("latencyP95", "800ms")
+    window = alerts.get("window", "5m")
     circuit_for = alerts.get("circuitOpenFor", "3m")
     errors = f'{REQUESTS}{{{sel}, code=~"5.."}}'
     everything = f"{REQUESTS}{{{sel}}}"
     threshold = [
         alert(
             "RampartHighErrorRate",
-            f"(\n{_ratio(sel, errors, everything, '5m')}\n) > {error_rate}",
+            f"(\n{_ratio(sel, errors, everything, window)}\n) > {error_rate}",
             "critical",
-            "5m",
+            alerts.get("for", "5m"),
             f"{what} answers more than {error_rate:.2%} of requests with 5xx",
             "{{ $value | humanizePercentage }} of requests to " + what + " failed with a "
-            "5xx over the last 5 minutes (threshold " + f"{error_rate:.2%}).",
+            f"5xx over the last {window} (threshold {error_rate:.2%}).",
         ),
         alert(
             "RampartHighLatencyP95",
-            f"histogram_quantile(0.95, sum by ({BY}, le) (rate({BUCKETS}{{{sel}}}[5m])))\n"
+            f"histogram_quantile(0.95, sum by ({BY}, le) (rate({BUCKETS}{{{sel}}}[{window}])))\n"
             f"> {parse_duration(latency)}",
             "warning",
-            "10m",
+            alerts.get("for", "10m"),
             f"{what} p95 latency is above {latency}",
             "The 95th percentile of request time through the sidecar is "
             "{{ $value | humanizeDuration }} (threshold " + f"{latency}).",
