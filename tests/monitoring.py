@@ -16,6 +16,7 @@ from tests.conftest import free_port, wait_until
 
 PROMETHEUS = shutil.which("prometheus")
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+PUSHGATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
 # A rule that fires as soon as a canary's sidecar answers any 5xx: the canary
 # rollback tests' alert, grouped by the labels the operator's receiver reads.
 CANARY_SERVER_ERRORS = {
@@ -73,6 +74,7 @@ class Prometheus(Process):
         targets: dict[str, dict[str, str]],
         rules: list[dict[str, Any]] | None = None,
         alertmanager: str | None = None,
+        honor_labels: bool = False,
     ) -> None:
         assert PROMETHEUS, "prometheus is not installed (scripts/install installs it)"
         self.port = free_port()
@@ -82,6 +84,8 @@ class Prometheus(Process):
             "scrape_configs": [
                 {
                     "job_name": "sidecars",
+                    # A Pushgateway's series keep the labels they were pushed with.
+                    "honor_labels": honor_labels,
                     "static_configs": [
                         {"targets": [address], "labels": labels}
                         for address, labels in targets.items()
@@ -163,3 +167,18 @@ class Alertmanager(Process):
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
+
+
+class Pushgateway(Process):
+    """Keeps what batch jobs push, for Prometheus to scrape (with ``honor_labels``)."""
+
+    def __init__(self, tmp: Path) -> None:
+        assert PUSHGATEWAY, "the Pushgateway is not installed (scripts/install installs it)"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            "pushgateway",
+            [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{self.port}"],
+            tmp / "pushgateway.log",
+            self.url + "/-/ready",
+        )

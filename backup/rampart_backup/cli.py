@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .crypto import load_key
 from .errors import BackupError, UsageError
-from .metrics import record
+from .metrics import check_labels, record
 from .retention import Policy
 from .sources import open_source, redact
 from .store import find, list_backups, prune, restore, run_backup, verify
@@ -81,12 +81,25 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(error.exit_code)
 
 
+def _labels(items: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise UsageError(f"--label {item}: expected KEY=VALUE")
+        labels[name] = value
+    problem = check_labels(labels)
+    if problem:
+        raise UsageError(problem)
+    return labels
+
+
 def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "run":
+        labels = _labels(args.label)
         source = _url(args.source, "RAMPART_BACKUP_SOURCE", "source")
         key = load_key(args.key_file)
         policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
-        dict(item.split("=", 1) for item in args.label if "=" in item)
         started = time.monotonic()
         try:
             backup = run_backup(source, args.dest, key, policy)
@@ -99,6 +112,7 @@ def _dispatch(args: argparse.Namespace) -> None:
                 0,
                 args.metrics_file,
                 args.pushgateway,
+                labels,
             )
             raise
         record(
@@ -109,6 +123,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             backup.manifest["size"],
             args.metrics_file,
             args.pushgateway,
+            labels,
         )
         print(json.dumps({"backup": backup.path.name, **backup.manifest}))
     elif args.command == "list":

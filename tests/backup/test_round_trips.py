@@ -155,7 +155,7 @@ def test_unreachable_source_leaves_nothing_and_says_so(tmp_path, key_file):
     assert "hunter2" not in result.stderr
     assert list(dest.iterdir()) == []  # no half-written backup
     metrics = (tmp_path / "m.prom").read_text()
-    assert 'rampart_backup_last_run_success{job_name="backup",source="postgresql"} 0.0' in metrics
+    assert 'rampart_backup_last_run_success{backup="backup",kind="postgresql"} 0.0' in metrics
 
 
 def redis_snapshot(client: redis.Redis) -> dict[bytes, object]:

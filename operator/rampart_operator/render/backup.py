@@ -85,6 +85,11 @@ def _cron_job(
         f"{KEY_DIR}/key",
         "--name",
         name,
+        # What the backup alerts select on (render/alerts.py).
+        "--label",
+        f"namespace={owner['metadata'].get('namespace', 'default')}",
+        "--label",
+        f"hardenedservice={owner_name}",
     ]
     for field, flag in (
         ("keepLast", "--keep-last"),
