@@ -51,7 +51,7 @@ def main() -> None:
                         "kubeconfig": str(demo.cluster.kubeconfig),
                         "prometheus": demo.prometheus.url,
                         "alertmanager": demo.alertmanager.url,
-                        "pids": demo.cluster.pids,
+                        "pids": demo.pids(),
                     }
                 )
             )

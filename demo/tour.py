@@ -44,7 +44,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 from e2e.localcluster import Cluster, local_cluster, timestamp
@@ -165,17 +165,19 @@ class Track:
         self.app_port = free_port()
         self.version: str | None = None
         self.app: subprocess.Popen[bytes] | None = None
+        self.log: IO[bytes] | None = None
+        self.stopped = False
         self.sidecar = Sidecar(tmp, settings, f"http://127.0.0.1:{self.app_port}")
 
     def run(self, version: str | None) -> None:
         """The application at ``version`` (None: stopped), as a new pod would start it."""
-        if version == self.version:
+        if version == self.version or self.stopped:
             return
         self.stop_app()
         self.version = version
         if version is None:
             return
-        log = (self.tmp / f"app-{self.track}-{version}.log").open("wb")
+        self.log = log = (self.tmp / f"app-{self.track}-{version}.log").open("wb")
         app = ["rampart_sidecar.demo", "--port", str(self.app_port)]
         error_rate = ["--error-rate", str(VERSIONS.get(version, 0.0))]
         self.app = subprocess.Popen(  # noqa: S603 - our own demo application
@@ -200,9 +202,15 @@ class Track:
         if self.app is not None and self.app.poll() is None:
             self.app.terminate()
             self.app.wait(timeout=10)
-        self.app = None
+        if self.log is not None:
+            self.log.close()
+        self.app, self.log = None, None
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in (self.app, self.sidecar.proc) if p is not None]
 
     def stop(self) -> None:
+        self.stopped = True
         self.stop_app()
         self.sidecar.stop()
 
@@ -240,15 +248,21 @@ class Kubelet(threading.Thread):
                     deployment = self.cluster.get("deployment", name, NAMESPACE)
                 except AssertionError:
                     continue  # the API server is going away
-                ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
-                version = version_of(deployment) if ready else None
-                if version != self.tracks[track].version:
-                    # New pods: out of the Service's endpoints until they answer.
-                    with self.pods.lock:
-                        self.pods.ready[track] = 0
-                    self.tracks[track].run(version)
-                with self.pods.lock:
-                    self.pods.ready[track] = ready
+                try:
+                    self.sync(track, deployment)
+                except Exception as error:  # a kubelet keeps going
+                    print(f"kubelet stand-in, {track}: {error}", file=sys.stderr)
+
+    def sync(self, track: str, deployment: dict[str, Any] | None) -> None:
+        ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+        version = version_of(deployment) if ready else None
+        if version != self.tracks[track].version:
+            # New pods: out of the Service's endpoints until they answer.
+            with self.pods.lock:
+                self.pods.ready[track] = 0
+            self.tracks[track].run(version)
+        with self.pods.lock:
+            self.pods.ready[track] = ready
 
 
 class Traffic(threading.Thread):
@@ -277,6 +291,11 @@ class Traffic(threading.Thread):
             self.sent += 1
 
 
+def stopped(worker: Kubelet | Traffic) -> None:
+    worker.stopping.set()
+    worker.join(timeout=30)
+
+
 @dataclass
 class Demo:
     """What is up once the tour is over, to look around."""
@@ -285,6 +304,18 @@ class Demo:
     prometheus: Prometheus
     alertmanager: Alertmanager
     tracks: dict[str, Track]
+    operator_pid: int
+
+    def pids(self) -> dict[str, int]:
+        """Every process the demo started, by name."""
+        found = {f"cluster {name}": pid for name, pid in self.cluster.pids.items()}
+        found["operator"] = self.operator_pid
+        found["prometheus"] = self.prometheus.proc.pid
+        found["alertmanager"] = self.alertmanager.proc.pid
+        for name, track in self.tracks.items():
+            for index, pid in enumerate(track.pids()):
+                found[f"{name} {index}"] = pid
+        return found
 
 
 def hsvc(cluster: Cluster) -> dict[str, Any]:
@@ -381,10 +412,21 @@ def rollback_written(cluster: Cluster, since: datetime.datetime) -> datetime.dat
 def tour(workdir: Path, narrator: Narrator, until: str, stack: contextlib.ExitStack) -> Demo:
     narrator.stage("A local Kubernetes control plane, Rampart installed")
     cluster = stack.enter_context(local_cluster(workdir, nodes=3, log=narrator.detail))
-    operator = install_rampart(cluster, workdir)
-    stack.callback(operator.stop)
-    alertmanager = Alertmanager(workdir, operator.alert_url, ALERT_TOKEN)
+    # Alertmanager calls the operator's receiver, and the operator also polls it
+    # (what a lost webhook costs is one poll), as docs/canary.md sets them up.
+    alert_port = free_port()
+    alertmanager = Alertmanager(workdir, f"http://127.0.0.1:{alert_port}/alertmanager", ALERT_TOKEN)
     stack.callback(alertmanager.stop)
+    operator = install_rampart(
+        cluster,
+        workdir,
+        env={
+            "RAMPART_ALERT_PORT": str(alert_port),
+            "RAMPART_ALERTMANAGER_URL": alertmanager.url,
+            "RAMPART_ALERT_POLL_INTERVAL": "2",
+        },
+    )
+    stack.callback(operator.stop)
     prometheus = Prometheus(workdir, alertmanager.url)
     stack.callback(prometheus.stop)
     narrator.detail(
@@ -426,14 +468,14 @@ def tour(workdir: Path, narrator: Narrator, until: str, stack: contextlib.ExitSt
     kubelet, traffic = Kubelet(cluster, tracks, pods), Traffic(tracks, pods)
     for worker in (kubelet, traffic):
         worker.start()
-        stack.callback(worker.stopping.set)
+        stack.callback(stopped, worker)  # before the tracks: no app started after
     wait("Ready", lambda: ready_condition(hsvc(cluster)), 90)
     stable = (cluster.get("deployment", NAME, NAMESPACE) or {}).get("status") or {}
     narrator.say(
         f"Ready: {stable.get('readyReplicas', 0)} of {stable.get('replicas', 0)} pods ready "
         "(the Deployment controller, the scheduler and kwok)"
     )
-    demo = Demo(cluster, prometheus, alertmanager, tracks)
+    demo = Demo(cluster, prometheus, alertmanager, tracks, operator.process.pid)
     if until == "accepted":
         return demo
 
@@ -443,6 +485,8 @@ def tour(workdir: Path, narrator: Narrator, until: str, stack: contextlib.ExitSt
         cluster, narrator, lambda s: s.get("phase") in ("Succeeded", "RolledBack"), 120
     )
     narrator.say(f"{final['phase']}: {final.get('message', '')}")
+    if final["phase"] != "Succeeded":
+        raise RuntimeError(f"version 2.0.0 was not promoted: {final.get('message')}")
     if until == "promoted":
         return demo
 
@@ -458,7 +502,16 @@ def tour(workdir: Path, narrator: Narrator, until: str, stack: contextlib.ExitSt
             narrator.say(f"alert RampartHighErrorRate {alert['state']} (error rate {value:.1%})")
         return state.get("phase") == "RolledBack"
 
-    final = narrate_rollout(cluster, narrator, alert_or_done, 120)
+    try:
+        final = narrate_rollout(cluster, narrator, alert_or_done, 120)
+    except TimeoutError:
+        # What each part saw, for whoever reads why the tour stopped here.
+        with urllib.request.urlopen(alertmanager.url + "/api/v2/alerts", timeout=5) as answer:  # noqa: S310
+            narrator.detail(f"Alertmanager's alerts: {answer.read().decode()[:2000]}")
+        notified = operator.metric("rampart_operator_alert_notifications_total")
+        narrator.detail(f"the operator's alert notifications: {notified}")
+        narrator.detail(f"the canary's status: {canary_status(cluster)}")
+        raise
     narrator.say(f"RolledBack: {final.get('message', '')}")
     # When Prometheus fired it: the startsAt it sent Alertmanager (its FiredAt).
     firing = wait("the alert in Alertmanager", lambda: fired_at(alertmanager.url), 10)

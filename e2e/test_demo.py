@@ -40,6 +40,7 @@ def test_the_demo_walks_every_stage_and_removes_what_it_started(tmp_path: Path) 
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # so that nothing it started outlives a failed test
     )
     state_file = tmp_path / "demo" / "demo.json"
     try:
@@ -49,7 +50,7 @@ def test_the_demo_walks_every_stage_and_removes_what_it_started(tmp_path: Path) 
                 raise AssertionError((tmp_path / "demo.log").read_text()[-5000:])
             return state_file.exists()
 
-        wait_for("the tour over", up, timeout=300, every=1)
+        wait_for("the tour over", up, timeout=480, every=1)
         state = json.loads(state_file.read_text())
         kubeconfig = Path(state["kubeconfig"])
         cluster_config = yaml.safe_load(kubeconfig.read_text())
@@ -60,7 +61,7 @@ def test_the_demo_walks_every_stage_and_removes_what_it_started(tmp_path: Path) 
             ca_file=kubeconfig.parent / "ca.crt",
             audit_log=kubeconfig.parent / "audit.log",
             nodes=[],
-            pids=state["pids"],
+            pids={},
         )
         web = cluster.get("hardenedservice", "web", "demo") or {}
         # Stage 1: accepted, its children, Ready.
@@ -89,13 +90,22 @@ def test_the_demo_walks_every_stage_and_removes_what_it_started(tmp_path: Path) 
         assert fired[0]["metric"]["hardenedservice"] == "web"
     finally:
         demo.send_signal(signal.SIGINT)  # Ctrl-C
-        code = demo.wait(timeout=60)
-        log.close()
+        try:
+            code = demo.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+            raise
+        finally:
+            log.close()
     assert code == 0, (tmp_path / "demo.log").read_text()[-3000:]
     output = (tmp_path / "demo.log").read_text()
     assert "\x1b[" not in output  # not a terminal: plain lines
 
-    # Everything it started is gone: the control plane's processes and Prometheus.
+    # Everything it started is gone: the control plane, the operator, Prometheus,
+    # Alertmanager, the sidecars and the applications.
+    assert len(state["pids"]) >= 11, state["pids"]
+
     def gone(pid: int) -> bool:
         try:
             os.kill(pid, 0)

@@ -244,7 +244,8 @@ def without_validation(local: Cluster) -> Iterator[None]:
     operator is down, or for what was admitted before the chart was installed.
     Put back as it was afterwards (the operator keeps its caBundle)."""
     kind = "validatingwebhookconfiguration"
-    saved = local.get(kind, RELEASE) or {}
+    saved = local.get(kind, RELEASE)
+    assert saved is not None, "the chart's validating webhook is missing"
     local.kubectl("delete", kind, RELEASE)
     try:
         yield
@@ -253,6 +254,16 @@ def without_validation(local: Cluster) -> Iterator[None]:
         for field in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
             meta.pop(field, None)
         local.kubectl("create", "-f", "-", input=yaml.safe_dump(saved))
+        # In effect again before the next test: a clash is refused once more.
+        clash = yaml.safe_dump(hardened_service("probe", "default", port=8000))
+        local.wait_for(
+            "the webhook refusing again",
+            lambda: (
+                "denied the request"
+                in local.kubectl("apply", "--dry-run=server", "-f", "-", input=clash, check=False)
+            ),
+            timeout=30,
+        )
 
 
 def test_a_spec_only_the_webhook_would_refuse_stalls_and_touches_nothing(
@@ -279,7 +290,9 @@ def test_a_spec_only_the_webhook_would_refuse_stalls_and_touches_nothing(
     patch_spec(local, "running", namespace, {"replicas": 9, "port": 8000})
     assert "spec.port" in stalled(local, "running", namespace)
     after = local.get("deployment", "running", namespace) or {}
-    assert after["metadata"]["resourceVersion"] == deployment["metadata"]["resourceVersion"]
+    # The spec untouched (the controllers' status writes move the resourceVersion).
+    assert after["metadata"]["generation"] == deployment["metadata"]["generation"]
+    assert after["spec"] == deployment["spec"]
 
 
 def test_backups_become_cron_jobs_and_report_their_runs(local: Cluster, namespace: str) -> None:
@@ -449,3 +462,40 @@ def test_the_operator_counts_what_it_did_answers_liveness_and_never_logs_its_tok
     assert len(token) > 100
     assert token not in operator.log_text()
     assert token[-40:] not in operator.log_text()  # nor its signature
+
+
+def test_what_an_edit_drops_goes_even_when_the_edit_first_stalled(
+    local: Cluster, namespace: str
+) -> None:
+    """The edit drops a label and asks for a Secret that is not there yet: the
+    stall marks the generation observed, not applied; once the Secret exists,
+    every child is applied and the label goes."""
+    local.apply(
+        hardened_service(
+            "patient", namespace, alerts={"errorRate": 0.05, "labels": {"team": "a", "tier": "b"}}
+        )
+    )
+    ready(local, "patient", namespace)
+    cache = {"cache": {"redis": {"urlSecretRef": {"name": "later", "key": "url"}}}}
+    local.apply(
+        hardened_service(
+            "patient",
+            namespace,
+            alerts={"errorRate": 0.05, "labels": {"team": "a"}},
+            sidecar=cache,
+        )
+    )
+    assert "Secret later not found" in stalled(local, "patient", namespace)
+    local.kubectl(
+        "create", "secret", "generic", "later", "-n", namespace, "--from-literal=url=redis://r:6379"
+    )
+    local.wait_for(
+        "the dropped label gone",
+        lambda: (
+            "tier"
+            not in ((local.get("prometheusrule", "patient", namespace) or {})["metadata"]["labels"])
+        ),
+        timeout=30,
+    )
+    found = ready(local, "patient", namespace)
+    assert found["status"]["appliedGeneration"] == found["metadata"]["generation"]

@@ -7,6 +7,7 @@ kwok; the operator is the session's process (restarted where a test says so).
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from tests.monitoring import Alertmanager
 from tests.operator.test_rollout_parts import PRIMARY_INGRESS
 
-from .conftest import Operator
+from .conftest import OPERATOR_USER, Operator
 from .localcluster import Cluster
 from .test_canaries import NAME, app_image, rollout, start_rollout
 from .test_control_plane import condition
@@ -178,14 +179,22 @@ def test_a_restarted_operator_carries_on_and_the_cli_promotes(
     assert (stored["step"], stored["weight"]) == (1, 50)
     assert replicas(local, f"{NAME}-canary", namespace) == 2
 
+    restarted = datetime.datetime.now(datetime.UTC)
     restarts.restart()
     # A new process: it must neither go back to 25% nor skip the 10-minute pause.
-    # Wait until it has reconciled something (its resume), where a wrong step would show.
+    # Its resume looks for every kind of child after applying the ones it renders:
+    # once it has looked for an Ingress here, the children show the step it chose.
     local.wait_for(
-        "the new process reconciled",
-        lambda: restarts.metric("rampart_operator_reconciliations_total", {"result": "applied"}),
+        "the new process's resume of this service",
+        lambda: [
+            event
+            for event in local.requests(OPERATOR_USER, restarted, frozenset({"get"}))
+            if (event.get("objectRef") or {}).get("namespace") == namespace
+            and event["objectRef"].get("resource") == "ingresses"
+        ],
         timeout=60,
     )
+    assert replicas(local, f"{NAME}-canary", namespace) == 2
     resumed = rollout(local, namespace)
     assert (resumed["phase"], resumed["step"], resumed["weight"]) == ("Progressing", 1, 50)
     assert resumed["stepStarted"] == stored["stepStarted"]

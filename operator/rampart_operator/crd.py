@@ -530,6 +530,11 @@ def _status() -> Schema:
         "type": "object",
         "properties": {
             "observedGeneration": {"type": "integer", "format": "int64"},
+            "appliedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "description": "The last generation whose children were all applied.",
+            },
             "phase": {
                 "type": "string",
                 "enum": ["Healthy", "Progressing", "Degraded", "RolledBack", "Failed"],

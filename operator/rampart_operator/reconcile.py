@@ -183,6 +183,8 @@ async def apply(
         desired = leave_scale(desired, live)
     if not always and contains(live, desired):
         return None, live
+    # The object just judged ours, not one recreated by someone else since.
+    desired = {**desired, "metadata": {**desired["metadata"], "uid": live["metadata"]["uid"]}}
     patched = await client.apply(desired)
     return Action("updated", desired["kind"], meta["name"]), patched
 
@@ -271,9 +273,10 @@ async def reconcile(
     weights = [i for i, m in enumerate(manifests) if _carries_weight(m)]
     last_status = resource.get("status") or {}
     new = not last_status
-    # A spec not reconciled before: every child is applied, changed or not, so
-    # that what the old spec asked for and the new one does not is removed.
-    respecified = not new and last_status.get("observedGeneration") != meta.get("generation")
+    # A spec whose children were not all applied yet (new, or stalled since): every
+    # child is applied, changed or not, so that what the old spec asked for and the
+    # new one does not is removed.
+    respecified = not new and last_status.get("appliedGeneration") != meta.get("generation")
     applied: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for index, manifest in enumerate(manifests):
@@ -283,7 +286,12 @@ async def reconcile(
             scalable = key == ("Deployment", name) and not spec.get("canary")
             if key in prefetched:
                 action, live = await apply(
-                    client, resource, manifest, prefetched[key], scalable=scalable
+                    client,
+                    resource,
+                    manifest,
+                    prefetched[key],
+                    scalable=scalable,
+                    always=respecified,
                 )
             else:
                 action, live = await apply(

@@ -160,4 +160,8 @@ def compute_status(seen: Observation, previous: dict[str, Any] | None) -> dict[s
         status.update(seen.rollout.status())
     if gen is not None:
         status["observedGeneration"] = gen
+        if seen.children:
+            # Every child applied for this generation (a stall marks it observed, not
+            # applied): until then, each reconcile applies every child again.
+            status["appliedGeneration"] = gen
     return status

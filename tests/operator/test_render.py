@@ -225,3 +225,26 @@ def test_service_goes_through_the_sidecar_and_policies_follow_the_spec():
     no_pdb = load("minimal.yaml")
     no_pdb["spec"]["podDisruptionBudget"] = {"enabled": False}
     assert "PodDisruptionBudget" not in by_kind(render(no_pdb, OperatorSettings()))
+
+
+def test_a_canary_analysed_by_prometheus_brings_its_pod_monitor():
+    """Its built-in checks select on labels only the PodMonitor's relabelings add."""
+    base = {
+        "apiVersion": "rampart.dev/v1alpha1",
+        "kind": "HardenedService",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "u"},
+        "spec": {"image": "ghcr.io/acme/web:1", "canary": {"steps": [{"weight": 50}]}},
+    }
+    kinds = {m["kind"] for m in render(base, OperatorSettings())}
+    assert "PodMonitor" not in kinds  # no analysis, no monitoring asked for
+    analysed = copy.deepcopy(base)
+    analysed["spec"]["canary"]["analysis"] = {"prometheus": {"url": "http://prometheus:9090"}}
+    monitors = [m for m in render(analysed, OperatorSettings()) if m["kind"] == "PodMonitor"]
+    assert len(monitors) == 1
+    relabeled = {
+        r["targetLabel"] for r in monitors[0]["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    }
+    assert relabeled >= {"hardenedservice", "track"}
+    off = copy.deepcopy(analysed)
+    off["spec"]["monitoring"] = {"podMonitor": {"enabled": False}}  # scraped some other way
+    assert "PodMonitor" not in {m["kind"] for m in render(off, OperatorSettings())}

@@ -3,7 +3,9 @@
 Nothing here is rendered unless the spec asks: without ``spec.alerts`` and
 ``spec.monitoring`` a cluster needs no prometheus-operator. ``spec.alerts``
 alone brings a PodMonitor along, since alerts without scraped metrics would
-never fire.
+never fire, and so does a canary analysed by Prometheus: its built-in checks
+select on the ``hardenedservice`` and ``track`` labels only this PodMonitor's
+relabelings give the sidecars' series.
 """
 
 from __future__ import annotations
@@ -37,9 +39,14 @@ def alerts_enabled(spec: dict[str, Any]) -> bool:
     return alerts is not None and alerts.get("enabled", True) is not False
 
 
+def analysed_by_prometheus(spec: dict[str, Any]) -> bool:
+    analysis = (spec.get("canary") or {}).get("analysis") or {}
+    return "prometheus" in analysis
+
+
 def _monitoring(spec: dict[str, Any]) -> dict[str, Any] | None:
     monitoring = spec.get("monitoring")
-    if monitoring is None and alerts_enabled(spec):
+    if monitoring is None and (alerts_enabled(spec) or analysed_by_prometheus(spec)):
         monitoring = {}
     return monitoring
 
