@@ -259,7 +259,7 @@ def without_validation(local: Cluster) -> Iterator[None]:
         local.wait_for(
             "the webhook refusing again",
             lambda: (
-                "denied the request"
+                "is also the sidecar's port"
                 in local.kubectl("apply", "--dry-run=server", "-f", "-", input=clash, check=False)
             ),
             timeout=30,
