@@ -20,10 +20,9 @@ scrape's own ``namespace`` and ``job`` replace the pushed ones.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
-
-import re
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway, write_to_textfile
 
