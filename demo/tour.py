@@ -32,7 +32,6 @@ import contextlib
 import datetime
 import json
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -47,10 +46,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
-from e2e.localcluster import Cluster, local_cluster, timestamp
+from e2e.localcluster import Cluster, local_cluster, timestamp, wait_for
 from e2e.rampart import ALERT_TOKEN, OPERATOR_USER, install_rampart
+from tests import monitoring
 from tests.conftest import Sidecar, free_port
-from tests.monitoring import PROMETHEUS, Alertmanager, Process
+from tests.monitoring import Alertmanager
 
 from .narrator import Narrator
 
@@ -96,53 +96,8 @@ def hardened_service(prometheus_url: str, version: str = "1.0.0") -> dict[str, A
     }
 
 
-class Prometheus(Process):
-    """A real Prometheus whose rules and targets come from the cluster, reloaded by SIGHUP."""
-
-    def __init__(self, tmp: Path, alertmanager: str) -> None:
-        assert PROMETHEUS, "prometheus is not installed (scripts/install installs it)"
-        self.tmp = tmp
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.alertmanager = alertmanager.removeprefix("http://")
-        self.configure({}, "1s", [])
-        super().__init__(
-            "prometheus",
-            [
-                PROMETHEUS,
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            tmp / "prometheus.log",
-            self.url + "/-/ready",
-        )
-
-    def configure(
-        self, targets: dict[str, dict[str, str]], interval: str, groups: list[dict[str, Any]]
-    ) -> None:
-        (self.tmp / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
-        config = {
-            "global": {"scrape_interval": interval, "evaluation_interval": "1s"},
-            "rule_files": [str(self.tmp / "rules.yaml")],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [self.alertmanager]}]}]},
-            "scrape_configs": [
-                {
-                    "job_name": "podmonitor",
-                    "static_configs": [
-                        {"targets": [address], "labels": labels}
-                        for address, labels in targets.items()
-                    ],
-                }
-            ],
-        }
-        (self.tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-
-    def reload(
-        self, targets: dict[str, dict[str, str]], interval: str, groups: list[dict[str, Any]]
-    ) -> None:
-        self.configure(targets, interval, groups)
-        self.proc.send_signal(signal.SIGHUP)
+class Prometheus(monitoring.Prometheus):
+    """A real Prometheus whose rules and targets come from the cluster (``reload``)."""
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=5) as answer:  # noqa: S310
@@ -332,13 +287,7 @@ def ready_condition(resource: dict[str, Any]) -> bool:
 
 
 def wait(what: str, condition: Callable[[], Any], timeout: float, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(every)
-    raise TimeoutError(f"the demo did not see {what} within {timeout:.0f} s")
+    return wait_for(f"the demo: {what}", condition, timeout, every)
 
 
 def set_version(cluster: Cluster, version: str) -> None:
@@ -427,7 +376,7 @@ def tour(workdir: Path, narrator: Narrator, until: str, stack: contextlib.ExitSt
         },
     )
     stack.callback(operator.stop)
-    prometheus = Prometheus(workdir, alertmanager.url)
+    prometheus = Prometheus(workdir, {}, [], alertmanager.url)
     stack.callback(prometheus.stop)
     narrator.detail(
         f"operator running as the chart's ServiceAccount; Prometheus {prometheus.url}, "
@@ -458,7 +407,7 @@ def tour(workdir: Path, narrator: Narrator, until: str, stack: contextlib.ExitSt
         }
         for name, t in tracks.items()
     }
-    prometheus.reload(targets, endpoint.get("interval", "30s"), rule["spec"]["groups"])
+    prometheus.reload(targets, rule["spec"]["groups"], endpoint.get("interval", "30s"))
     count = sum(len(group["rules"]) for group in rule["spec"]["groups"])
     narrator.detail(
         f"Prometheus loaded the rendered PrometheusRule ({count} rules) and scrapes both "

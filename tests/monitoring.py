@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import urllib.parse
 import urllib.request
@@ -66,7 +67,8 @@ class Process:
 
 
 class Prometheus(Process):
-    """Scrapes ``targets`` (address → target labels) every second; evaluates ``rules``."""
+    """Scrapes ``targets`` (address → target labels) every ``interval``; evaluates
+    ``rules`` every second; ``reload`` changes both, as prometheus-operator does."""
 
     def __init__(
         self,
@@ -75,31 +77,13 @@ class Prometheus(Process):
         rules: list[dict[str, Any]] | None = None,
         alertmanager: str | None = None,
         honor_labels: bool = False,
+        interval: str = "1s",
     ) -> None:
         assert PROMETHEUS, "prometheus is not installed (scripts/install installs it)"
+        self.tmp, self.alertmanager, self.honor_labels = tmp, alertmanager, honor_labels
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config: dict[str, Any] = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {
-                    "job_name": "sidecars",
-                    # A Pushgateway's series keep the labels they were pushed with.
-                    "honor_labels": honor_labels,
-                    "static_configs": [
-                        {"targets": [address], "labels": labels}
-                        for address, labels in targets.items()
-                    ],
-                }
-            ],
-        }
-        if rules:
-            (tmp / "rules.yaml").write_text(yaml.safe_dump({"groups": rules}))
-            config["rule_files"] = [str(tmp / "rules.yaml")]
-        if alertmanager:
-            host = alertmanager.removeprefix("http://")
-            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [host]}]}]}
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.configure(targets, rules or [], interval)
         super().__init__(
             "prometheus",
             [
@@ -111,6 +95,36 @@ class Prometheus(Process):
             tmp / "prometheus.log",
             self.url + "/-/ready",
         )
+
+    def configure(
+        self, targets: dict[str, dict[str, str]], rules: list[dict[str, Any]], interval: str
+    ) -> None:
+        (self.tmp / "rules.yaml").write_text(yaml.safe_dump({"groups": rules}))
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": interval, "evaluation_interval": "1s"},
+            "rule_files": [str(self.tmp / "rules.yaml")],
+            "scrape_configs": [
+                {
+                    "job_name": "sidecars",
+                    # A Pushgateway's series keep the labels they were pushed with.
+                    "honor_labels": self.honor_labels,
+                    "static_configs": [
+                        {"targets": [address], "labels": labels}
+                        for address, labels in targets.items()
+                    ],
+                }
+            ],
+        }
+        if self.alertmanager:
+            host = self.alertmanager.removeprefix("http://")
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [host]}]}]}
+        (self.tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    def reload(
+        self, targets: dict[str, dict[str, str]], rules: list[dict[str, Any]], interval: str
+    ) -> None:
+        self.configure(targets, rules, interval)
+        self.proc.send_signal(signal.SIGHUP)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
