@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -113,9 +112,11 @@ def test_the_demo_walks_every_stage_and_removes_what_it_started(tmp_path: Path) 
             return True
         return False
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not all(gone(p) for p in state["pids"].values()):
-        time.sleep(0.2)
-    assert all(gone(pid) for pid in state["pids"].values()), state["pids"]
+    wait_for(
+        f"every process gone: {state['pids']}",
+        lambda: all(gone(pid) for pid in state["pids"].values()),
+        timeout=30,
+        every=0.2,
+    )
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(state["prometheus"] + "/-/ready", timeout=2)  # noqa: S310

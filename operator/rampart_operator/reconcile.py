@@ -145,8 +145,9 @@ async def apply(
     (409) is read and handled as usual. A ``scalable`` child's replicas are
     left to whoever scaled it since (an HPA): ``spec.replicas`` is then only
     where it starts. A child that already holds everything ``desired`` says is
-    not written, unless ``always`` (the spec changed: applying again removes
-    what the last apply set and this one no longer does).
+    not written, unless ``always`` (this generation's children are not all
+    applied yet: applying again removes what the last apply set and this one no
+    longer does).
     """
     meta = desired["metadata"]
     if create_first and not known:
@@ -284,24 +285,16 @@ async def reconcile(
             # Without a canary the stable Deployment's replicas may be an HPA's;
             # with one, the traffic router sets them and nobody else may.
             scalable = key == ("Deployment", name) and not spec.get("canary")
-            if key in prefetched:
-                action, live = await apply(
-                    client,
-                    resource,
-                    manifest,
-                    prefetched[key],
-                    scalable=scalable,
-                    always=respecified,
-                )
-            else:
-                action, live = await apply(
-                    client,
-                    resource,
-                    manifest,
-                    create_first=new,
-                    scalable=scalable,
-                    always=respecified,
-                )
+            read = (prefetched[key],) if key in prefetched else ()
+            action, live = await apply(
+                client,
+                resource,
+                manifest,
+                *read,
+                create_first=new,
+                scalable=scalable,
+                always=respecified,
+            )
             applied[manifest["kind"], manifest["metadata"]["name"]] = live
             if action is not None:
                 on_action(action)

@@ -333,6 +333,13 @@ SCENARIOS: dict[str, tuple[list[dict[str, str]], str, dict[str, list[dict[str, A
 }
 
 
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run(
+        [PROMTOOL, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False
+    )
+
+
 def promtool_suite(tmp_path: Path) -> Path:
     rules = tmp_path / "rules.yaml"
     rules.write_text(
@@ -372,12 +379,7 @@ def test_every_alert_has_a_scenario_that_fires_it():
 @needs_promtool
 def test_rules_pass_promtool_check(tmp_path):
     suite = promtool_suite(tmp_path)
-    result = subprocess.run(
-        [PROMTOOL, "check", "rules", str(suite.parent / "rules.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = promtool("check", "rules", str(suite.parent / "rules.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(RULE_NAMES) + 7} rules found" in result.stdout
 
@@ -385,13 +387,7 @@ def test_rules_pass_promtool_check(tmp_path):
 @needs_promtool
 def test_alerts_fire_when_they_should_and_only_then(tmp_path):
     suite = promtool_suite(tmp_path)
-    result = subprocess.run(
-        [PROMTOOL, "test", "rules", str(suite)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    result = promtool("test", "rules", str(suite), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -421,13 +417,7 @@ def test_a_shorter_window_and_for_page_in_seconds_and_the_defaults_do_not(tmp_pa
         test = {"interval": "15s", "input_series": input_series, "alert_rule_test": [alert]}
         document = {"rule_files": [rules.name], "evaluation_interval": "15s", "tests": [test]}
         suite.write_text(yaml.safe_dump(document))
-        result = subprocess.run(
-            [PROMTOOL, "test", "rules", str(suite)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-        )
+        result = promtool("test", "rules", str(suite), cwd=tmp_path)
         # promtool lists what fired when it expected nothing.
         return [] if result.returncode == 0 else [result.stdout + result.stderr]
 
