@@ -268,5 +268,26 @@ def namespace(local: LocalCluster, request: pytest.FixtureRequest) -> Iterator[s
     digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]  # noqa: S324 - a name
     name = f"t-{slug[:34].strip('-')}-{digest}"
     local.kubectl("create", "namespace", name)
+    operator = request.getfixturevalue("local_rampart")[1]
+    started_at = operator.log.stat().st_size if operator.log.exists() else 0
     yield name
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        # What the operator said about this test's namespace, beside the failure.
+        with operator.log.open("rb") as log:
+            # A restart during the test starts the file again.
+            log.seek(started_at if started_at <= operator.log.stat().st_size else 0)
+            lines = log.read().decode(errors="replace").splitlines()
+        print(f"--- operator log for {name} ---", file=sys.stderr)
+        for line in lines:
+            if name in line or "Traceback" in line or "Error" in line:
+                print(line, file=sys.stderr)
     local.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Each phase's report on its test, so that fixtures can tell a failure at teardown."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

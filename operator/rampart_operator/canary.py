@@ -123,6 +123,9 @@ class Note:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    # Why a rollout ended, in one word (alert, analysis, abort, progressDeadline),
+    # for the rollouts metric: the message says it in full.
+    cause: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,7 @@ def advance(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, li
                 "Warning",
                 "RolledBack",
                 f"revision {state.stable} rolled back to {state.previous}: {reason}",
+                "alert",
             )
         ]
     if seen.target not in (state.stable, state.rejected):
@@ -269,9 +273,9 @@ def _active(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, li
             *started,
         ]
     if seen.abort:
-        return _roll_back(state, "aborted by the rampart.dev/abort annotation")
+        return _roll_back(state, "aborted by the rampart.dev/abort annotation", "abort")
     if policy.rollback_on_alerts and seen.firing:
-        return _roll_back(state, f"alert firing: {', '.join(seen.firing)}")
+        return _roll_back(state, f"alert firing: {', '.join(seen.firing)}", "alert")
     if state.phase == "Promoting":
         if not seen.stable_ready:
             return state, []
@@ -302,6 +306,7 @@ def _active(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, li
         return _roll_back(
             state,
             f"progress deadline {format_duration(policy.progress_deadline)} exceeded: {waiting}",
+            "progressDeadline",
         )
     step = policy.steps[state.step]
     if state.step_started is None:
@@ -352,13 +357,15 @@ def _judge(policy: Policy, state: Rollout, verdict: Verdict) -> tuple[Rollout, l
     note = Note("Warning", "AnalysisFailed", f"{verdict.summary}; {failed}/{policy.failure_limit}")
     if failed >= policy.failure_limit:
         rolled, more = _roll_back(
-            state, f"{failed} failed checks (limit {policy.failure_limit}): {verdict.summary}"
+            state,
+            f"{failed} failed checks (limit {policy.failure_limit}): {verdict.summary}",
+            "analysis",
         )
         return rolled, [note, *more]
     return state, [note]
 
 
-def _roll_back(state: Rollout, reason: str) -> tuple[Rollout, list[Note]]:
+def _roll_back(state: Rollout, reason: str, cause: str) -> tuple[Rollout, list[Note]]:
     if state.phase == "Promoting" and state.previous is not None:
         # The stable Deployment already took the new template: give it the old one back.
         state = _replace(state, stable=state.previous, previous=None)
@@ -370,7 +377,7 @@ def _roll_back(state: Rollout, reason: str) -> tuple[Rollout, list[Note]]:
         rejected=state.revision,
         message=f"revision {state.revision} rolled back: {reason}",
     )
-    return rolled, [Note("Warning", "RolledBack", rolled.message)]
+    return rolled, [Note("Warning", "RolledBack", rolled.message, cause)]
 
 
 def _promote(state: Rollout, reason: str, now: float) -> tuple[Rollout, list[Note]]:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from time import monotonic
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 import kopf
@@ -27,7 +27,8 @@ from .admission.service import Admission
 from .alertmanager import AlertPoller, AlertStore, receiver_app
 from .analysis import analyze
 from .analysis.prometheus import PrometheusProvider
-from .canary import Policy, Rollout, analysis_due
+from .analysis.queries import checks_for
+from .canary import Phase, Policy, Rollout, analysis_due
 from .crd import GROUP, KIND, PLURAL, VERSION
 from .events import post_event
 from .kube import ApiError, KubeClient
@@ -221,8 +222,11 @@ class Runtime:
                 provider = PrometheusProvider(self.http, settings["prometheus"]["url"])
                 verdict = await analyze(provider, namespace, name, settings, now)
                 analysis = Analysis(verdict, rollout.revision, rollout.step)
-                for check, value in verdict.values.items():
-                    self.metrics.analysis.labels(namespace, name, check).set(value)
+                for measured, value in verdict.values.items():
+                    self.metrics.analysis.labels(namespace, name, measured).set(value)
+                for check in checks_for(namespace, name, settings):
+                    if check.max is not None:  # drawn beside the values on the dashboard
+                        self.metrics.threshold.labels(namespace, name, check.name).set(check.max)
         # Most ticks find nothing to do: they find it out without the lock, which
         # an alert may need at that very moment.
         probe = await reconcile(
@@ -254,7 +258,20 @@ class Runtime:
         writer of the status, which is what a rollback decides on; a spec change
         since then brings its own reconciliation right after.
         """
-        key = (namespace, name)
+        with self.metrics.in_progress.track_inprogress():  # the operator's queue, as it were
+            return await self._reconcile_locked(
+                (namespace, name), analysis, rollout_only, thorough, urgent
+            )
+
+    async def _reconcile_locked(
+        self,
+        key: tuple[str, str],
+        analysis: Analysis | None,
+        rollout_only: bool,
+        thorough: bool,
+        urgent: bool,
+    ) -> dict[str, Any] | None:
+        namespace, name = key
         lock = self._locks.setdefault(key, asyncio.Lock())
         actions: list[Action] = []
         async with lock:
@@ -322,14 +339,26 @@ class Runtime:
         namespace, name = meta.get("namespace", "default"), meta["name"]
         notes = seen.rollout.notes if seen.rollout is not None else []
         rolled_back = any(note.reason == "RolledBack" for note in notes)
+        if alerted is not None and not rolled_back:
+            # Said once per alert: an on-call person asks why nothing moved.
+            state = seen.rollout.rollout.phase if seen.rollout is not None else "no canary"
+            log.info(
+                "%s/%s: alerts %s firing; nothing to roll back (rollout: %s)",
+                namespace,
+                name,
+                ", ".join(self.alerts.firing(namespace, name)) or "no longer",
+                state,
+            )
         if alerted is not None and seen.traffic_applied is not None and rolled_back:
             self.metrics.alert_to_rollback.observe(seen.traffic_applied - alerted)
         if seen.rollout is not None:
             rollout = seen.rollout.rollout
             self.metrics.weight.labels(namespace, name).set(rollout.weight)
+            for phase in get_args(Phase):
+                self.metrics.phase.labels(namespace, name, phase).set(phase == rollout.phase)
             for note in notes:
                 if note.reason in ("RolledBack", "Promoted"):
-                    self.metrics.rollouts.labels(note.reason).inc()
+                    self.metrics.rollouts.labels(namespace, name, note.reason, note.cause).inc()
         for note in notes:
             log.log(
                 logging.WARNING if note.type == "Warning" else logging.INFO,

@@ -16,6 +16,11 @@ class OperatorMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.in_progress = Gauge(
+            "rampart_operator_reconciles_in_progress",
+            "Reconciliations running or waiting for their HardenedService's lock.",
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "rampart_operator_reconcile_duration_seconds",
             "Time of one reconciliation, API calls included.",
@@ -46,10 +51,23 @@ class OperatorMetrics:
             ["namespace", "name", "check"],
             registry=self.registry,
         )
+        self.phase = Gauge(
+            "rampart_operator_canary_phase",
+            "1 for the phase each HardenedService's rollout is in, 0 for the others.",
+            ["namespace", "name", "phase"],
+            registry=self.registry,
+        )
+        self.threshold = Gauge(
+            "rampart_operator_canary_analysis_threshold",
+            "The limit each analysis check is held to (a value above it fails).",
+            ["namespace", "name", "check"],
+            registry=self.registry,
+        )
         self.rollouts = Counter(
             "rampart_operator_rollouts_total",
-            "Rollouts ended, by result: Promoted or RolledBack.",
-            ["result"],
+            "Rollouts ended, by result (Promoted or RolledBack) and, for a rollback, "
+            "its cause (alert, analysis, abort, progressDeadline).",
+            ["namespace", "name", "result", "cause"],
             registry=self.registry,
         )
         self.alert_to_rollback = Histogram(

@@ -205,12 +205,27 @@ def rule_groups(namespace: str, name: str, spec: dict[str, Any]) -> list[dict[st
             {
                 "name": f"rampart.{namespace}.{name}.slo-recording",
                 "rules": [
+                    *(
+                        {
+                            "record": f"rampart:sli_error_ratio:rate{w}",
+                            "expr": _ratio(sel, errors, everything, w),
+                            "labels": {"slo_objective": str(objective)},
+                        }
+                        for w in windows
+                    ),
+                    # For the dashboards: the objective, and the error ratio over the
+                    # whole SLO window (the mean of the 5m ratios, as Sloth does),
+                    # whatever window and objective each service has.
                     {
-                        "record": f"rampart:sli_error_ratio:rate{w}",
-                        "expr": _ratio(sel, errors, everything, w),
+                        "record": "rampart:slo_objective:ratio",
+                        "expr": f"vector({round(objective / 100, 10)})",
+                        "labels": {"namespace": namespace, "hardenedservice": name},
+                    },
+                    {
+                        "record": "rampart:sli_error_ratio:slo_window",
+                        "expr": f"avg_over_time(rampart:sli_error_ratio:rate5m{{{sel}}}[{window}])",
                         "labels": {"slo_objective": str(objective)},
-                    }
-                    for w in windows
+                    },
                 ],
             }
         )
