@@ -18,8 +18,11 @@ from typing import Any
 
 import pytest
 from tests.conftest import Sidecar, free_port
-from tests.monitoring import CANARY_SERVER_ERRORS, Alertmanager, Prometheus
+from tests.monitoring import CANARY_SERVER_ERRORS, Alertmanager, Prometheus, pod_monitor_job
 from tests.upstream import Upstream
+
+from rampart_operator.render import render
+from rampart_operator.settings import OperatorSettings
 
 from .conftest import ALERT_TOKEN, Operator
 from .localcluster import Cluster
@@ -72,10 +75,25 @@ def canary_pod(tmp_path: Path) -> Iterator[tuple[Upstream, Sidecar]]:
         upstream.close()
 
 
-def scraped_as_canary(sidecar: Sidecar, namespace: str) -> dict[str, dict[str, str]]:
-    # The labels the rendered PodMonitor's relabelings give a canary pod's series.
-    labels = {"namespace": namespace, "hardenedservice": NAME, "track": "canary"}
-    return {f"127.0.0.1:{sidecar.admin_port}": labels}
+def scraped_as_canary(sidecar: Sidecar, namespace: str) -> list[dict[str, Any]]:
+    """The sidecar scraped as a canary pod through the PodMonitor the operator renders
+    for a resource with only ``spec.canary`` (analysed by Prometheus) set."""
+    analysis = {"prometheus": {"url": "http://prometheus.monitoring:9090"}}
+    resource = service(namespace, {"image": "ghcr.io/acme/checkout:2", "analysis": analysis})
+    rendered = render(resource, OperatorSettings())
+    monitor = next(m for m in rendered if m["kind"] == "PodMonitor")
+    pods = next(m for m in rendered if m["metadata"]["name"] == f"{NAME}-canary")
+    address = f"127.0.0.1:{sidecar.admin_port}"
+    return [pod_monitor_job(monitor, pods["spec"]["template"], f"{NAME}-canary-0", address)]
+
+
+def service(namespace: str, canary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rampart.dev/v1alpha1",
+        "kind": "HardenedService",
+        "metadata": {"name": NAME, "namespace": namespace, "uid": "uid"},
+        "spec": {"image": "ghcr.io/acme/checkout:1", "replicas": 4, "canary": canary},
+    }
 
 
 def rollout(local: Cluster, namespace: str) -> dict[str, Any]:
@@ -85,14 +103,9 @@ def rollout(local: Cluster, namespace: str) -> dict[str, Any]:
 
 def start_rollout(local: Cluster, namespace: str, canary: dict[str, Any]) -> None:
     """Version 1 up and Ready through the real controllers, then version 2 asked for."""
-    local.apply(
-        {
-            "apiVersion": "rampart.dev/v1alpha1",
-            "kind": "HardenedService",
-            "metadata": {"name": NAME, "namespace": namespace},
-            "spec": {"image": "ghcr.io/acme/checkout:1", "replicas": 4, "canary": canary},
-        }
-    )
+    resource = service(namespace, canary)
+    del resource["metadata"]["uid"]
+    local.apply(resource)
     local.wait_for(
         "version 1 Ready",
         lambda: (
@@ -142,7 +155,7 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
     local: Cluster, namespace: str, canary_pod: tuple[Upstream, Sidecar], tmp_path: Path
 ) -> None:
     _, sidecar = canary_pod
-    prometheus = Prometheus(tmp_path, scraped_as_canary(sidecar, namespace))
+    prometheus = Prometheus(tmp_path, {}, jobs=scraped_as_canary(sidecar, namespace))
     canary = {
         "steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}, {"weight": 100}],
         "bakeWindow": "0s",
@@ -199,7 +212,7 @@ def test_a_failing_canary_is_rolled_back_by_analysis(
 ) -> None:
     upstream, sidecar = canary_pod
     upstream.error_rate = 0.3
-    prometheus = Prometheus(tmp_path, scraped_as_canary(sidecar, namespace))
+    prometheus = Prometheus(tmp_path, {}, jobs=scraped_as_canary(sidecar, namespace))
     canary = {
         "steps": [{"weight": 25, "pause": "30s"}, {"weight": 100}],
         "bakeWindow": "0s",
@@ -258,7 +271,8 @@ def test_a_firing_alert_rolls_the_canary_back_within_a_second_of_the_webhook(
     alertmanager = Alertmanager(tmp_path, operator.alert_url, ALERT_TOKEN)
     prometheus = Prometheus(
         tmp_path,
-        scraped_as_canary(sidecar, namespace),
+        {},
+        jobs=scraped_as_canary(sidecar, namespace),
         rules=[{"name": "test", "rules": [CANARY_SERVER_ERRORS]}],
         alertmanager=alertmanager.url,
     )

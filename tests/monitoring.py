@@ -78,9 +78,11 @@ class Prometheus(Process):
         alertmanager: str | None = None,
         honor_labels: bool = False,
         interval: str = "1s",
+        jobs: list[dict[str, Any]] | None = None,
     ) -> None:
         assert PROMETHEUS, "prometheus is not installed (scripts/install installs it)"
         self.tmp, self.alertmanager, self.honor_labels = tmp, alertmanager, honor_labels
+        self.jobs = jobs or []  # whole scrape configs, e.g. from pod_monitor_job
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.configure(targets, rules or [], interval)
@@ -112,7 +114,8 @@ class Prometheus(Process):
                         {"targets": [address], "labels": labels}
                         for address, labels in targets.items()
                     ],
-                }
+                },
+                *self.jobs,
             ],
         }
         if self.alertmanager:
@@ -121,10 +124,62 @@ class Prometheus(Process):
         (self.tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
 
     def reload(
-        self, targets: dict[str, dict[str, str]], rules: list[dict[str, Any]], interval: str
+        self,
+        targets: dict[str, dict[str, str]],
+        rules: list[dict[str, Any]],
+        interval: str,
+        jobs: list[dict[str, Any]] | None = None,
     ) -> None:
+        if jobs is not None:
+            self.jobs = jobs
         self.configure(targets, rules, interval)
         self.proc.send_signal(signal.SIGHUP)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts firing now (pending ones are left out)."""
+        with urllib.request.urlopen(self.url + "/api/v1/alerts", timeout=5) as response:
+            found: list[dict[str, Any]] = json.load(response)["data"]["alerts"]
+        return [a for a in found if a["state"] == "firing"]
+
+    def wait_for_series(self, promql: str, timeout: float) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+
+        def answered() -> bool:
+            found[:] = self.query(promql)
+            return bool(found)
+
+        try:
+            wait_until(answered, timeout=timeout, interval=0.5)
+        except AssertionError:
+            raise AssertionError(f"no {promql} within {timeout} s; {self.targets()}") from None
+        return found
+
+    def targets(self) -> str:
+        """Each target, its health and labels, or why it was dropped: for a failure."""
+        with urllib.request.urlopen(self.url + "/api/v1/targets?state=any", timeout=5) as answer:
+            data = json.load(answer)["data"]
+        active = [
+            f"{t['scrapePool']} {t['health']} {t.get('lastError') or ''} {t['labels']}"
+            for t in data["activeTargets"]
+        ]
+        dropped = [str(t.get("discoveredLabels")) for t in data["droppedTargets"]]
+        return f"targets: {active}; dropped: {dropped}"
+
+    def wait_for_alert(self, name: str, namespace: str, timeout: float) -> dict[str, Any]:
+        """The first firing alert ``name`` labelled with ``namespace``."""
+        found: list[dict[str, Any]] = []
+
+        def fired() -> bool:
+            found[:] = [
+                a
+                for a in self.alerts()
+                if a["labels"].get("alertname") == name
+                and a["labels"].get("namespace") == namespace
+            ]
+            return bool(found)
+
+        wait_until(fired, timeout=timeout, interval=0.5)
+        return found[0]
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
@@ -196,3 +251,131 @@ class Pushgateway(Process):
             tmp / "pushgateway.log",
             self.url + "/-/ready",
         )
+
+
+def _relabelings(monitor_relabelings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A monitor's ``relabelings`` (camelCase) as Prometheus' ``relabel_configs``."""
+    keys = {
+        "sourceLabels": "source_labels",
+        "targetLabel": "target_label",
+        "replacement": "replacement",
+        "regex": "regex",
+        "action": "action",
+        "separator": "separator",
+        "modulus": "modulus",
+    }
+    return [{keys[k]: v for k, v in r.items()} for r in monitor_relabelings]
+
+
+def _sanitized(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _keep_selected(role: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "action": "keep",
+            "source_labels": [
+                f"__meta_kubernetes_{role}_label_{_sanitized(key)}",
+                f"__meta_kubernetes_{role}_labelpresent_{_sanitized(key)}",
+            ],
+            "regex": f"({value});true",
+        }
+        for key, value in selector.items()
+    ]
+
+
+def pod_monitor_job(
+    monitor: dict[str, Any], pod: dict[str, Any], pod_name: str, address: str
+) -> dict[str, Any]:
+    """The scrape job prometheus-operator generates for ``monitor`` (a PodMonitor), for
+    one pod of template ``pod`` (a Deployment's ``spec.template``) at ``address``.
+
+    The pod is given as Kubernetes service discovery would give it (its labels,
+    namespace, name and container ports as ``__meta_kubernetes_*`` labels), and the
+    job keeps or drops it and labels its series as prometheus-operator's generated
+    configuration does: selector and port kept, then ``namespace``, ``container``,
+    ``pod``, ``job``, ``endpoint``, then the monitor's own relabelings. Prometheus
+    itself applies all of it, so a selector that misses the pod or a relabeling
+    that reads a label the pod lacks shows up as missing or unlabelled series.
+    """
+    meta = monitor["metadata"]
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    spec = pod["spec"]
+    containers = [*spec.get("initContainers", []), *spec["containers"]]
+    [(container, port)] = [
+        (c["name"], p["name"])
+        for c in containers
+        for p in c.get("ports", [])
+        if p.get("name") == endpoint["port"]
+    ] or [("", "")]
+    labels = {
+        "__meta_kubernetes_namespace": meta["namespace"],
+        "__meta_kubernetes_pod_name": pod_name,
+        "__meta_kubernetes_pod_container_name": container,
+        "__meta_kubernetes_pod_container_port_name": port,
+    }
+    for key, value in (pod.get("metadata", {}).get("labels") or {}).items():
+        labels[f"__meta_kubernetes_pod_label_{_sanitized(key)}"] = value
+        labels[f"__meta_kubernetes_pod_labelpresent_{_sanitized(key)}"] = "true"
+    return {
+        "job_name": f"podMonitor/{meta['namespace']}/{meta['name']}/{pod_name}",
+        "metrics_path": endpoint.get("path", "/metrics"),
+        "honor_labels": bool(endpoint.get("honorLabels", False)),
+        "static_configs": [{"targets": [address], "labels": labels}],
+        "relabel_configs": [
+            *_keep_selected("pod", monitor["spec"]["selector"]["matchLabels"]),
+            {
+                "action": "keep",
+                "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                "regex": endpoint["port"],
+            },
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {
+                "source_labels": ["__meta_kubernetes_pod_container_name"],
+                "target_label": "container",
+            },
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            {"target_label": "job", "replacement": f"{meta['namespace']}/{meta['name']}"},
+            {"target_label": "endpoint", "replacement": endpoint["port"]},
+            *_relabelings(endpoint.get("relabelings") or []),
+        ],
+    }
+
+
+def service_monitor_job(
+    monitor: dict[str, Any], service: dict[str, Any], pod_name: str, address: str
+) -> dict[str, Any]:
+    """As ``pod_monitor_job``, for a ServiceMonitor and one endpoint of ``service``."""
+    meta = monitor["metadata"]
+    [endpoint] = monitor["spec"]["endpoints"]
+    ports = [p["name"] for p in service["spec"]["ports"] if p.get("name") == endpoint["port"]]
+    labels = {
+        "__meta_kubernetes_namespace": service["metadata"]["namespace"],
+        "__meta_kubernetes_service_name": service["metadata"]["name"],
+        "__meta_kubernetes_pod_name": pod_name,
+        "__meta_kubernetes_endpoint_port_name": ports[0] if ports else "",
+    }
+    for key, value in (service["metadata"].get("labels") or {}).items():
+        labels[f"__meta_kubernetes_service_label_{_sanitized(key)}"] = value
+        labels[f"__meta_kubernetes_service_labelpresent_{_sanitized(key)}"] = "true"
+    return {
+        "job_name": f"serviceMonitor/{meta['namespace']}/{meta['name']}",
+        "metrics_path": endpoint.get("path", "/metrics"),
+        "honor_labels": bool(endpoint.get("honorLabels", False)),
+        "static_configs": [{"targets": [address], "labels": labels}],
+        "relabel_configs": [
+            *_keep_selected("service", monitor["spec"]["selector"]["matchLabels"]),
+            {
+                "action": "keep",
+                "source_labels": ["__meta_kubernetes_endpoint_port_name"],
+                "regex": endpoint["port"],
+            },
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
+            {"target_label": "endpoint", "replacement": endpoint["port"]},
+            *_relabelings(endpoint.get("relabelings") or []),
+        ],
+    }

@@ -61,6 +61,10 @@ CHILD_RESOURCES = (
     ("networking.k8s.io", "v1", "ingresses"),
 )
 Login = Callable[..., kopf.ConnectionInfo | None]
+ROLLOUT_ENDS = (
+    ("Promoted", ""),
+    *(("RolledBack", cause) for cause in ("alert", "analysis", "abort", "progressDeadline")),
+)
 
 
 class Runtime:
@@ -356,6 +360,9 @@ class Runtime:
             self.metrics.weight.labels(namespace, name).set(rollout.weight)
             for phase in get_args(Phase):
                 self.metrics.phase.labels(namespace, name, phase).set(phase == rollout.phase)
+            for result, cause in ROLLOUT_ENDS:
+                # Every series from 0: a rate or increase sees the first rollback too.
+                self.metrics.rollouts.labels(namespace, name, result, cause).inc(0)
             for note in notes:
                 if note.reason in ("RolledBack", "Promoted"):
                     self.metrics.rollouts.labels(namespace, name, note.reason, note.cause).inc()

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from rampart_operator.render import render
-from rampart_operator.render.backup import DEST_DIR, KEY_DIR
 from rampart_operator.settings import OperatorSettings
+from tests.backup.cronjob import run_job_container
 from tests.conftest import wait_until
 from tests.monitoring import Prometheus, Pushgateway
 
@@ -60,31 +60,7 @@ def rendered(resource: dict[str, Any], kind: str) -> dict[str, Any]:
 def run_cron_job(
     resource: dict[str, Any], secrets: dict[tuple[str, str], str], tmp: Path
 ) -> subprocess.CompletedProcess[str]:
-    """The rendered CronJob's container, run here: its args and env, secrets resolved."""
-    job = rendered(resource, "CronJob")
-    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    key_dir = tmp / "key"
-    if not key_dir.exists():
-        key_dir.mkdir(parents=True)
-        (key_dir / "key").write_text(os.urandom(32).hex())
-    args = [
-        arg.replace(KEY_DIR, str(key_dir)).replace(DEST_DIR, str(tmp / "backups"))
-        for arg in container["args"]
-    ]
-    env = {}
-    for variable in container.get("env") or []:
-        if "value" in variable:
-            env[variable["name"]] = variable["value"]
-        else:
-            ref = variable["valueFrom"]["secretKeyRef"]
-            env[variable["name"]] = secrets[ref["name"], ref["key"]]
-    return subprocess.run(
-        [str(VENV_BIN / args[0]), *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env},
-    )
+    return run_job_container(rendered(resource, "CronJob"), secrets, tmp)
 
 
 def alerts(prometheus: Prometheus, name: str) -> list[dict[str, Any]]:

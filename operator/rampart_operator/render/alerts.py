@@ -75,10 +75,12 @@ def _anchor(alert: str) -> str:
 
 
 def _ratio(selector: str, numerator: str, denominator: str, window: str, offset: str = "") -> str:
+    """numerator / denominator, 0 (not absent) when nothing matched the numerator:
+    no 5xx is an error ratio of 0, and no hits a hit ratio that collapsed."""
     shift = f" offset {offset}" if offset else ""
+    everything = f"sum by ({BY}) (rate({denominator}[{window}]{shift}))"
     return (
-        f"sum by ({BY}) (rate({numerator}[{window}]{shift}))\n"
-        f"/\nsum by ({BY}) (rate({denominator}[{window}]{shift}))"
+        f"(sum by ({BY}) (rate({numerator}[{window}]{shift})) or 0 * {everything})\n/\n{everything}"
     )
 
 
