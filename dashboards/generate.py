@@ -736,6 +736,69 @@ def operator_dashboard() -> Any:
             ],
         )
     )
+    board = board.with_row(dashboard.Row("Restore drills"))
+    board = board.with_panel(
+        listing(
+            "Last drill",
+            "1 if each source's last restore drill restored and checked the newest backup. "
+            "RampartRestoreDrillFailed fires on 0.",
+            "short",
+            [
+                query(
+                    f"max by ({by}) (rampart_restore_drill_last_run_success{{{backups}}})",
+                    instant=True,
+                )
+            ],
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        series(
+            "Restore time against RTO",
+            "How long the last drill took to verify and restore the newest backup (the "
+            "measured RTO, solid) and spec.backup.drill.rto (dashed): "
+            "RampartRestoreDrillRTOExceeded fires above it.",
+            "s",
+            [
+                query(
+                    f"max by ({by}) (rampart_restore_drill_restore_duration_seconds{{{backups}}})",
+                    "{{hardenedservice}} {{backup}}",
+                ),
+                query(
+                    f"max by ({by}) (rampart_restore_drill_rto_target_seconds{{{backups}}})",
+                    "{{hardenedservice}} {{backup}} RTO",
+                    "B",
+                ),
+            ],
+            width=8,
+        ).override_by_regexp(
+            ".* RTO$",
+            [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}],
+        )
+    )
+    board = board.with_panel(
+        series(
+            "Backup age at drill against RPO",
+            "How old the backup the last drill restored was (the measured RPO, solid) and "
+            "spec.backup.drill.rpo (dashed): RampartRestoreDrillRPOExceeded fires above it.",
+            "s",
+            [
+                query(
+                    f"max by ({by}) (rampart_restore_drill_backup_age_seconds{{{backups}}})",
+                    "{{hardenedservice}} {{backup}}",
+                ),
+                query(
+                    f"max by ({by}) (rampart_restore_drill_rpo_target_seconds{{{backups}}})",
+                    "{{hardenedservice}} {{backup}} RPO",
+                    "B",
+                ),
+            ],
+            width=8,
+        ).override_by_regexp(
+            ".* RPO$",
+            [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}],
+        )
+    )
     return board
 
 

@@ -304,6 +304,7 @@ def test_backups_become_cron_jobs_and_report_their_runs(local: Cluster, namespac
         ],
         "destination": {"pvc": "backups"},
         "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+        "drill": {"schedule": "30 4 * * *", "rto": "15m"},
     }
     local.apply(hardened_service("saved", namespace, backup=backup))
     assert "spec.backup: Secret backup-key not found" in stalled(local, "saved", namespace)
@@ -321,33 +322,49 @@ def test_backups_become_cron_jobs_and_report_their_runs(local: Cluster, namespac
     ready(local, "saved", namespace)
     for source in ("db", "files"):
         assert local.get("cronjob", f"saved-backup-{source}", namespace) is not None
+        # The API server took the drill's pod: its database a native sidecar.
+        drill = local.get("cronjob", f"saved-drill-{source}", namespace)
+        assert drill is not None
+        drill_pod = drill["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        if source == "db":
+            assert drill_pod["initContainers"][0]["restartPolicy"] == "Always"
     # No run is due before 02:00: report one as the CronJob controller would.
     ran = {"lastScheduleTime": "2026-11-23T02:00:00Z", "lastSuccessfulTime": "2026-11-23T02:01:00Z"}
-    local.kubectl(
-        "patch",
-        "cronjob",
-        "saved-backup-db",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": ran}),
-    )
+    drilled = {"lastScheduleTime": "2026-11-23T04:30:00Z"}  # and a drill that failed
+    for job, report in (("saved-backup-db", ran), ("saved-drill-db", drilled)):
+        local.kubectl(
+            "patch",
+            "cronjob",
+            job,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": report}),
+        )
 
-    def outcomes() -> dict[str, str]:
+    def outcomes() -> dict[str, tuple[str, str]]:
         backups = status(local, "saved", namespace).get("backups") or []
-        return {b["source"]: b["lastOutcome"] for b in backups}
+        return {b["source"]: (b["lastOutcome"], b["lastDrill"]["lastOutcome"]) for b in backups}
 
     local.wait_for(
-        "the db backup's run in the status",
-        lambda: outcomes() == {"db": "Succeeded", "files": "NeverRun"},
+        "the db backup's run and drill in the status",
+        lambda: outcomes() == {"db": ("Succeeded", "Failed"), "files": ("NeverRun", "NeverRun")},
         timeout=30,
     )
-    patch_spec(local, "saved", namespace, {"backup": {**backup, "sources": backup["sources"][:1]}})
+    without_drill = {**backup, "drill": None}  # a merge patch removes with null
+    patch_spec(
+        local, "saved", namespace, {"backup": {**without_drill, "sources": backup["sources"][:1]}}
+    )
     local.wait_for(
-        "the files CronJob deleted",
-        lambda: local.get("cronjob", "saved-backup-files", namespace) is None,
+        "the files CronJob and the drills deleted",
+        lambda: (
+            not any(
+                local.get("cronjob", job, namespace)
+                for job in ("saved-backup-files", "saved-drill-db", "saved-drill-files")
+            )
+        ),
     )
     assert local.get("cronjob", "saved-backup-db", namespace) is not None
 

@@ -286,6 +286,61 @@ def _backup() -> Schema:
                 "type": "string",
                 "description": "Pushgateway URL for the run's metrics.",
             },
+            "drill": _drill(),
+        },
+    }
+
+
+def _drill() -> Schema:
+    return {
+        "type": "object",
+        "description": "Restore drills: on this schedule, one Job per source restores the "
+        "newest backup into a throwaway server in its own pod, checks it and records the "
+        "restore's duration (RTO) and the backup's age (RPO) (docs/backups.md#restore-drills).",
+        "required": ["schedule"],
+        "properties": {
+            "schedule": {"type": "string", "minLength": 9, "description": "Cron schedule."},
+            "suspend": {"type": "boolean", "default": False},
+            "rto": {
+                **DURATION,
+                "description": "Recovery time objective: RampartRestoreDrillRTOExceeded fires "
+                "when a drill's restore takes longer.",
+            },
+            "rpo": {
+                **DURATION,
+                "description": "Recovery point objective: RampartRestoreDrillRPOExceeded fires "
+                "when the newest backup a drill restored was older than this.",
+            },
+            "checks": {
+                "type": "object",
+                "description": "Beyond the built-in check (the restore is not empty).",
+                "properties": {
+                    "sql": {
+                        "type": "array",
+                        "maxItems": 20,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 4096},
+                        "description": "SQL run on a restored PostgreSQL source; each must "
+                        "succeed, and one that returns false or 0 fails the drill.",
+                    },
+                    "commands": {
+                        "type": "array",
+                        "maxItems": 20,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 4096},
+                        "description": "Shell commands run in the drill's container with "
+                        "RAMPART_DRILL_TARGET set to the restored copy; each must exit 0.",
+                    },
+                },
+            },
+            "images": {
+                "type": "object",
+                "description": "The throwaway servers' images: the same major version as "
+                "production (a drill refuses another). Default: postgres:16-alpine, "
+                "redis:7-alpine.",
+                "properties": {
+                    "postgres": {"type": "string", "minLength": 1},
+                    "redis": {"type": "string", "minLength": 1},
+                },
+            },
         },
     }
 

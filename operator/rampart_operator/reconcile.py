@@ -19,7 +19,8 @@ from typing import Any
 from .crd import GROUP, KIND, VERSION
 from .kube import ApiError, KubeClient, NotOwnedError
 from .render import render
-from .render.backup import backup_secret_names
+from .render.backup import backup_job_name, backup_secret_names
+from .render.drill import drill_job_name
 from .render.names import OWNER_LABEL
 from .render.placement import initial_placement
 from .render.sidecar import secret_names
@@ -336,11 +337,15 @@ async def reconcile(
                 on_action(Action("deleted", "CronJob", child))
     seen.backups = [
         {
-            "source": m["metadata"]["name"].removeprefix(f"{name}-backup-"),
-            **backup_status(applied["CronJob", m["metadata"]["name"]]),
+            "source": source,
+            **backup_status(applied["CronJob", backup_job_name(name, source)]),
+            **(
+                {"lastDrill": backup_status(applied["CronJob", drill])}
+                if ("CronJob", drill := drill_job_name(name, source)) in applied
+                else {}
+            ),
         }
-        for m in manifests
-        if m["kind"] == "CronJob"
+        for source in (s["name"] for s in (spec.get("backup") or {}).get("sources") or [])
     ]
 
     deployment = applied["Deployment", name]

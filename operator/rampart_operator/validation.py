@@ -16,6 +16,7 @@ from rampart_sidecar.config import parse_host_port, settings_from_mapping
 from rampart_sidecar.errors import ConfigError
 
 from .analysis.queries import BUILT_IN_CHECKS
+from .render.cron import longest_gap
 from .render.sidecar import SIDECAR_NAME, sidecar_file
 from .schema import apply_defaults, schema_problems
 
@@ -66,6 +67,12 @@ def _spec_problems(spec: dict[str, Any]) -> list[Problem]:
                 problems.append(
                     Problem(f"spec.backup.sources.{index}.name", f"{source['name']} appears twice")
                 )
+        drill = backup.get("drill") or {}
+        if drill.get("schedule"):
+            try:
+                longest_gap(drill["schedule"])  # the drill-missing alert's limit needs it
+            except ValueError as error:
+                problems.append(Problem("spec.backup.drill.schedule", f"not a schedule: {error}"))
     try:
         settings = settings_from_mapping(sidecar_file(spec))
     except ConfigError as error:

@@ -47,6 +47,7 @@ SERVICE = {
             "sources": [{"name": "db", "postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}],
             "destination": {"pvc": "backups"},
             "encryption": {"keySecretRef": {"name": "k", "key": "k"}},
+            "drill": {"schedule": "0 4 * * *", "rto": "10m", "rpo": "26h"},
         },
     },
 }
@@ -238,6 +239,16 @@ def backups(success: str, last_success: str) -> list[dict[str, str]]:
     ]
 
 
+def drills(success: str, last_success: str, seconds: str, age: str) -> list[dict[str, str]]:
+    labels = {"backup": "checkout-drill-db", "kind": "postgresql"}
+    return [
+        series("rampart_restore_drill_last_run_success", success, **labels),
+        series("rampart_restore_drill_last_success_timestamp_seconds", last_success, **labels),
+        series("rampart_restore_drill_restore_duration_seconds", seconds, **labels),
+        series("rampart_restore_drill_backup_age_seconds", age, **labels),
+    ]
+
+
 def expected(name: str, value: str, **extra_labels: str) -> dict[str, Any]:
     """The alert as it should fire: its labels, and its annotations with the value filled in."""
     item = rule(name)
@@ -311,12 +322,45 @@ SCENARIOS: dict[str, tuple[list[dict[str, str]], str, dict[str, list[dict[str, A
         "26h30m",
         {"RampartBackupStale": [expected("RampartBackupStale", "1d 2h 30m 0s", backup="db")]},
     ),
+    "a restore drill failed": (
+        drills("1x10 0x20", "0+60x10 600x20", "60x30", "3600x30"),
+        "25m",
+        {
+            "RampartRestoreDrillFailed": [
+                expected("RampartRestoreDrillFailed", "", backup="checkout-drill-db")
+            ]
+        },
+    ),
+    "no successful drill for twice its schedule": (
+        drills("1x2940", "0x2940", "60x2940", "3600x2940"),
+        "48h30m",
+        {
+            "RampartRestoreDrillMissing": [
+                expected("RampartRestoreDrillMissing", "2d 0h 30m 0s", backup="checkout-drill-db")
+            ]
+        },
+    ),
+    "a restore slower than its RTO, of a backup older than its RPO": (
+        drills("1x30", "0+60x30", "900x30", "100000x30"),
+        "25m",
+        {
+            "RampartRestoreDrillRTOExceeded": [
+                expected("RampartRestoreDrillRTOExceeded", "15m 0s", backup="checkout-drill-db")
+            ],
+            "RampartRestoreDrillRPOExceeded": [
+                expected(
+                    "RampartRestoreDrillRPOExceeded", "1d 3h 46m 40s", backup="checkout-drill-db"
+                )
+            ],
+        },
+    ),
     "healthy": (
         requests(3998, 2, 180)
         + latency(4000, "0.5", 180)
         + circuit("0x180")
         + cache([(3600, 400, 180)])
-        + backups("1x180", "0+60x180"),
+        + backups("1x180", "0+60x180")
+        + drills("1x180", "0+60x180", "60x180", "3600x180"),
         "170m",
         {},
     ),

@@ -21,7 +21,7 @@ def cron_jobs(resource=EXAMPLE):
     return {
         m["metadata"]["name"]: m
         for m in render(resource, OperatorSettings())
-        if m["kind"] == "CronJob"
+        if m["kind"] == "CronJob" and "-backup-" in m["metadata"]["name"]
     }
 
 

@@ -14,6 +14,7 @@ from ..routers import router_for
 from ..schema import apply_defaults
 from ..settings import OperatorSettings
 from .backup import backup_cron_jobs
+from .drill import drill_cron_jobs
 from .monitoring import metrics_service, pod_monitor, prometheus_rule, service_monitor
 from .network import network_policy, service
 from .pdb import pod_disruption_budget
@@ -49,5 +50,6 @@ def render(
         service_monitor(owner, spec),
         prometheus_rule(owner, spec),
         *backup_cron_jobs(owner, spec, settings),
+        *drill_cron_jobs(owner, spec, settings),
     ]
     return [m for m in manifests if m is not None]

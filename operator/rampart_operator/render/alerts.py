@@ -22,7 +22,9 @@ from typing import Any
 
 from rampart_sidecar.durations import format_duration, parse_duration
 
-__all__ = ["BURN_WINDOWS", "RULE_NAMES", "burn_factor", "rule_groups"]
+from .cron import longest_gap
+
+__all__ = ["BURN_WINDOWS", "RULE_NAMES", "burn_factor", "rule_groups", "seconds_text"]
 
 REQUESTS = "rampart_http_request_duration_seconds_count"
 BUCKETS = "rampart_http_request_duration_seconds_bucket"
@@ -56,6 +58,10 @@ RULE_NAMES = (
     "RampartCacheHitRatioCollapse",
     "RampartBackupFailed",
     "RampartBackupStale",
+    "RampartRestoreDrillFailed",
+    "RampartRestoreDrillMissing",
+    "RampartRestoreDrillRTOExceeded",
+    "RampartRestoreDrillRPOExceeded",
     *BURN_WINDOWS,
 )
 
@@ -186,6 +192,9 @@ def rule_groups(namespace: str, name: str, spec: dict[str, Any]) -> list[dict[st
                 "{{ $value | humanizeDuration }} old (limit " + f"{max_age}).",
             ),
         ]
+    drill = backup.get("drill") or {}
+    if backup.get("pushgateway") and drill:
+        threshold += _drill_alerts(sel, what, drill, alert)
     groups = [{"name": f"rampart.{namespace}.{name}.alerts", "rules": threshold}]
 
     slo = alerts.get("slo")
@@ -255,3 +264,67 @@ def rule_groups(namespace: str, name: str, spec: dict[str, Any]) -> list[dict[st
             )
         groups.append({"name": f"rampart.{namespace}.{name}.slo", "rules": burn_alerts})
     return groups
+
+
+def seconds_text(value: float) -> str:
+    """A number of seconds as PromQL and the agent's flags read it: 93600, not 9.36e+04."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def _drill_alerts(sel: str, what: str, drill: dict[str, Any], alert: Any) -> list[dict[str, Any]]:
+    """Restore drills' outcome, freshness, and measured RTO and RPO against their targets."""
+    by = f"{BY}, backup"
+    missing_after = 2 * longest_gap(drill["schedule"])
+    rules = [
+        alert(
+            "RampartRestoreDrillFailed",
+            f"max by ({by}) (rampart_restore_drill_last_run_success{{{sel}}}) == 0",
+            "critical",
+            "",
+            f"{what}: the last restore drill {{{{ $labels.backup }}}} failed",
+            "The newest backup could not be restored and checked: the drill Job's log says "
+            "why (verification, restore or a check). Until a drill passes, assume the backups "
+            "do not restore.",
+        ),
+        alert(
+            "RampartRestoreDrillMissing",
+            f"time() - max by ({by}) "
+            f"(rampart_restore_drill_last_success_timestamp_seconds{{{sel}}})\n"
+            f"> {seconds_text(missing_after)}",
+            "warning",
+            "",
+            f"{what}: no successful restore drill {{{{ $labels.backup }}}} for "
+            + format_duration(missing_after),
+            "The last successful drill is {{ $value | humanizeDuration }} old, over twice "
+            "its schedule: the drill Job is not running or not finishing.",
+        ),
+    ]
+    if drill.get("rto"):
+        rules.append(
+            alert(
+                "RampartRestoreDrillRTOExceeded",
+                f"max by ({by}) (rampart_restore_drill_restore_duration_seconds{{{sel}}})\n"
+                f"> {seconds_text(parse_duration(drill['rto']))}",
+                "warning",
+                "",
+                f"{what}: restoring {{{{ $labels.backup }}}} takes longer than its RTO "
+                f"({drill['rto']})",
+                "The last drill needed {{ $value | humanizeDuration }} to verify and restore "
+                f"the newest backup; the recovery time objective is {drill['rto']}.",
+            )
+        )
+    if drill.get("rpo"):
+        rules.append(
+            alert(
+                "RampartRestoreDrillRPOExceeded",
+                f"max by ({by}) (rampart_restore_drill_backup_age_seconds{{{sel}}})\n"
+                f"> {seconds_text(parse_duration(drill['rpo']))}",
+                "warning",
+                "",
+                f"{what}: the newest restorable backup of {{{{ $labels.backup }}}} is older "
+                f"than its RPO ({drill['rpo']})",
+                "The backup the last drill restored was {{ $value | humanizeDuration }} old: a "
+                f"loss now would lose more than the recovery point objective, {drill['rpo']}.",
+            )
+        )
+    return rules
