@@ -36,6 +36,7 @@ from tests.monitoring import (
 )
 from tests.upstream import Upstream
 
+from rampart_operator.render.drill import TARGETS
 from rampart_operator.render.names import OWNER_LABEL, TRACK_LABEL
 
 from .conftest import Operator
@@ -121,6 +122,7 @@ def service(namespace: str, prometheus: Prometheus, pushgateway: Pushgateway) ->
                 ],
                 "destination": {"pvc": "backups"},
                 "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+                "drill": {"schedule": "30 4 * * *", "rto": "15m", "rpo": "26h"},
             },
         },
     }
@@ -179,6 +181,8 @@ def test_every_dashboard_query_returns_data_from_the_real_programs(
     upstream.start()
     redis = RedisServer(tmp_path)
     postgres = PostgresServer()
+    drill_target = PostgresServer()  # the drill pod's own throwaway server
+    postgres.sql("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)")
     pushgateway = Pushgateway(tmp_path)
     prometheus = Prometheus(tmp_path, {}, interval="1s")
     settings = {
@@ -236,11 +240,17 @@ def test_every_dashboard_query_returns_data_from_the_real_programs(
             more = pod_monitor_job(monitor, canary_pod, canary_pod["metadata"]["name"], address)
             prometheus.reload({}, rule["spec"]["groups"], "1s", [*jobs, more])
 
-        # The backup, as the operator's CronJob runs it.
-        listed = json.loads(local.kubectl("get", "cronjobs", "-n", namespace, "-o", "json"))
-        [cron_job] = listed["items"]
-        done = run_job_container(cron_job, {("db", "url"): postgres.url}, tmp_path / "backup")
+        # The backup and its restore drill, as the operator's CronJobs run them.
+        backup_job = local.get("cronjob", f"{NAME}-backup-db", namespace)
+        drill_job = local.get("cronjob", f"{NAME}-drill-db", namespace)
+        assert backup_job is not None
+        assert drill_job is not None
+        done = run_job_container(backup_job, {("db", "url"): postgres.url}, tmp_path / "backup")
         assert done.returncode == 0, done.stderr
+        drilled = run_job_container(
+            drill_job, {}, tmp_path / "backup", local={TARGETS["postgres"]: drill_target.url}
+        )
+        assert drilled.returncode == 0, drilled.stderr
 
         healthy = ["/app", "/c/page?cc=max-age%3D60", "/c/other?cc=max-age%3D60"]
         with Traffic(stable.url, healthy), Traffic(canary.url, healthy):
@@ -301,6 +311,7 @@ def test_every_dashboard_query_returns_data_from_the_real_programs(
         prometheus.stop()
         pushgateway.stop()
         postgres.stop()
+        drill_target.stop()
         redis.kill()
         upstream.close()
 
