@@ -1,14 +1,20 @@
-"""``rampart-backup``: back up, list, verify, restore and prune.
+"""``rampart-backup``: back up, list, verify, restore, drill and prune.
 
     rampart-backup run --source URL --dest DIR --key-file FILE [--keep-last N ...]
     rampart-backup list --dest DIR
     rampart-backup verify --dest DIR [--backup ID] --key-file FILE
     rampart-backup restore --from BACKUP --target URL --key-file FILE
+    rampart-backup drill --dest DIR --key-file FILE --target URL [--name NAME]
+        [--pushgateway URL] [--metrics-file FILE] [--label KEY=VALUE]...
+        [--rto-seconds N] [--rpo-seconds N] [--check-sql SQL]...
+        [--check-command CMD]... [--wait-seconds N]
     rampart-backup prune --dest DIR --keep-... N
 
 Source and target URLs may come from RAMPART_BACKUP_SOURCE and
 RAMPART_BACKUP_TARGET instead, so credentials never show in a process list.
-Each kind of failure has its own exit status (see errors.py).
+``drill`` restores the newest backup into a throwaway target and checks it
+(drill.py); it never reads RAMPART_BACKUP_SOURCE. Each kind of failure has its
+own exit status (see errors.py).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 from pathlib import Path
 
 from .crypto import load_key
+from .drill import DrillOptions, run_drill
 from .errors import BackupError, UsageError
 from .metrics import check_labels, record
 from .retention import Policy
@@ -33,6 +40,60 @@ __all__ = ["main"]
 def _policy(parser: argparse.ArgumentParser) -> None:
     for rule in ("last", "daily", "weekly", "monthly"):
         parser.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N")
+
+
+def _labelled(parser: argparse.ArgumentParser, name_help: str) -> None:
+    """The options that say where a command's metrics go and how they are labelled."""
+    parser.add_argument("--name", default="backup", help=name_help)
+    parser.add_argument("--metrics-file", type=Path)
+    parser.add_argument("--pushgateway")
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra label on the metrics (repeatable)",
+    )
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text}: expected a number of seconds, 0 or more")
+    return value
+
+
+def _drill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    drill = commands.add_parser(
+        "drill", help="restore the newest backup in DEST into a throwaway target, and check it"
+    )
+    drill.add_argument("--dest", type=Path, required=True)
+    drill.add_argument("--key-file", type=Path, required=True)
+    drill.add_argument("--target", help="a throwaway server, never production's")
+    _labelled(drill, "the backup's name in the metrics, as its runs give it")
+    drill.add_argument("--rto-seconds", type=_seconds, metavar="N", help="published, not enforced")
+    drill.add_argument("--rpo-seconds", type=_seconds, metavar="N", help="published, not enforced")
+    drill.add_argument(
+        "--check-sql",
+        action="append",
+        default=[],
+        metavar="SQL",
+        help="must succeed and not answer false (PostgreSQL; repeatable)",
+    )
+    drill.add_argument(
+        "--check-command",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="run by sh with RAMPART_DRILL_TARGET set; must exit 0 (repeatable)",
+    )
+    drill.add_argument(
+        "--wait-seconds",
+        type=_seconds,
+        default=120.0,
+        metavar="N",
+        help="how long to wait for the target to accept connections (default 120)",
+    )
 
 
 def _url(value: str | None, env: str, what: str) -> str:
@@ -49,16 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--source")
     run.add_argument("--dest", type=Path, required=True)
     run.add_argument("--key-file", type=Path, required=True)
-    run.add_argument("--name", default="backup", help="job name in the metrics")
-    run.add_argument("--metrics-file", type=Path)
-    run.add_argument("--pushgateway")
-    run.add_argument(
-        "--label",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an extra label on the run's metrics (repeatable)",
-    )
+    _labelled(run, "job name in the metrics")
     _policy(run)
     listing = commands.add_parser("list", help="the backups in DEST, oldest first (JSON lines)")
     listing.add_argument("--dest", type=Path, required=True)
@@ -70,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     back.add_argument("--from", dest="source_backup", required=True, help="a backup folder")
     back.add_argument("--target")
     back.add_argument("--key-file", type=Path, required=True)
+    _drill_parser(commands)
     trim = commands.add_parser("prune", help="apply a retention policy")
     trim.add_argument("--dest", type=Path, required=True)
     _policy(trim)
@@ -139,7 +192,27 @@ def _dispatch(args: argparse.Namespace) -> None:
         target = _url(args.target, "RAMPART_BACKUP_TARGET", "target")
         restore(find(args.source_backup), target, load_key(args.key_file))
         print(f"restored {args.source_backup} into {redact(target)}")
+    elif args.command == "drill":
+        print(json.dumps(run_drill(_drill_options(args))))
     elif args.command == "prune":
         policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
         for backup in prune(args.dest, policy):
             print(f"deleted {backup.path.name}")
+
+
+def _drill_options(args: argparse.Namespace) -> DrillOptions:
+    return DrillOptions(
+        dest=args.dest,
+        key_file=args.key_file,
+        # The target only: the production source is never the drill's business.
+        target=_url(args.target, "RAMPART_BACKUP_TARGET", "target"),
+        name=args.name,
+        labels=_labels(args.label),
+        metrics_file=args.metrics_file,
+        pushgateway=args.pushgateway,
+        rto_seconds=args.rto_seconds,
+        rpo_seconds=args.rpo_seconds,
+        check_sql=tuple(args.check_sql),
+        check_commands=tuple(args.check_command),
+        wait_seconds=args.wait_seconds,
+    )

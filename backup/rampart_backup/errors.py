@@ -2,17 +2,22 @@
 
 BackupError (1)
 ├── UsageError (2)           bad arguments, an unreadable key file
-├── SourceUnreachable (3)    the database or path to back up (or restore into) cannot be reached
+├── SourceUnreachable (3)    what to back up, or to restore or drill into, cannot be reached
 ├── WrongKey (4)             the key is not the one the backup was made with
 ├── Tampered (5)             a chunk failed authentication: the file was changed
 ├── Truncated (6)            the file ends before its last chunk
-└── RestoreFailed (7)        the target refused the data; nothing was kept
+├── RestoreFailed (7)        the target refused the data; nothing was kept
+├── DrillFailed (8)          a restore drill's restored data failed a check, or the drill
+│                            server is another major version than the backed-up one
+└── NoBackup (9)             no complete backup to drill
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BackupError",
+    "DrillFailed",
+    "NoBackup",
     "RestoreFailed",
     "SourceUnreachable",
     "Tampered",
@@ -48,3 +53,11 @@ class Truncated(BackupError):
 
 class RestoreFailed(BackupError):
     exit_code = 7
+
+
+class DrillFailed(BackupError):
+    exit_code = 8
+
+
+class NoBackup(BackupError):
+    exit_code = 9

@@ -3,6 +3,10 @@
     DEST/20261123T020000Z-postgresql/data.rbk        the encrypted stream
     DEST/20261123T020000Z-postgresql/manifest.json   source, times, sizes, checksum
 
+The manifest's ``source.serverVersion`` (PostgreSQL, Redis) is the version of
+the server backed up, which a restore drill compares with its own; manifests
+written before it was recorded lack it, and stay readable.
+
 A run writes into a hidden staging folder and renames it into place only when
 complete, so a failed run leaves nothing behind, and nothing unencrypted ever
 touches the destination.
@@ -24,9 +28,9 @@ from typing import Any, BinaryIO
 from .crypto import CHUNK_SIZE, decrypt_stream, encrypt_stream
 from .errors import BackupError, Tampered, UsageError
 from .retention import Policy, to_delete
-from .sources import open_source, redact
+from .sources import BackupSource, open_source, redact
 
-__all__ = ["Backup", "list_backups", "prune", "restore", "run_backup", "verify"]
+__all__ = ["Backup", "check_kind", "list_backups", "prune", "restore", "run_backup", "verify"]
 
 FORMAT_VERSION = 1
 DATA = "data.rbk"
@@ -71,9 +75,15 @@ def run_backup(source_url: str, dest: Path, key: bytes, policy: Policy) -> Backu
             plain_size = encrypt_stream(source.dump(), writer, key)  # type: ignore[arg-type]
             raw.flush()
             os.fsync(raw.fileno())
+        # After the dump: an unreachable source fails with pg_dump's own words.
+        version = source.server_version()
         manifest = {
             "format": FORMAT_VERSION,
-            "source": {"kind": source.kind, "url": redact(source_url)},
+            "source": {
+                "kind": source.kind,
+                "url": redact(source_url),
+                **({"serverVersion": version} if version else {}),
+            },
             "started": started.isoformat(),
             "finished": _now().isoformat(),
             "durationSeconds": round(time.monotonic() - clock, 3),
@@ -137,22 +147,31 @@ def verify(backup: Backup, key: bytes) -> int:
     return size
 
 
-def restore(backup: Backup, target_url: str, key: bytes) -> None:
-    """Decrypt the whole backup into a staging file first: a bad chunk restores nothing."""
-    target = open_source(target_url)
+def check_kind(backup: Backup, target: BackupSource) -> None:
     if target.kind != backup.manifest["source"]["kind"]:
         raise UsageError(
             f"a {backup.manifest['source']['kind']} backup cannot be restored "
             f"into a {target.kind} target"
         )
+
+
+def restore(backup: Backup, target_url: str, key: bytes, throwaway: bool = False) -> int:
+    """Decrypt the whole backup into a staging file first: a bad chunk restores nothing.
+
+    Returns the number of plaintext bytes restored. ``throwaway``: see BackupSource.restore.
+    """
+    target = open_source(target_url)
+    check_kind(backup, target)
     verify(backup, key)
+    size = 0
     with tempfile.TemporaryDirectory(prefix="rampart-restore-") as tmp:
         staged = Path(tmp) / "plain"
         os.chmod(tmp, 0o700)
         with (backup.path / DATA).open("rb") as raw, staged.open("wb") as out:
             for block in decrypt_stream(raw, key):
-                out.write(block)
-        target.restore(str(staged))
+                size += out.write(block)
+        target.restore(str(staged), throwaway)
+    return size
 
 
 def prune(dest: Path, policy: Policy) -> list[Backup]:

@@ -134,14 +134,16 @@ def test_no_cache_no_cache_alert_and_no_slo_no_burn_alerts():
 
 
 def test_rules_use_only_metrics_that_are_exported(tmp_path):
-    from rampart_backup.metrics import record
+    from rampart_backup.metrics import DRILL_SERIES, record, record_drill
     from rampart_sidecar.metrics import Recorder
 
     exported = {metric.name for metric in Recorder().registry.collect()}
     record("db", "postgresql", True, 1.0, 10, tmp_path / "m.prom", None)
+    record_drill("db", "postgresql", dict.fromkeys(DRILL_SERIES, 1.0), tmp_path / "d.prom", None)
     exported |= {
         line.split()[2]
-        for line in (tmp_path / "m.prom").read_text().splitlines()
+        for path in ("m.prom", "d.prom")
+        for line in (tmp_path / path).read_text().splitlines()
         if line.startswith("# TYPE")
     }
     text = yaml.safe_dump(manifests()["PrometheusRulecheckout"]["spec"])

@@ -3,6 +3,11 @@
 A source is named by a URL: ``postgresql://…``, ``redis://…``, ``file:///path``.
 Restores are all or nothing: PostgreSQL restores in one transaction, Redis in
 one MULTI/EXEC, a path into a staging directory that is then swapped in.
+
+A restore drill (drill.py) also asks a source whether it accepts connections
+(``probe``), which server version it runs (``server_version``, recorded in each
+backup's manifest) and what it holds (``inventory``), to tell a restore that
+worked from one that restored nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +27,22 @@ class BackupSource(Protocol):
     def dump(self) -> Iterator[bytes]:
         """The source's contents as a byte stream; raises SourceUnreachable."""
 
-    def restore(self, staged: str) -> None:
-        """Replace the target's contents with the plaintext file ``staged``, all or nothing."""
+    def restore(self, staged: str, throwaway: bool = False) -> None:
+        """Replace the target's contents with the plaintext file ``staged``, all or nothing.
+
+        ``throwaway`` (a restore drill's own server): what only production has
+        (PostgreSQL's roles, hence its GRANTs) is left out rather than failing."""
+
+    def probe(self) -> str | None:
+        """None when the source accepts connections now, else why not; one quick attempt."""
+
+    def server_version(self) -> str | None:
+        """The server's version (e.g. ``15.4``), None for a kind without a server;
+        raises SourceUnreachable."""
+
+    def inventory(self) -> dict[str, int]:
+        """What the source holds, counted (tables and rows, keys, files and bytes);
+        raises SourceUnreachable."""
 
 
 def redact(url: str) -> str:

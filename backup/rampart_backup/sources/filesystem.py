@@ -1,4 +1,10 @@
-"""A filesystem path: a tar stream; restored beside the target, then swapped in."""
+"""A filesystem path: a tar stream; restored beside the target, then swapped in.
+
+An empty target directory is restored in place instead: it may be a volume's
+mount point (a restore drill's emptyDir), which cannot be renamed and whose
+parent may be read-only. On failure it is emptied again, so either way a
+failed restore keeps nothing.
+"""
 
 from __future__ import annotations
 
@@ -50,8 +56,11 @@ class PathSource:
                         yield buffer.take()
         yield buffer.take()
 
-    def restore(self, staged: str) -> None:
+    def restore(self, staged: str, throwaway: bool = False) -> None:
         target = self.path
+        if target.is_dir() and not any(target.iterdir()):
+            self._restore_in_place(staged)
+            return
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.restore-", dir=target.parent))
         try:
@@ -65,3 +74,34 @@ class PathSource:
             target.rename(previous)
         staging.rename(target)
         shutil.rmtree(previous, ignore_errors=True)
+
+    def _restore_in_place(self, staged: str) -> None:
+        try:
+            with tarfile.open(staged, mode="r") as tar:
+                tar.extractall(self.path, filter="data")  # refuses absolute paths and ..
+        except (tarfile.TarError, OSError) as error:
+            for child in self.path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+            raise RestoreFailed(f"could not unpack into {self.path}: {error}") from error
+
+    def probe(self) -> str | None:
+        # A path "accepts connections" when its restore can start: the parent is there.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return f"cannot create {self.path.parent}: {error.strerror}"
+        return None
+
+    def server_version(self) -> str | None:
+        return None  # no server: nothing to be incompatible with
+
+    def inventory(self) -> dict[str, int]:
+        files = size = 0
+        for root, _dirs, names in os.walk(self.path):
+            for name in names:
+                files += 1
+                size += (Path(root) / name).lstat().st_size
+        return {"files": files, "bytes": size}

@@ -26,6 +26,7 @@ class RedisSource:
     kind = "redis"
 
     def __init__(self, url: str) -> None:
+        self.url = url
         self.client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10)
 
     def dump(self) -> Iterator[bytes]:
@@ -42,7 +43,7 @@ class RedisSource:
         except RedisError as error:
             raise SourceUnreachable(f"redis: {error}") from error
 
-    def restore(self, staged: str) -> None:
+    def restore(self, staged: str, throwaway: bool = False) -> None:
         with open(staged, "rb") as source:
             if source.read(len(MAGIC)) != MAGIC:
                 raise Tampered("not a Redis snapshot")
@@ -62,3 +63,27 @@ class RedisSource:
                 raise RestoreFailed(
                     f"redis refused the restore; nothing changed: {error}"
                 ) from error
+
+    def probe(self) -> str | None:
+        # Its own client with short timeouts: one attempt must not outlast a drill's wait.
+        client = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            client.ping()
+        except RedisError as error:
+            return str(error)
+        finally:
+            client.close()
+        return None
+
+    def server_version(self) -> str | None:
+        try:
+            info = self.client.info("server")
+        except RedisError as error:
+            raise SourceUnreachable(f"redis: {error}") from error
+        return str(info["redis_version"])
+
+    def inventory(self) -> dict[str, int]:
+        try:
+            return {"keys": int(self.client.dbsize())}
+        except RedisError as error:
+            raise SourceUnreachable(f"redis: {error}") from error
