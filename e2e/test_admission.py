@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -516,3 +517,24 @@ async def test_with_cert_manager_the_mounted_files_are_served_and_reloaded(
     )
     assert configuration is not None
     assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
+
+
+def test_the_refusal_docs_admission_shows_is_what_kubectl_prints(local: Cluster) -> None:
+    """docs/admission.md's example, run: the command and the output it shows."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "admission.md").read_text()
+    block = text.split("## Validation", 1)[1].split("```", 2)[1]
+    command, *shown = [line for line in block.strip().splitlines() if line]
+    assert command.startswith("$ kubectl apply -f ")
+    path = command.removeprefix("$ kubectl apply -f ")
+    kubectl = root / ".tools" / "bin" / "kubectl"
+    done = subprocess.run(
+        [str(kubectl), "apply", "-f", path],
+        capture_output=True,
+        text=True,
+        cwd=root,  # the path as the page shows it
+        env=local.env(),
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip() == "\n".join(shown), done.stderr

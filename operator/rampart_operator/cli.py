@@ -16,24 +16,56 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import aiohttp
 import yaml
+
+from rampart_sidecar.config import load_yaml_all
 
 from .crd import GROUP, KIND, VERSION, crd
 from .render import render
-from .settings import OperatorSettings
+from .settings import OperatorSettings, SettingsError
 from .validation import validate
 
 __all__ = ["main"]
 
 
+# Exit statuses: 1 an invalid resource, 2 a usage error (a bad argument, file or
+# environment variable), 3 the cluster cannot be reached or refuses the credentials.
+INVALID, USAGE, UNREACHABLE = 1, 2, 3
+
+
+def fail(message: str, status: int) -> NoReturn:
+    """One line saying what is wrong and what to do: never a traceback for a user's mistake."""
+    print(f"rampart-operator: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
 def _documents(path: str) -> list[dict[str, Any]]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        fail(f"{path}: cannot read it ({error.strerror})", USAGE)
+    try:
+        # YAML 1.2, as the sidecar reads its file: `retries: {on: ...}` is the key "on".
+        docs = [d for d in load_yaml_all(text) if isinstance(d, dict)]
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        fail(f"{path}: not YAML{line}: {getattr(error, 'problem', error)}", USAGE)
     return [d for d in docs if d.get("kind") == KIND]
+
+
+def _settings() -> OperatorSettings:
+    try:
+        return OperatorSettings.from_env()
+    except SettingsError as error:
+        fail(str(error), USAGE)
 
 
 def _check(path: str) -> tuple[list[dict[str, Any]], bool]:
@@ -94,12 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         resources, ok = _check(args.file)
         for resource in resources if ok else []:
             print(f"{KIND}/{resource['metadata']['name']}: valid")
-        sys.exit(0 if ok else 1)
+        sys.exit(0 if ok else INVALID)
     elif args.command == "render":
         resources, ok = _check(args.file)
         if not ok:
-            sys.exit(1)
-        settings = OperatorSettings.from_env()
+            sys.exit(INVALID)
+        settings = _settings()
         manifests = [m for r in resources for m in render(r, settings)]
         print(yaml.safe_dump_all(manifests, sort_keys=False), end="")
     elif args.command in ("promote", "abort"):
@@ -115,10 +147,7 @@ async def _annotate(command: str, name: str, namespace: str | None) -> int:
     from .kube import ApiError, KubeClient
     from .rollout import ABORT, PROMOTE
 
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    if info is None:
-        print("rampart-operator: no kubeconfig found (set KUBECONFIG)", file=sys.stderr)
-        return 2
+    info = _login(kopf)
     namespace = namespace or info.default_namespace or "default"
     key = PROMOTE if command == "promote" else ABORT
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -132,13 +161,50 @@ async def _annotate(command: str, name: str, namespace: str | None) -> int:
             {"metadata": {"annotations": {key: now}}},
         )
     except ApiError as error:
+        if error.status == 0:  # no answer at all
+            fail(f"cannot reach the API server at {info.server}: {error.message}", UNREACHABLE)
+        if error.status in (401, 403):
+            fail(f"the API server refused: {error.message}", UNREACHABLE)
         reason = "not found" if error.status == 404 else error.message
         print(f"rampart-operator: {KIND} {namespace}/{name}: {reason}", file=sys.stderr)
-        return 1
+        return INVALID
+    except aiohttp.ClientError as error:
+        fail(f"cannot reach the API server at {info.server}: {error}", UNREACHABLE)
     finally:
         await client.close()
     print(f"{KIND} {namespace}/{name}: {key} set; the operator acts on it and removes it")
     return 0
+
+
+def _login(kopf: Any) -> Any:
+    """The credentials kopf would use (a service account, else the kubeconfig), or one
+    line saying why there are none."""
+    try:
+        info = kopf.login_with_service_account(
+            settings=kopf.OperatorSettings()
+        ) or kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    except (OSError, ValueError, yaml.YAMLError, kopf.LoginError) as error:
+        where = os.environ.get("KUBECONFIG", "~/.kube/config")
+        fail(f"cannot use the kubeconfig {where}: {error}", USAGE)
+    if info is None:
+        fail("no credentials: not in a pod, and no kubeconfig (set KUBECONFIG)", USAGE)
+    return info
+
+
+async def _reachable(info: Any) -> None:
+    """Ask the API server its version once, so that an unreachable cluster is one line."""
+    from .kube import ApiError, KubeClient
+
+    client = KubeClient(info)
+    try:
+        await asyncio.wait_for(client.version(), timeout=10)
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        fail(f"cannot reach the API server at {info.server}: {error or 'timed out'}", UNREACHABLE)
+    except ApiError as error:
+        verb = "cannot reach" if error.status == 0 else "was refused by"
+        fail(f"{verb} the API server at {info.server}: {error.message}", UNREACHABLE)
+    finally:
+        await client.close()
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -146,7 +212,13 @@ def _run(args: argparse.Namespace) -> None:
 
     from .handlers import Runtime, register
 
-    settings = OperatorSettings.from_env()
+    settings = _settings()
+    # kopf's own lines (a handler per event) only when debugging: at a fleet's scale
+    # they would drown what the operator says about what it changed and why.
+    debug = settings.log_level == "debug"
+    kopf.configure(debug=debug, quiet=not debug)
+    logging.getLogger("rampart").setLevel(settings.log_level.upper())
+    asyncio.run(_reachable(_login(kopf)))
     namespaces = tuple(args.namespace) or settings.namespaces
     registry = kopf.OperatorRegistry()
     register(registry, Runtime(settings))

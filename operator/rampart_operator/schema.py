@@ -13,6 +13,8 @@ from typing import Any
 
 import jsonschema
 
+from rampart_sidecar.durations import parse_duration
+
 from .crd import crd
 
 __all__ = ["apply_defaults", "openapi_schema", "schema_problems", "to_json_schema"]
@@ -89,11 +91,29 @@ def schema_problems(resource: dict[str, Any]) -> list[tuple[str, str]]:
     for error in _validator().iter_errors(resource):
         path = ".".join(str(part) for part in error.absolute_path) or "(top level)"
         if error.validator == "additionalProperties":
-            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})), key=str)
             for name in extra:
-                problems.append(
-                    (f"{path}.{name}" if path != "(top level)" else name, "unknown field")
-                )
+                field = f"{path}.{name}" if path != "(top level)" else str(name)
+                problems.append((field, _unknown(name)))
             continue
-        problems.append((path, error.message))
+        problems.append((path, _reason(error)))
     return sorted(problems)
+
+
+def _unknown(name: Any) -> str:
+    if str(name).lower() in ("true", "false"):
+        # kubectl and PyYAML read YAML 1.1, where an unquoted on/off/yes/no is a boolean.
+        return (
+            "unknown field (an unquoted on, off, yes or no key is read as true or false: quote it)"
+        )
+    return "unknown field"
+
+
+def _reason(error: jsonschema.ValidationError) -> str:
+    """The reason in the sidecar's words where the sidecar has some (a duration)."""
+    if error.validator == "pattern" and "(ms|s|m|h|d)" in str(error.validator_value):
+        try:
+            parse_duration(str(error.instance))
+        except ValueError as bad:
+            return str(bad)
+    return str(error.message)

@@ -8,13 +8,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from . import __version__
 
-__all__ = ["OperatorSettings", "mode_for_server"]
+__all__ = ["OperatorSettings", "SettingsError", "mode_for_server"]
 
 SidecarMode = Literal["auto", "native", "container"]
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A RAMPART_* environment variable the operator cannot use, with why."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,8 @@ class OperatorSettings:
     # started before and stopped after the app. "container": a plain container.
     # "auto": native when the API server is 1.29 or newer (and when rendering offline).
     sidecar_mode: SidecarMode = "auto"
+    # The operator's log level (debug, info, warning, error); kopf's follows it.
+    log_level: str = "info"
     # Seconds between full re-checks of every HardenedService. Children deleted or
     # edited by hand are restored at once through watch events; this timer is the
     # safety net (and what notices a Secret that appeared), so it can be long:
@@ -75,30 +84,55 @@ class OperatorSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
+        """Raises SettingsError, naming the variable and what is wrong with it."""
         env = dict(os.environ if env is None else env)
         defaults = cls()
         mode = env.get("RAMPART_SIDECAR_MODE", defaults.sidecar_mode)
         if mode not in ("auto", "native", "container"):
-            raise ValueError(f"RAMPART_SIDECAR_MODE: {mode!r} is not auto, native or container")
+            raise SettingsError(f"RAMPART_SIDECAR_MODE: {mode!r} is not auto, native or container")
+        log_level = env.get("RAMPART_LOG_LEVEL", defaults.log_level).lower()
+        if log_level not in LOG_LEVELS:
+            raise SettingsError(
+                f"RAMPART_LOG_LEVEL: {log_level!r} is not {', '.join(LOG_LEVELS[:-1])} or error"
+            )
         namespaces = tuple(n for n in env.get("RAMPART_NAMESPACES", "").split(",") if n.strip())
         token = env.get("RAMPART_ALERT_TOKEN", "")
         if not token and env.get("RAMPART_ALERT_TOKEN_FILE"):
-            token = Path(env["RAMPART_ALERT_TOKEN_FILE"]).read_text().strip()
+            try:
+                token = Path(env["RAMPART_ALERT_TOKEN_FILE"]).read_text().strip()
+            except OSError as error:
+                raise SettingsError(
+                    f"RAMPART_ALERT_TOKEN_FILE: cannot read {env['RAMPART_ALERT_TOKEN_FILE']}: "
+                    f"{error.strerror}"
+                ) from None
+
+        def number(name: str, default: float, kind: type[int] | type[float] = float) -> Any:
+            text = env.get(name)
+            if text is None:
+                return kind(default)
+            try:
+                value = kind(text)
+            except ValueError:
+                what = "a whole number" if kind is int else "a number"
+                raise SettingsError(f"{name}: {text!r} is not {what}") from None
+            if value < 0:
+                raise SettingsError(f"{name}: {text!r} is negative")
+            return value
+
         return cls(
             sidecar_image=env.get("RAMPART_SIDECAR_IMAGE", defaults.sidecar_image),
             sidecar_mode=mode,  # type: ignore[arg-type]
-            drift_interval=float(env.get("RAMPART_DRIFT_INTERVAL", defaults.drift_interval)),
+            log_level=log_level,
+            drift_interval=number("RAMPART_DRIFT_INTERVAL", defaults.drift_interval),
             namespaces=namespaces,
-            metrics_port=int(env.get("RAMPART_METRICS_PORT", defaults.metrics_port)),
-            rollout_tick=float(env.get("RAMPART_ROLLOUT_TICK", defaults.rollout_tick)),
-            alert_port=int(env.get("RAMPART_ALERT_PORT", defaults.alert_port)),
+            metrics_port=number("RAMPART_METRICS_PORT", defaults.metrics_port, int),
+            rollout_tick=number("RAMPART_ROLLOUT_TICK", defaults.rollout_tick),
+            alert_port=number("RAMPART_ALERT_PORT", defaults.alert_port, int),
             alert_host=env.get("RAMPART_ALERT_HOST", defaults.alert_host),
             alert_token=token,
             alertmanager_url=env.get("RAMPART_ALERTMANAGER_URL", ""),
-            alert_poll_interval=float(
-                env.get("RAMPART_ALERT_POLL_INTERVAL", defaults.alert_poll_interval)
-            ),
-            webhook_port=int(env.get("RAMPART_WEBHOOK_PORT", defaults.webhook_port)),
+            alert_poll_interval=number("RAMPART_ALERT_POLL_INTERVAL", defaults.alert_poll_interval),
+            webhook_port=number("RAMPART_WEBHOOK_PORT", defaults.webhook_port, int),
             webhook_host=env.get("RAMPART_WEBHOOK_HOST", defaults.webhook_host),
             webhook_url=env.get("RAMPART_WEBHOOK_URL", ""),
             namespace=env.get("RAMPART_NAMESPACE")
@@ -110,8 +144,8 @@ class OperatorSettings:
             ),
             webhook_secret=env.get("RAMPART_WEBHOOK_SECRET", defaults.webhook_secret),
             webhook_cert_dir=env.get("RAMPART_WEBHOOK_CERT_DIR", ""),
-            webhook_check_interval=float(
-                env.get("RAMPART_WEBHOOK_CHECK_INTERVAL", defaults.webhook_check_interval)
+            webhook_check_interval=number(
+                "RAMPART_WEBHOOK_CHECK_INTERVAL", defaults.webhook_check_interval
             ),
         )
 

@@ -76,10 +76,11 @@ def _spec_problems(spec: dict[str, Any]) -> list[Problem]:
     try:
         settings = settings_from_mapping(sidecar_file(spec))
     except ConfigError as error:
-        problems.extend(
-            Problem("spec.sidecar." + line.split(":", 1)[0], line.split(":", 1)[1].strip())
-            for line in error.problems
-        )
+        for line in error.problems:
+            field, _, message = line.partition(":")
+            # A rule across fields (listen and admin) is the whole block's.
+            where = "spec.sidecar" if field == "(top level)" else f"spec.sidecar.{field}"
+            problems.append(Problem(where, message.strip()))
         return problems
     sidecar_ports = {
         "spec.sidecar.listen": parse_host_port(settings.listen)[1],

@@ -136,8 +136,16 @@ async def _cache_delete(request: web.Request) -> web.Response:
     cache = request.app[CACHE_KEY]
     token = cache_admin_token(cache)
     offered = request.headers.get("Authorization", "").encode()
-    # With no token configured, cache-busting is off rather than open.
-    if token is None or not hmac.compare_digest(offered, f"Bearer {token}".encode()):
+    if token is None:
+        # With no token configured, cache-busting is off rather than open: say so,
+        # instead of asking for a token nothing would accept.
+        where = cache.settings.admin_token_file
+        why = f"{where} cannot be read" if where else f"no cache.adminTokenFile nor {TOKEN_ENV}"
+        return web.json_response(
+            {"error": f"cache busting is off: {why}"},
+            status=403,
+        )
+    if not hmac.compare_digest(offered, f"Bearer {token}".encode()):
         return web.json_response(
             {"error": "a valid bearer token is required"},
             status=401,

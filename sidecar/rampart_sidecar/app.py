@@ -43,13 +43,22 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
         proxy.cache = cache
     proxy_server = ProxyServer(proxy.handle, settings.server, on_error=proxy.count_rejection)
     host, port = parse_host_port(settings.listen)
-    listener = await loop.create_server(proxy_server, host, port, reuse_address=True, backlog=1024)
+    try:
+        listener = await loop.create_server(
+            proxy_server, host, port, reuse_address=True, backlog=1024
+        )
+    except OSError as error:
+        raise ListenError(f"cannot listen on {settings.listen}: {error.strerror}") from None
 
     admin_runner = web.AppRunner(build_admin_app(proxy, cache), access_log=None)
     await admin_runner.setup()
     admin_host, admin_port = parse_host_port(settings.admin)
     admin_site = web.TCPSite(admin_runner, admin_host, admin_port, reuse_address=True)
-    await admin_site.start()
+    try:
+        await admin_site.start()
+    except OSError as error:
+        listener.close()
+        raise ListenError(f"cannot listen on {settings.admin} (admin): {error.strerror}") from None
 
     bound = listener.sockets[0].getsockname()
     log.info(
@@ -76,6 +85,10 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
             await cache.close()
         await admin_runner.cleanup()
         log.info("stopped")
+
+
+class ListenError(Exception):
+    """A listener could not be opened (a port in use, a host not on this machine)."""
 
 
 def run(settings: SidecarSettings) -> None:

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .app import run
+from .app import ListenError, run
 from .config import load_settings
 from .errors import ConfigError
 from .logs import configure_logging
@@ -66,7 +66,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         import yaml
 
+        token_file = settings.cache.admin_token_file if settings.cache else None
+        if token_file and not os.access(token_file, os.R_OK):
+            # At run time the sidecar would start with cache busting off: say it now.
+            print(
+                f"rampart-sidecar: invalid settings: cache.adminTokenFile: {token_file} "
+                "cannot be read (cache busting would be off)",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
         print(yaml.safe_dump(settings.model_dump(by_alias=True, mode="json"), sort_keys=False))
         return
     configure_logging(settings.logging.level)
-    run(settings)
+    try:
+        run(settings)
+    except ListenError as error:
+        print(f"rampart-sidecar: {error}", file=sys.stderr)
+        sys.exit(3)

@@ -242,7 +242,8 @@ class CacheRoute(_Settings):
     """Paths whose responses may be cached for ``ttl`` even without caching headers."""
 
     path_prefix: AbsolutePath
-    ttl: Duration | None = Field(None, gt=0)
+    # None: the cache-wide ttl; 0s: only what the response's own headers allow.
+    ttl: Duration | None = Field(None, ge=0)
 
 
 class MemoryCacheSettings(_Settings):
@@ -311,8 +312,9 @@ class SidecarSettings(_Settings):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> SidecarSettings:
-        if parse_host_port(self.listen)[1] == parse_host_port(self.admin)[1]:
-            raise ValueError("listen and admin must use different ports")
+        port = parse_host_port(self.listen)[1]
+        if port == parse_host_port(self.admin)[1]:
+            raise ValueError(f"listen and admin must use different ports (both use {port})")
         return self
 
 
@@ -344,6 +346,11 @@ _Yaml12Loader.add_implicit_resolver(
 
 def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def load_yaml_all(text: str) -> list[Any]:
+    """Every document of a YAML stream, read as YAML 1.2 (``on`` stays a string)."""
+    return list(yaml.load_all(text, Loader=_Yaml12Loader))
 
 
 def _describe(error: ValidationError) -> list[str]:

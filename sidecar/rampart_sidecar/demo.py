@@ -3,8 +3,9 @@
 ``python -m rampart_sidecar.demo --port 8080`` serves:
   /            a short greeting
   /slow?ms=N   answers after N milliseconds
-  /flaky?p=P   fails with 503 with probability P
+  /flaky?p=P   fails with 503 with probability P (?fail=N&key=K: the first N calls for K)
   /events      a server-sent event each second
+  POST /outage?seconds=N   every other route answers 503 for N seconds (a stale answer)
 
 ``--error-rate P`` makes every route answer 503 with probability P: a broken
 release for canary rollouts to catch (the e2e tier uses it).
@@ -31,7 +32,19 @@ async def _slow(request: web.Request) -> web.Response:
     return web.Response(text="slow but here\n")
 
 
+_failures_left: dict[str, int] = {}
+
+
 async def _flaky(request: web.Request) -> web.Response:
+    """``?p=P``: fail at random; ``?fail=N&key=K``: the first N calls for K fail (no luck
+    involved, for tests and for showing exactly N retries)."""
+    if "fail" in request.query:
+        key = request.query.get("key", "")
+        left = _failures_left.setdefault(key, int(request.query["fail"]))
+        if left > 0:
+            _failures_left[key] = left - 1
+            return web.Response(status=503, text="flaked\n")
+        return web.Response(text="lucky\n")
     if random.random() < float(request.query.get("p", "0.5")):
         return web.Response(status=503, text="flaked\n")
     return web.Response(text="lucky\n")
@@ -40,24 +53,38 @@ async def _flaky(request: web.Request) -> web.Response:
 async def _events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
-    for number in range(1_000_000):
-        await response.write(f"data: tick {number}\n\n".encode())
-        await asyncio.sleep(1)
+    try:
+        for number in range(1_000_000):
+            await response.write(f"data: tick {number}\n\n".encode())
+            await asyncio.sleep(1)
+    except ConnectionResetError:
+        pass  # the client left: the usual end of an event stream, not an error
     return response
 
 
 def build_app(error_rate: float = 0.0) -> web.Application:
+    down_until = 0.0  # loop time until which every route fails (POST /outage)
+
     @web.middleware
     async def broken(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/outage" and asyncio.get_running_loop().time() < down_until:
+            return web.Response(status=503, text="outage\n")
         if random.random() < error_rate:
             return web.Response(status=503, text="this release is broken\n")
         return await handler(request)
 
-    app = web.Application(middlewares=[broken] if error_rate > 0 else [])
+    async def outage(request: web.Request) -> web.Response:
+        nonlocal down_until
+        seconds = float(request.query.get("seconds", "30"))
+        down_until = asyncio.get_running_loop().time() + seconds
+        return web.Response(text=f"every route answers 503 for {seconds:g} s\n")
+
+    app = web.Application(middlewares=[broken])
     app.router.add_get("/", _hello)
     app.router.add_get("/slow", _slow)
     app.router.add_get("/flaky", _flaky)
     app.router.add_get("/events", _events)
+    app.router.add_post("/outage", outage)
     return app
 
 

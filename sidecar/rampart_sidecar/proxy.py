@@ -505,11 +505,7 @@ class Proxy:
     ) -> Response:
         """An answer the sidecar makes itself, saying why in ``X-Rampart-Reason``."""
         exchange.status = status
-        exchange.reason = reason
-        if status == 504:
-            self.recorder.timeouts.inc()
-        else:
-            self.count_rejection(reason)
+        exchange.reason = reason  # counted when the exchange ends (_finish)
         headers = CIMultiDict(
             {
                 "Content-Type": "text/plain; charset=utf-8",
@@ -532,6 +528,13 @@ class Proxy:
 
     def _finish(self, request: Request, exchange: Exchange) -> None:
         now = monotonic()
+        if exchange.reason and exchange.cache_status != "STALE":
+            # Counted here, not when the answer was made: a stale cached 200 sent in
+            # its place is neither a rejection nor a timeout to the client.
+            if exchange.status == 504:
+                self.recorder.timeouts.inc()
+            else:
+                self.count_rejection(exchange.reason)
         to_headers = (exchange.headers_sent or now) - exchange.started
         self.recorder.observe_request(
             exchange.method, exchange.status, exchange.route.name, to_headers

@@ -37,7 +37,7 @@ from multidict import CIMultiDict
 from .config import ServerSettings
 from .errors import HeadTooLarge
 from .flow import BodyBuffer, WriteFlow
-from .headers import Fields, RequestHead
+from .headers import Fields, RequestHead, request_id
 from .messages import Request, Response, StreamResponse, reason_phrase
 from .upstream import ENCODING, NO_BODY_STATUSES
 
@@ -430,12 +430,15 @@ class HttpConnection(WriteFlow):
         """An unparsable request: one 400 when nothing else is being answered, then close."""
         self._stop_parsing = True
         self._head_deadline = None
-        log.info("unparsable request", extra={"client": self.peer, "error": error})
+        rid = request_id(None)
+        log.info(
+            "unparsable request", extra={"client": self.peer, "error": error, "request_id": rid}
+        )
         self.server.on_error("bad-request")
         if self._current is not None or self._queue:
             self._must_close = True  # answer what came before, then close
             return
-        self.write(_plain_bytes(400, "bad-request"))
+        self.write(_plain_bytes(400, "bad-request", rid))
         self._linger()
 
     def _arm_head_timer(self) -> None:
@@ -459,8 +462,13 @@ class HttpConnection(WriteFlow):
             return
         self._head_deadline = None
         if self._in_head:
+            rid = request_id(None)
+            log.info(
+                "request head not complete in time",
+                extra={"client": self.peer, "request_id": rid},
+            )
             self.server.on_error("client-header-timeout")
-            self.write(_plain_bytes(408, "client-header-timeout"))
+            self.write(_plain_bytes(408, "client-header-timeout", rid))
         self.close()
 
     def _cancel_head_timer(self) -> None:
@@ -545,12 +553,15 @@ def _plain(status: int, reason: str) -> Response:
     return Response(status, headers, (reason + "\n").encode())
 
 
-def _plain_bytes(status: int, reason: str) -> bytes:
+def _plain_bytes(status: int, reason: str, rid: str) -> bytes:
+    """An answer of the server's own, before any request was parsed: like every
+    answer, it carries an X-Request-ID (``rid``, also in the log line)."""
     body = (reason + "\n").encode()
     return (
         f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"X-Rampart-Reason: {reason}\r\n"
+        f"X-Request-ID: {rid}\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode() + body

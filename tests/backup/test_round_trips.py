@@ -213,6 +213,7 @@ def test_path_round_trip(tmp_path, key_file):
     (data / "a.txt").write_text("alpha")
     (data / "nested" / "b.bin").write_bytes(os.urandom(300_000))
     (data / "nested" / "deeper" / "c").write_bytes(b"")
+    data.chmod(0o750)  # the folder's own mode survives the swap
     before = tree(data)
     made = backup(f"file://{data}", tmp_path / "dest", key_file)
     (data / "a.txt").write_text("changed")
@@ -228,6 +229,7 @@ def test_path_round_trip(tmp_path, key_file):
     )
     assert result.returncode == 0, result.stderr
     assert tree(data) == before
+    assert data.stat().st_mode & 0o7777 == 0o750
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data")]
 
 

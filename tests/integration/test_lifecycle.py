@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 
@@ -202,3 +203,36 @@ async def test_access_lines_follow_the_log_level_and_are_all_written_by_exit(
     access = [e for e in entries if e.get("logger") == "rampart.access"]
     assert len(access) == lines
     assert all(e["path"] == "/echo" and e["status"] == 200 for e in access)
+
+
+def _sidecar_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rampart_sidecar", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_port_in_use_is_one_line_and_status_3(upstream):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = _sidecar_cli(
+            "--listen", f"127.0.0.1:{port}", "--admin", "127.0.0.1:0", "--upstream", upstream.url
+        )
+    finally:
+        taken.close()
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"rampart-sidecar: cannot listen on 127.0.0.1:{port}:" in result.stderr
+
+
+def test_check_refuses_an_admin_token_file_it_cannot_read(tmp_path):
+    config = tmp_path / "sidecar.yaml"
+    config.write_text("cache: {adminTokenFile: /nowhere/token}\n")
+    result = _sidecar_cli("--config", str(config), "--check")
+    assert result.returncode == 2
+    assert "cache.adminTokenFile: /nowhere/token cannot be read" in result.stderr

@@ -69,6 +69,10 @@ class PathSource:
         except (tarfile.TarError, OSError) as error:
             shutil.rmtree(staging, ignore_errors=True)
             raise RestoreFailed(f"could not unpack into {target}: {error}") from error
+        # mkdtemp made the staging folder 0700: the folder swapped in keeps the
+        # target's own mode (0755 for most), or the usual one for a new folder.
+        mode = target.stat().st_mode & 0o7777 if target.exists() else 0o777 & ~_umask()
+        staging.chmod(mode)
         previous = target.with_name(f".{target.name}.previous-{os.getpid()}")
         if target.exists():
             target.rename(previous)
@@ -105,3 +109,9 @@ class PathSource:
                 files += 1
                 size += (Path(root) / name).lstat().st_size
         return {"files": files, "bytes": size}
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -22,6 +22,8 @@ from .sidecar import (
     sidecar_file,
 )
 
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+
 __all__ = [
     "REVISION_ANNOTATION",
     "canary_deployment",
@@ -76,6 +78,10 @@ def pod_template(
         # Tells the admission webhook this pod already has its sidecar.
         "rampart.dev/injected": SIDECAR_NAME,
     }
+    apps = [c for c in containers if c.get("name") != SIDECAR_NAME]
+    if apps:
+        # `kubectl logs` and `exec` land in the app, not in the sidecar put first.
+        metadata["annotations"].setdefault(DEFAULT_CONTAINER, apps[0].get("name", ""))
     if spec.get("canary"):
         # Which revision the pods run: the rollout tells stable from canary by it,
         # and a changed ConfigMap or Secret rolls the pods through it.

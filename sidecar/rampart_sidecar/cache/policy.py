@@ -149,7 +149,8 @@ def default_ttl_for(settings: CacheSettings, path: str) -> float:
         if path.startswith(route.path_prefix) and (
             best is None or len(route.path_prefix) > best[0]
         ):
-            best = (len(route.path_prefix), route.ttl or settings.ttl)
+            # ttl: 0s opts a path out of the default (the app's own headers still count).
+            best = (len(route.path_prefix), settings.ttl if route.ttl is None else route.ttl)
     return best[1] if best else 0.0
 
 
