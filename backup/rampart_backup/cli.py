@@ -130,8 +130,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _dispatch(args)
     except BackupError as error:
-        print(f"rampart-backup: {type(error).__name__}: {error}", file=sys.stderr)
+        # One line, whatever the tool behind it printed (pg_dump says it in two).
+        reason = " ".join(str(error).split())
+        print(f"rampart-backup: {type(error).__name__}: {reason}", file=sys.stderr)
         sys.exit(error.exit_code)
+    except OSError as error:
+        # The destination or a staging folder: not writable, not there, full.
+        where = error.filename or "the destination"
+        print(f"rampart-backup: UsageError: {where}: {error.strerror}", file=sys.stderr)
+        sys.exit(UsageError.exit_code)
 
 
 def _labels(items: list[str]) -> dict[str, str]:

@@ -215,10 +215,10 @@ def _run(args: argparse.Namespace) -> None:
     settings = _settings()
     # kopf's own lines (a handler per event) only when debugging: at a fleet's scale
     # they would drown what the operator says about what it changed and why.
+    asyncio.run(_reachable(_login(kopf)))  # before logging is set up: one line if not
     debug = settings.log_level == "debug"
     kopf.configure(debug=debug, quiet=not debug)
     logging.getLogger("rampart").setLevel(settings.log_level.upper())
-    asyncio.run(_reachable(_login(kopf)))
     namespaces = tuple(args.namespace) or settings.namespaces
     registry = kopf.OperatorRegistry()
     register(registry, Runtime(settings))
