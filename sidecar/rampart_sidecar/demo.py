@@ -50,15 +50,23 @@ async def _flaky(request: web.Request) -> web.Response:
     return web.Response(text="lucky\n")
 
 
+STREAMS = web.AppKey("streams", list)  # the event streams open now (one entry each)
+
+
 async def _events(request: web.Request) -> web.StreamResponse:
+    """``?every=S``: seconds between events (default 1)."""
+    every = float(request.query.get("every", "1"))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
+    request.app[STREAMS].append(response)
     try:
         for number in range(1_000_000):
             await response.write(f"data: tick {number}\n\n".encode())
-            await asyncio.sleep(1)
+            await asyncio.sleep(every)
     except ConnectionResetError:
         pass  # the client left: the usual end of an event stream, not an error
+    finally:
+        request.app[STREAMS].remove(response)
     return response
 
 
@@ -80,6 +88,7 @@ def build_app(error_rate: float = 0.0) -> web.Application:
         return web.Response(text=f"every route answers 503 for {seconds:g} s\n")
 
     app = web.Application(middlewares=[broken])
+    app[STREAMS] = []
     app.router.add_get("/", _hello)
     app.router.add_get("/slow", _slow)
     app.router.add_get("/flaky", _flaky)

@@ -228,7 +228,19 @@ async def test_stale_answers_for_a_dead_upstream_and_an_open_breaker(start_sidec
         assert sidecar.metric("rampart_circuit_state") == 2
         status, cache, body, _ = await get(client, url)  # ...and stale still answers
         assert (status, cache, body) == (200, "STALE", original[2])
+        # A stale 200 is an answer, not a refusal: nothing counted as rejected yet.
+        assert rejected(sidecar) == 0
         assert (await get(client, sidecar.url + "/c/uncached"))[0] == 503
+        assert rejected(sidecar) == 1
+
+
+def rejected(sidecar: Any) -> float:
+    """Every rampart_rejected_total sample, summed over its reasons."""
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in sidecar.metrics().splitlines()
+        if line.startswith("rampart_rejected_total{")
+    )
 
 
 async def test_cache_bust_needs_the_token(start_sidecar, upstream, tmp_path):

@@ -129,6 +129,22 @@ def test_regular_container_mode():
     assert "restartPolicy" not in spec["containers"][0]
 
 
+@pytest.mark.parametrize("mode", ["native", "container"])
+def test_kubectl_logs_and_exec_land_in_the_app(mode):
+    deployment = by_kind(render(load("checkout.yaml"), OperatorSettings(sidecar_mode=mode)))
+    template = deployment["Deployment"]["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["kubectl.kubernetes.io/default-container"] == "app"
+
+
+def test_a_default_container_the_user_chose_stays():
+    chosen = load("catalog-template.yaml")
+    metadata = chosen["spec"]["template"].setdefault("metadata", {})
+    metadata.setdefault("annotations", {})["kubectl.kubernetes.io/default-container"] = "mine"
+    template = by_kind(render(chosen, OperatorSettings()))["Deployment"]["spec"]["template"]
+    assert template["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "mine"
+
+
 def test_secrets_reach_the_sidecar_as_env_never_in_the_config_map():
     manifests = by_kind(render(load("checkout.yaml"), OperatorSettings()))
     file = yaml.safe_load(manifests["ConfigMap"]["data"]["sidecar.yaml"])

@@ -243,8 +243,9 @@ async def test_a_slow_head_gets_408_and_an_idle_connection_is_closed_quietly():
     async with listening(echo_path, idle_timeout=0.3) as served:
         reader, writer = await served.connect()
         writer.write(b"GET /slow HTTP/1.1\r\nHo")
-        status, _, body = await read_response(reader)
+        status, headers, body = await read_response(reader)
         assert (status, body) == (408, b"client-header-timeout\n")
+        assert len(headers["X-Request-ID"]) >= 16  # like every answer
         assert await closed(reader)
         writer.close()
 
@@ -278,6 +279,7 @@ async def test_heads_over_the_limits_get_400(head):
         writer.close()
         assert status == 400
         assert headers["X-Rampart-Reason"] == "bad-request"
+        assert headers["X-Request-ID"]
         reader, writer = await served.connect()
         writer.write(b"GET /fine HTTP/1.1\r\nHost: x\r\n" + b"X-Ok: ok\r\n" * 20 + b"\r\n")
         assert (await read_response(reader))[0] == 200
