@@ -69,6 +69,8 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
         if key in ("exclusiveMinimum", "gt"):
             out["minimum"] = value
             out["exclusiveMinimum"] = True
+        elif key == "ge":  # a constraint pydantic leaves as written on a custom type
+            out["minimum"] = value
         elif key == "properties":
             out["properties"] = {name: _structural(child, defs) for name, child in value.items()}
         elif key == "items":

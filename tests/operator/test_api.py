@@ -246,3 +246,65 @@ def test_transition_times_change_only_on_transitions():
     assert again["conditions"][0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
     flipped = compute_status(Observation(2, workload_ready=True), first)
     assert flipped["conditions"][0]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+
+
+# What a CRD's openAPIV3Schema may say (apiextensions v1 JSONSchemaProps).
+SCHEMA_KEYS = {
+    "type",
+    "description",
+    "properties",
+    "items",
+    "required",
+    "enum",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "nullable",
+    "default",
+    "additionalProperties",
+    "anyOf",
+    "allOf",
+    "oneOf",
+    "not",
+    "multipleOf",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-embedded-resource",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "x-kubernetes-validations",
+    "title",
+    "example",
+}
+
+
+def test_the_crd_schema_says_only_what_the_api_server_reads():
+    # An unknown keyword (pydantic's own "ge", say) is pruned by the API server, so the
+    # CRD applied differs from the file: server-side applies of it then conflict.
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("properties",) and isinstance(value, dict):
+                    for name, child in value.items():
+                        walk(child, f"{path}.{name}")
+                    continue
+                assert key in SCHEMA_KEYS, f"{path}: {key}"
+                if key in ("items", "additionalProperties", "not"):
+                    walk(value, f"{path}[]")
+                elif key in ("anyOf", "allOf", "oneOf"):
+                    for child in value:
+                        walk(child, path)
+
+    for version in crd()["spec"]["versions"]:
+        walk(version["schema"]["openAPIV3Schema"], version["name"])
