@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import Sidecar, free_port
+from tests.conftest import Sidecar
 from tests.monitoring import CANARY_SERVER_ERRORS, Alertmanager, Prometheus, pod_monitor_job
 from tests.upstream import Upstream
 
@@ -63,7 +63,7 @@ class Traffic:
 @pytest.fixture
 def canary_pod(tmp_path: Path) -> Iterator[tuple[Upstream, Sidecar]]:
     """What a canary pod would run: the application behind a real sidecar."""
-    upstream = Upstream(free_port())
+    upstream = Upstream()
     upstream.start()
     # No breaker: at a 30% error rate five failures in a row come every few
     # seconds, and its 503s would be what the analysis measures, not the app.

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from tests.backup.cronjob import run_job_container
 from tests.chart import find, manifests
-from tests.conftest import PostgresServer, RedisServer, Sidecar, free_port
+from tests.conftest import PostgresServer, RedisServer, Sidecar
 from tests.monitoring import (
     Prometheus,
     Pushgateway,
@@ -177,7 +177,7 @@ def every_query(namespace: str) -> dict[str, str]:
 def test_every_dashboard_query_returns_data_from_the_real_programs(
     local: Cluster, namespace: str, operator: Operator, tmp_path: Path
 ) -> None:
-    upstream = Upstream(free_port())
+    upstream = Upstream()
     upstream.start()
     redis = RedisServer(tmp_path)
     postgres = PostgresServer()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -59,13 +61,15 @@ class Sidecar:
     """A ``rampart-sidecar`` process with its own ports and settings file."""
 
     def __init__(self, tmp: Path, settings: dict[str, Any], upstream_url: str) -> None:
-        self.port = free_port()
-        self.admin_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        self.config = tmp / f"sidecar-{self.port}.yaml"
+        # Both listeners on port 0: the kernel picks free ports and the sidecar writes
+        # them to its --address-file. No port is chosen here, so none can be taken by
+        # another process (or by the other listener) before the sidecar binds it.
+        handle, name = tempfile.mkstemp(prefix="sidecar-", suffix=".yaml", dir=tmp)
+        os.close(handle)
+        self.config = Path(name)
         self.config.write_text(yaml.safe_dump(settings))
-        self.log_path = tmp / f"sidecar-{self.port}.log"
+        self.log_path = self.config.with_suffix(".log")
+        self.address_file = self.config.with_suffix(".address")
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [
@@ -75,25 +79,47 @@ class Sidecar:
                 "--config",
                 str(self.config),
                 "--listen",
-                f"127.0.0.1:{self.port}",
+                "127.0.0.1:0",
                 "--admin",
-                f"127.0.0.1:{self.admin_port}",
+                "127.0.0.1:0",
                 "--upstream",
                 upstream_url,
+                "--address-file",
+                str(self.address_file),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        self.port = self.admin_port = 0
         try:
             wait_until(self._alive, timeout=15)
         except AssertionError:
             self.stop()
             raise AssertionError(f"sidecar did not start:\n{self.logs()}") from None
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def _bound(self) -> bool:
+        """The ports the sidecar bound, once it has written them (--address-file)."""
+        if not self.address_file.exists():
+            return False
+        addresses = json.loads(self.address_file.read_text())
+        self.port = int(addresses["proxy"].rsplit(":", 1)[1])
+        self.admin_port = int(addresses["admin"].rsplit(":", 1)[1])
+        return True
+
     def _alive(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"sidecar exited with {self.proc.returncode}:\n{self.logs()}")
+        if not self.port and not self._bound():
+            return False
         try:
             with urllib.request.urlopen(self.admin_url + "/healthz", timeout=1) as response:
                 return bool(response.status == 200)
@@ -321,7 +347,7 @@ def postgres() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
-    server = Upstream(free_port())
+    server = Upstream()
     server.start()
     yield server
     server.close()

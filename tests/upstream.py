@@ -41,7 +41,9 @@ def pattern(n: int) -> bytes:
 
 
 class Upstream:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int = 0) -> None:
+        # 0: the kernel picks a free port at the first start (read back then), which
+        # a restart after stop() keeps.
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.hits: Counter[str] = Counter()  # path -> requests received
@@ -102,6 +104,9 @@ class Upstream:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        if not self.port:
+            self.port = self._runner.addresses[0][1]
+            self.url = f"http://127.0.0.1:{self.port}"
 
     async def _cancel_pending(self) -> None:
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]

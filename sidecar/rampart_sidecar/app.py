@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
+from pathlib import Path
 
 from aiohttp import web
 
@@ -26,7 +28,11 @@ __all__ = ["run", "serve"]
 log = logging.getLogger("rampart.sidecar")
 
 
-async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: SidecarSettings,
+    stop: asyncio.Event | None = None,
+    address_file: Path | None = None,
+) -> None:
     """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then drain and return."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
@@ -61,14 +67,18 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
         raise ListenError(f"cannot listen on {settings.admin} (admin): {error.strerror}") from None
 
     bound = listener.sockets[0].getsockname()
-    log.info(
-        "listening",
-        extra={
-            "proxy": f"http://{bound[0]}:{bound[1]}",
-            "admin": f"http://{admin_host}:{admin_port}",
-            "upstream": settings.upstream.url,
-        },
-    )
+    admin_bound = admin_runner.addresses[0] if admin_runner.addresses else (admin_host, admin_port)
+    addresses = {
+        "proxy": f"http://{bound[0]}:{bound[1]}",
+        "admin": f"http://{admin_bound[0]}:{admin_bound[1]}",
+    }
+    if address_file is not None:
+        # The ports really bound (port 0: any free one), as Envoy's --admin-address-path:
+        # written whole, then renamed, so a reader never sees half of it.
+        partial = address_file.with_name(address_file.name + ".partial")
+        partial.write_text(json.dumps(addresses) + "\n")
+        partial.replace(address_file)
+    log.info("listening", extra={**addresses, "upstream": settings.upstream.url})
     try:
         await stop.wait()
     finally:
@@ -91,10 +101,10 @@ class ListenError(Exception):
     """A listener could not be opened (a port in use, a host not on this machine)."""
 
 
-def run(settings: SidecarSettings) -> None:
+def run(settings: SidecarSettings, address_file: Path | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, address_file=address_file))
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, address_file=address_file))

@@ -45,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--check", action="store_true", help="validate the settings, print them resolved, and exit"
     )
+    parser.add_argument(
+        "--address-file",
+        type=Path,
+        default=os.environ.get("RAMPART_ADDRESS_FILE"),
+        help="once listening, write the proxy and admin URLs there as JSON "
+        "(with port 0, the ports chosen) [RAMPART_ADDRESS_FILE]",
+    )
     return parser.parse_args(argv)
 
 
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     configure_logging(settings.logging.level)
     try:
-        run(settings)
+        run(settings, args.address_file)
     except ListenError as error:
         print(f"rampart-sidecar: {error}", file=sys.stderr)
         sys.exit(3)

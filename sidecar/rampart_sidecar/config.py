@@ -313,7 +313,8 @@ class SidecarSettings(_Settings):
     @model_validator(mode="after")
     def _distinct_ports(self) -> SidecarSettings:
         port = parse_host_port(self.listen)[1]
-        if port == parse_host_port(self.admin)[1]:
+        # Port 0 is "any free port": two of them never clash.
+        if port and port == parse_host_port(self.admin)[1]:
             raise ValueError(f"listen and admin must use different ports (both use {port})")
         return self
 

@@ -26,7 +26,7 @@ import pytest
 
 from rampart_operator.render import render
 from rampart_operator.settings import OperatorSettings
-from tests.conftest import Sidecar, free_port, wait_until
+from tests.conftest import Sidecar, wait_until
 from tests.monitoring import Prometheus, pod_monitor_job
 from tests.upstream import Upstream
 
@@ -116,7 +116,7 @@ class Traffic:
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
-    server = Upstream(free_port())
+    server = Upstream()
     server.start()
     yield server
     server.close()
