@@ -9,9 +9,6 @@ pod, and a real Alertmanager sends its alerts to the operator's receiver.
 
 from __future__ import annotations
 
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import pytest
 from tests.conftest import Sidecar
 from tests.monitoring import CANARY_SERVER_ERRORS, Alertmanager, Prometheus, pod_monitor_job
+from tests.traffic import Traffic
 from tests.upstream import Upstream
 
 from rampart_operator.render import render
@@ -30,34 +28,6 @@ from .test_control_plane import condition
 
 NAME = "checkout"
 pytestmark = pytest.mark.integration
-
-
-class Traffic:
-    """Requests through the canary's sidecar, one after another, until stopped."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url + "/app"
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and self.sent < 100_000:
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as answer:  # noqa: S310
-                    answer.read()
-            except (urllib.error.URLError, OSError):
-                pass
-            self.sent += 1
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -163,7 +133,7 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
     }
     weights: list[int] = []
     try:
-        with Traffic(sidecar.url):
+        with Traffic(sidecar.url, ["/app"], pause=0.005):
             start_rollout(local, namespace, canary)
 
             def promoted() -> bool:
@@ -227,7 +197,7 @@ def test_a_failing_canary_is_rolled_back_by_analysis(
         return state.get("phase") == "RolledBack"
 
     try:
-        with Traffic(sidecar.url):
+        with Traffic(sidecar.url, ["/app"], pause=0.005):
             start_rollout(local, namespace, canary)
             local.wait_for("rolled back", rolled_back, timeout=60, every=0.1)
     finally:
@@ -281,7 +251,7 @@ def test_a_firing_alert_rolls_the_canary_back_within_a_second_of_the_webhook(
     timed = "rampart_operator_alert_to_rollback_seconds_count"
     rollbacks_before = operator.metric(timed) or 0
     try:
-        with Traffic(sidecar.url):
+        with Traffic(sidecar.url, ["/app"], pause=0.005):
             start_rollout(local, namespace, canary)
             local.wait_for("weight 25", lambda: rollout(local, namespace).get("weight") == 25)
             canary_live = local.get("deployment", f"{NAME}-canary", namespace) or {}

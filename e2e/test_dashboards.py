@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +33,7 @@ from tests.monitoring import (
     pod_monitor_job,
     service_monitor_job,
 )
+from tests.traffic import Traffic
 from tests.upstream import Upstream
 
 from rampart_operator.render.drill import TARGETS
@@ -48,36 +48,6 @@ pytestmark = pytest.mark.integration
 NAME = "shop"
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
-
-
-class Traffic:
-    """Requests through one sidecar, round the ``paths``, until stopped."""
-
-    def __init__(self, url: str, paths: list[str]) -> None:
-        self.url, self.paths = url, paths
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        sent = 0
-        while not self._stop.is_set() and sent < 100_000:
-            try:
-                with urllib.request.urlopen(  # noqa: S310 - loopback
-                    self.url + self.paths[sent % len(self.paths)], timeout=3
-                ) as answer:
-                    answer.read()
-            except (urllib.error.URLError, OSError):
-                pass
-            sent += 1
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def secret(local: Cluster, namespace: str, name: str, key: str, value: str) -> None:

@@ -14,9 +14,6 @@ with the hour before, which only promtool's simulated time can show
 from __future__ import annotations
 
 import socket
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +25,7 @@ from rampart_operator.render import render
 from rampart_operator.settings import OperatorSettings
 from tests.conftest import Sidecar, wait_until
 from tests.monitoring import Prometheus, pod_monitor_job
+from tests.traffic import Traffic
 from tests.upstream import Upstream
 
 pytestmark = pytest.mark.integration
@@ -88,32 +86,6 @@ def resource(name: str, alerts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class Traffic:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        for _ in range(100_000):
-            if self._stop.is_set():
-                return
-            try:
-                with urllib.request.urlopen(self.url, timeout=3) as answer:
-                    answer.read()
-            except (urllib.error.URLError, OSError):
-                pass
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
     server = Upstream()
@@ -145,7 +117,8 @@ def test_each_sidecar_alert_fires_from_a_real_sidecar_and_only_for_its_service(
             rules += kinds["PrometheusRule"]["spec"]["groups"]
         prometheus = Prometheus(tmp_path, {}, rules=rules, jobs=jobs)
         traffic = [
-            Traffic(sidecars[name].url + scenario.path) for name, scenario in SCENARIOS.items()
+            Traffic(sidecars[name].url, [scenario.path], pause=0.02)
+            for name, scenario in SCENARIOS.items()
         ]
         try:
             for flow in traffic:

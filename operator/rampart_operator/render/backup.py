@@ -13,13 +13,36 @@ from ..settings import OperatorSettings
 from .names import child_labels, child_metadata
 from .security import harden_container, harden_pod
 
-__all__ = ["BACKUP_UID", "backup_cron_jobs", "backup_job_name", "backup_secret_names"]
+__all__ = [
+    "BACKUP_UID",
+    "JOB_SECURITY",
+    "backup_cron_jobs",
+    "backup_job_name",
+    "backup_secret_names",
+    "key_volume",
+]
 
 KEY_DIR = "/var/run/rampart/backup-key"
 DEST_DIR = "/backups"
 SOURCE_DIR = "/source"
 BACKUP_UID = 65532  # the image's non-root user; fsGroup lets it write the PVC
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+
+
+# The agent's user in every backup and drill pod; fsGroup lets it read and write the PVC.
+JOB_SECURITY = {"runAsUser": BACKUP_UID, "runAsGroup": BACKUP_UID, "fsGroup": BACKUP_UID}
+
+
+def key_volume(key_ref: dict[str, str]) -> dict[str, Any]:
+    """The backup key, a file only its owner may read."""
+    return {
+        "name": "key",
+        "secret": {
+            "secretName": key_ref["name"],
+            "defaultMode": 0o400,
+            "items": [{"key": key_ref["key"], "path": "key"}],
+        },
+    }
 
 
 def backup_job_name(owner_name: str, source: str) -> str:
@@ -123,25 +146,14 @@ def _cron_job(
     pod = harden_pod(
         {
             "restartPolicy": "Never",
-            "securityContext": {
-                "runAsUser": BACKUP_UID,
-                "runAsGroup": BACKUP_UID,
-                "fsGroup": BACKUP_UID,
-            },
+            "securityContext": dict(JOB_SECURITY),
             "containers": [container],
             "volumes": [
                 {
                     "name": "backups",
                     "persistentVolumeClaim": {"claimName": backup["destination"]["pvc"]},
                 },
-                {
-                    "name": "key",
-                    "secret": {
-                        "secretName": key_ref["name"],
-                        "defaultMode": 0o400,
-                        "items": [{"key": key_ref["key"], "path": "key"}],
-                    },
-                },
+                key_volume(key_ref),
                 {"name": "tmp", "emptyDir": {}},
                 *source_volumes,
             ],

@@ -18,7 +18,7 @@ from rampart_sidecar.durations import parse_duration
 
 from ..settings import OperatorSettings
 from .alerts import seconds_text
-from .backup import BACKUP_UID, DEST_DIR, KEY_DIR
+from .backup import DEST_DIR, JOB_SECURITY, KEY_DIR, key_volume
 from .names import child_labels, child_metadata
 from .security import harden_container, harden_pod
 
@@ -152,11 +152,7 @@ def _cron_job(
     pod = harden_pod(
         {
             "restartPolicy": "Never",
-            "securityContext": {
-                "runAsUser": BACKUP_UID,
-                "runAsGroup": BACKUP_UID,
-                "fsGroup": BACKUP_UID,
-            },
+            "securityContext": dict(JOB_SECURITY),
             **({"initContainers": [_server(kind, images[kind])]} if kind != "path" else {}),
             "containers": [container],
             "volumes": [
@@ -167,14 +163,7 @@ def _cron_job(
                         "readOnly": True,
                     },
                 },
-                {
-                    "name": "key",
-                    "secret": {
-                        "secretName": key_ref["name"],
-                        "defaultMode": 0o400,
-                        "items": [{"key": key_ref["key"], "path": "key"}],
-                    },
-                },
+                key_volume(key_ref),
                 {"name": "tmp", "emptyDir": {}},
                 {"name": "drill-data", "emptyDir": {}},
                 {"name": "drill-run", "emptyDir": {}},
