@@ -524,7 +524,7 @@ def test_the_refusal_docs_admission_shows_is_what_kubectl_prints(local: Cluster)
     root = Path(__file__).resolve().parents[1]
     text = (root / "docs" / "admission.md").read_text()
     block = text.split("## Validation", 1)[1].split("```", 2)[1]
-    command, *shown = [line for line in block.strip().splitlines() if line]
+    _language, command, *shown = [line for line in block.strip().splitlines() if line]
     assert command.startswith("$ kubectl apply -f ")
     path = command.removeprefix("$ kubectl apply -f ")
     kubectl = root / ".tools" / "bin" / "kubectl"

@@ -69,6 +69,9 @@ class Policy:
     analysis: bool = True  # False: steps advance on their pauses alone
     rollback_on_alerts: bool = True
     bake_window: float = 300.0
+    # The range each analysis query covers: it must lie inside the current step, or
+    # it would judge the previous step's traffic (or the previous revision's pods).
+    window: float = 0.0
 
     @classmethod
     def from_spec(cls, canary: dict[str, Any]) -> Policy:
@@ -84,6 +87,7 @@ class Policy:
             analysis="prometheus" in analysis,
             rollback_on_alerts=bool(canary.get("rollbackOnAlerts", True)),
             bake_window=parse_duration(canary.get("bakeWindow", "5m")),
+            window=parse_duration(analysis.get("window") or analysis.get("interval", "1m")),
         )
 
 
@@ -188,6 +192,9 @@ def analysis_due(policy: Policy, state: Rollout, now: float) -> bool:
         and state.phase == "Progressing"
         and state.weight > 0
         and state.step_started is not None
+        # A whole window of this step's traffic: right after a new canary starts, a
+        # window reaching back would measure the last revision's canary pods.
+        and now - state.step_started >= policy.window
         and (state.last_analysis is None or now - state.last_analysis >= policy.interval)
     )
 

@@ -255,6 +255,19 @@ def test_analysis_is_due_only_with_traffic_on_the_canary_and_once_per_interval()
     assert not analysis_due(dataclasses.replace(POLICY, analysis=False), state, 2000.0)
 
 
+def test_analysis_waits_for_a_whole_window_of_the_steps_own_traffic():
+    # Before that, its queries would reach back into the previous step or revision.
+    windowed = dataclasses.replace(POLICY, window=20.0)
+    state = at_step(0)  # weight applied at t=2000
+    assert not analysis_due(windowed, state, 2019.0)
+    assert analysis_due(windowed, state, 2020.0)
+    analysis = {"interval": "10s", "window": "45s", "prometheus": {"url": "http://p"}}
+    spec = {"steps": [{"weight": 10}], "analysis": analysis}
+    assert Policy.from_spec(spec).window == 45.0
+    del analysis["window"]
+    assert Policy.from_spec(spec).window == 10.0  # the window is the interval by default
+
+
 def walk(restart: bool) -> list[tuple[str, int, int]]:
     """A whole rollout, one look every 10 s; with ``restart`` the state goes through status."""
     state = initial("v1")
