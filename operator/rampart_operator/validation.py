@@ -16,6 +16,7 @@ from rampart_sidecar.config import parse_host_port, settings_from_mapping
 from rampart_sidecar.errors import ConfigError
 
 from .analysis.queries import BUILT_IN_CHECKS
+from .render.alerts import OWN_LABELS
 from .render.cron import longest_gap
 from .render.sidecar import SIDECAR_NAME, sidecar_file
 from .schema import apply_defaults, schema_problems
@@ -52,6 +53,15 @@ def _spec_problems(spec: dict[str, Any]) -> list[Problem]:
     problems.extend(_template_problems(spec.get("template"), "spec.template"))
     if spec.get("canary"):
         problems.extend(_canary_problems(spec["canary"]))
+    for label in (spec.get("alerts") or {}).get("labels") or {}:
+        if label in OWN_LABELS:
+            problems.append(
+                Problem(
+                    f"spec.alerts.labels.{label}",
+                    "set by the operator on every alert (routing and the automatic rollback "
+                    "match on it)",
+                )
+            )
     backup = spec.get("backup")
     if backup:
         names = [source["name"] for source in backup["sources"]]

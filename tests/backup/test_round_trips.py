@@ -266,3 +266,14 @@ def test_manifest_says_what_was_backed_up_without_credentials(
     assert manifest["format"] == 1
     assert len(manifest["sha256"]) == 64
     assert manifest["started"] <= manifest["finished"]
+
+
+def test_credentials_in_a_query_never_reach_the_manifest_or_the_output(tmp_path, key_file):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("x")
+    made = backup(f"file://{data}?password=s3cret-q&mode=ro", tmp_path / "dest", key_file)
+    manifest = (tmp_path / "dest" / made["backup"] / "manifest.json").read_text()
+    assert "s3cret-q" not in manifest
+    assert "password=***" in manifest
+    assert "s3cret-q" not in json.dumps(made)  # what run printed

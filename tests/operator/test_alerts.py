@@ -17,6 +17,7 @@ from rampart_operator.render import render
 from rampart_operator.render.alerts import RULE_NAMES, BurnWindow, burn_factor
 from rampart_operator.schema import to_json_schema
 from rampart_operator.settings import OperatorSettings
+from rampart_operator.validation import validate
 from tests.chart import THIRD_PARTY_CRDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -479,3 +480,27 @@ def test_a_shorter_window_and_for_page_in_seconds_and_the_defaults_do_not(tmp_pa
 
 def rule_of(groups: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return next(r for g in groups for r in g["rules"] if r.get("alert") == name)
+
+
+@pytest.mark.parametrize("label", ["namespace", "hardenedservice", "severity"])
+def test_the_labels_routing_and_rollback_match_on_are_the_operators(label):
+    # Another tenant's namespace in alerts.labels would roll back that tenant's canary.
+    hostile = copy.deepcopy(SERVICE)
+    hostile["spec"]["alerts"]["labels"] = {label: "tenant-b", "team": "payments"}
+    problems = [str(p) for p in validate(hostile)]
+    assert any(p.startswith(f"spec.alerts.labels.{label}: set by the operator") for p in problems)
+    # Rendered anyway (as by an operator whose webhook was down): ours win on every rule.
+    rules = [
+        r
+        for m in render(hostile, OperatorSettings())
+        if m["kind"] == "PrometheusRule"
+        for g in m["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
+    assert rules
+    for rule in rules:
+        assert rule["labels"]["namespace"] == "shop"
+        assert rule["labels"]["hardenedservice"] == "checkout"
+        assert rule["labels"]["severity"] in ("critical", "warning")
+        assert rule["labels"]["team"] == "payments"

@@ -45,13 +45,29 @@ class BackupSource(Protocol):
         raises SourceUnreachable."""
 
 
+# Query parameters that carry a credential in the URLs libraries accept
+# (redis-py's ?password=, libpq's ?password= and ?sslpassword=, tokens).
+SECRET_PARAMETERS = frozenset({"password", "sslpassword", "pass", "token", "secret", "key"})
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for manifests and logs."""
+    """The URL without its credentials, for manifests and logs: the password of
+    ``user:password@``, and every credential-bearing query parameter.
+
+    >>> redact("redis://:hunter2@cache:6379/0?password=hunter2&db=1")
+    'redis://:***@cache:6379/0?password=***&db=1'
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    if parts.query:
+        pairs = [pair.partition("=") for pair in parts.query.split("&")]
+        query = "&".join(
+            f"{name}{eq}{'***' if name.lower() in SECRET_PARAMETERS and eq else value}"
+            for name, eq, value in pairs
+        )
+        parts = parts._replace(query=query)
+    return parts.geturl()
 
 
 def open_source(url: str) -> BackupSource:

@@ -24,13 +24,22 @@ from rampart_sidecar.durations import format_duration, parse_duration
 
 from .cron import longest_gap
 
-__all__ = ["BURN_WINDOWS", "RULE_NAMES", "burn_factor", "rule_groups", "seconds_text"]
+__all__ = [
+    "BURN_WINDOWS",
+    "OWN_LABELS",
+    "RULE_NAMES",
+    "burn_factor",
+    "rule_groups",
+    "seconds_text",
+]
 
 REQUESTS = "rampart_http_request_duration_seconds_count"
 BUCKETS = "rampart_http_request_duration_seconds_bucket"
 CIRCUIT = "rampart_circuit_state"
 CACHE = "rampart_cache_requests_total"
 BY = "namespace, hardenedservice"
+# Set by the operator on every rule: what Alertmanager routes on and the rollback matches.
+OWN_LABELS = ("namespace", "hardenedservice", "severity")
 DEFAULT_RUNBOOK = "https://github.com/rampart-dev/rampart/blob/main/docs/alerts.md"
 
 
@@ -95,7 +104,9 @@ def rule_groups(namespace: str, name: str, spec: dict[str, Any]) -> list[dict[st
     alerts = spec.get("alerts") or {}
     sel = f'namespace="{namespace}", hardenedservice="{name}"'
     runbook = alerts.get("runbookBaseURL", DEFAULT_RUNBOOK)
-    static = {"namespace": namespace, "hardenedservice": name, **(alerts.get("labels") or {})}
+    # The labels routing and the automatic rollback match on come last: a user's
+    # alerts.labels can add to them, never replace them (validation refuses it too).
+    static = {**(alerts.get("labels") or {}), "namespace": namespace, "hardenedservice": name}
     what = f"{namespace}/{name}"
 
     def alert(
