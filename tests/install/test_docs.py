@@ -232,8 +232,36 @@ def _pushed(record: Any, record_drill: Any, series: Any) -> dict[str, set[str]]:
     return found
 
 
-def test_every_metric_the_docs_name_is_exported_with_its_labels() -> None:
+def served_names(tmp_path: Path) -> set[str]:
+    """The metric families a running sidecar's /metrics and the operator's exposition
+    list (every declared family is listed, labelled or not, with its TYPE line)."""
+    from prometheus_client import generate_latest
+
+    from rampart_operator.metrics import OperatorMetrics
+    from tests.conftest import Sidecar
+    from tests.upstream import Upstream
+
+    upstream = Upstream()
+    upstream.start()
+    sidecar = Sidecar(tmp_path, {"cache": {"memory": {"maxEntries": 10}}}, upstream.url)
+    try:
+        text = sidecar.metrics() + generate_latest(OperatorMetrics().registry).decode()
+    finally:
+        sidecar.stop()
+        upstream.close()
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            names.add(name)
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+            names.update(name + suffix for suffix in suffixes.get(kind, ()))
+    return names
+
+
+def test_every_metric_the_docs_name_is_exported_with_its_labels(tmp_path: Path) -> None:
     metrics = exported()
+    served = served_names(tmp_path)
     named = 0
     for page in PAGES:
         text = page.read_text()
@@ -242,6 +270,9 @@ def test_every_metric_the_docs_name_is_exported_with_its_labels() -> None:
             if name.endswith("_"):
                 continue  # a prefix, as in "rampart_restore_drill_..."
             assert name in metrics, f"{page.relative_to(ROOT)}: {name} is not exported"
+            if not name.startswith(("rampart_backup", "rampart_restore_drill")):
+                # What the running sidecar or the operator serves at /metrics.
+                assert name in served, f"{page.relative_to(ROOT)}: {name} is not served"
             have = metrics[name]
             for label in filter(None, (labels or "").split(",")):
                 assert label in have, f"{page.relative_to(ROOT)}: {name} has no label {label}"
