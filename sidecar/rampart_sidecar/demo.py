@@ -27,25 +27,41 @@ async def _hello(request: web.Request) -> web.Response:
     return web.Response(text="hello from the demo application\n")
 
 
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    """A query parameter as a number within bounds, or a 400 saying which."""
+    text = request.query.get(name)
+    try:
+        value = default if text is None else float(text)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # NaN fails too
+        raise web.HTTPBadRequest(text=f"{name}: a number from {low:g} to {high:g}\n")
+    return value
+
+
 async def _slow(request: web.Request) -> web.Response:
-    await asyncio.sleep(int(request.query.get("ms", "1000")) / 1000)
+    await asyncio.sleep(_number(request, "ms", 1000, 0, 600_000) / 1000)
     return web.Response(text="slow but here\n")
 
 
-_failures_left: dict[str, int] = {}
+FAILURES_LEFT = web.AppKey("failures_left", dict)  # ?fail=N&key=K: K -> failures to go
+MAX_KEYS = 10_000  # a client inventing keys cannot grow it without end
 
 
 async def _flaky(request: web.Request) -> web.Response:
     """``?p=P``: fail at random; ``?fail=N&key=K``: the first N calls for K fail (no luck
     involved, for tests and for showing exactly N retries)."""
     if "fail" in request.query:
+        failures_left: dict[str, int] = request.app[FAILURES_LEFT]
         key = request.query.get("key", "")
-        left = _failures_left.setdefault(key, int(request.query["fail"]))
+        if key not in failures_left and len(failures_left) >= MAX_KEYS:
+            failures_left.clear()
+        left = failures_left.setdefault(key, int(_number(request, "fail", 0, 0, 1000)))
         if left > 0:
-            _failures_left[key] = left - 1
+            failures_left[key] = left - 1
             return web.Response(status=503, text="flaked\n")
         return web.Response(text="lucky\n")
-    if random.random() < float(request.query.get("p", "0.5")):
+    if random.random() < _number(request, "p", 0.5, 0, 1):
         return web.Response(status=503, text="flaked\n")
     return web.Response(text="lucky\n")
 
@@ -55,7 +71,7 @@ STREAMS = web.AppKey("streams", list)  # the event streams open now (one entry e
 
 async def _events(request: web.Request) -> web.StreamResponse:
     """``?every=S``: seconds between events (default 1)."""
-    every = float(request.query.get("every", "1"))
+    every = _number(request, "every", 1, 0.01, 3600)  # never a busy loop
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     request.app[STREAMS].append(response)
@@ -83,12 +99,13 @@ def build_app(error_rate: float = 0.0) -> web.Application:
 
     async def outage(request: web.Request) -> web.Response:
         nonlocal down_until
-        seconds = float(request.query.get("seconds", "30"))
+        seconds = _number(request, "seconds", 30, 0, 86_400)
         down_until = asyncio.get_running_loop().time() + seconds
         return web.Response(text=f"every route answers 503 for {seconds:g} s\n")
 
     app = web.Application(middlewares=[broken])
     app[STREAMS] = []
+    app[FAILURES_LEFT] = {}
     app.router.add_get("/", _hello)
     app.router.add_get("/slow", _slow)
     app.router.add_get("/flaky", _flaky)

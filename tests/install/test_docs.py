@@ -41,14 +41,6 @@ PAGES = [
 BIN = Path(sys.executable).parent
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>\w*)\n(?P<body>.*?)^(?P=indent)```", re.S | re.M)
 NOT_RUN = re.compile(r"<!-- not run: (?P<reason>.+?) -->\s*$")
-# Commands that need nothing but this checkout: the rest need a marker.
-OFFLINE = (
-    "rampart-operator validate",
-    "rampart-operator render",
-    "rampart-operator crd",
-    "rampart-sidecar --check",
-    ".venv/bin/python dashboards/generate.py",
-)
 
 
 @dataclass(frozen=True)
@@ -149,11 +141,13 @@ def commands(block: Block) -> list[tuple[str, list[str]]]:
 
 
 def offline(command: str) -> bool:
-    words = " ".join(w for w in shlex.split(command) if not w.startswith("-") or w == "--check")
-    return any(
-        command.startswith(prefix)
-        or (words.startswith(prefix.replace(" --check", "")) and "--check" in command)
-        for prefix in OFFLINE
+    """Whether a command needs nothing but this checkout (the rest need a marker)."""
+    argv = shlex.split(command)
+    return (
+        argv[:2] in (["rampart-operator", "validate"], ["rampart-operator", "render"])
+        or argv == ["rampart-operator", "crd"]
+        or (argv[0] == "rampart-sidecar" and "--check" in argv)
+        or argv[:2] == [".venv/bin/python", "dashboards/generate.py"]
     )
 
 

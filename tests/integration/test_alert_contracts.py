@@ -14,7 +14,6 @@ with the hour before, which only promtool's simulated time can show
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,14 +83,6 @@ def resource(name: str, alerts: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}"},
         "spec": {"image": "ghcr.io/acme/shop:1", "alerts": alerts},
     }
-
-
-@pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    server = Upstream()
-    server.start()
-    yield server
-    server.close()
 
 
 def test_each_sidecar_alert_fires_from_a_real_sidecar_and_only_for_its_service(

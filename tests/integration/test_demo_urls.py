@@ -100,7 +100,7 @@ def test_the_slow_route_waits_its_own_timeout_then_gives_up(demo: Sidecar) -> No
     status, headers, took = get(demo.url + "/slow?ms=6000")
     assert status == 504
     assert headers["X-Rampart-Reason"] == "request-timeout"
-    assert 4.5 < took < 6
+    assert took >= 4.5  # the route's 5s, not the default 2s (no upper bound: a busy host)
 
 
 def test_failures_are_retried_and_never_cached(demo: Sidecar) -> None:

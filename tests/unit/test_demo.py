@@ -53,3 +53,14 @@ async def test_flaky_fails_exactly_the_first_n_calls_of_a_key() -> None:
     async with TestClient(TestServer(build_app())) as client:
         statuses = [(await client.get("/flaky?fail=2&key=unit")).status for _ in range(4)]
     assert statuses == [503, 503, 200, 200]
+
+
+@pytest.mark.parametrize(
+    "path", ["/slow?ms=soon", "/slow?ms=-1", "/flaky?p=2", "/flaky?fail=x", "/events?every=0"]
+)
+async def test_a_bad_number_is_a_400_saying_which(path: str) -> None:
+    async with TestClient(TestServer(build_app())) as client:
+        response = await client.get(path)
+        assert response.status == 400
+        name = path.split("?")[1].split("=")[0]
+        assert (await response.text()).startswith(f"{name}: a number from")
