@@ -58,7 +58,7 @@ STAGES = ("accepted", "promoted", "rolled-back")
 NAMESPACE, NAME = "demo", "web"
 IMAGE = "ghcr.io/rampart-dev/demo"
 # What each demo image does: the share of requests it fails.
-VERSIONS = {"1.0.0": 0.0, "2.0.0": 0.0, "3.0.0": 0.4}
+VERSIONS = {"1.0.0": 0.0, "2.0.0": 0.0, "3.0.0": 0.7}
 APP_PORT = 8080
 ANALYSIS = {"errorRate": 0.05, "latencyP95": "250ms"}
 
@@ -81,9 +81,11 @@ def hardened_service(prometheus_url: str, version: str = "1.0.0") -> dict[str, A
                 "analysis": {
                     "interval": "8s",
                     "window": "8s",
-                    # Three failed checks (24 s): the alert (about 6 s) is what ends
-                    # a broken version here, as the tour means to show.
-                    "failureLimit": 3,
+                    # Six failed checks (48 s, each over 8 s of the step's own traffic):
+                    # the alert (about 15 s) is what ends a broken version here, as the
+                    # tour means to show. 70% failing is about a third after the
+                    # sidecar's retries: at 25% of the traffic, 8% of all requests.
+                    "failureLimit": 6,
                     "progressDeadline": "90s",
                     "minRequests": 10,
                     "prometheus": {"url": prometheus_url},
@@ -439,7 +441,7 @@ def tour(workdir: Path, narrator: Narrator, until: str, stack: contextlib.ExitSt
     if until == "promoted":
         return demo
 
-    narrator.stage("Version 3.0.0, which fails 40% of its requests")
+    narrator.stage("Version 3.0.0, which fails 70% of its requests")
     set_version(cluster, "3.0.0")
     states: dict[str, dict[str, Any]] = {}
 
