@@ -133,6 +133,9 @@ class ServerSettings(_Settings):
     # which is what stops a client that sends one byte a second.
     idle_timeout: Duration = Field(75.0, gt=0)
     max_header_bytes: int = Field(8190, ge=1024, le=1_048_576)
+    # Fields in a request head, and again in a trailer section (Apache's
+    # LimitRequestFields): 10,000 one-byte fields fit in the byte limit.
+    max_header_fields: int = Field(100, ge=1, le=10_000)
     max_request_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
 
 

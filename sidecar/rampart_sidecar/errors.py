@@ -5,6 +5,7 @@
     └── UpstreamError        one attempt to reach the upstream failed
         ├── ConnectFailure   no connection could be made (nothing was sent)
         ├── UpstreamReset    the connection broke after the request was sent
+        ├── BadResponse      the application's answer cannot be relayed faithfully
         └── PerTryTimeout    the attempt ran past ``retries.perTryTimeout``
 
 Lower-level errors (the upstream pool's ``ConnectionError``s, aiohttp's for
@@ -19,6 +20,8 @@ than beside the code that raises them: those modules are compiled by mypyc
 from __future__ import annotations
 
 __all__ = [
+    "BadMessage",
+    "BadResponse",
     "BodyTooLarge",
     "ConfigError",
     "ConnectFailure",
@@ -29,6 +32,7 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamReset",
+    "UpstreamUnreadable",
 ]
 
 
@@ -62,6 +66,11 @@ class UpstreamReset(UpstreamError):
     reason = "upstream-reset"
 
 
+class BadResponse(UpstreamError):
+    retry_on = "reset"
+    reason = "upstream-bad-response"
+
+
 class PerTryTimeout(UpstreamError):
     retry_on = "timeout"
     reason = "upstream-timeout"
@@ -76,8 +85,29 @@ class UpstreamClosed(ConnectionError):
     """The connection to the application broke before the response ended."""
 
 
-class HeadTooLarge(Exception):
-    """A request head passed ``server.maxHeaderBytes`` (the server answers 400)."""
+class UpstreamUnreadable(UpstreamClosed):
+    """The application's response broke HTTP/1.1 (or our limits), so the connection was closed."""
+
+
+class BadMessage(Exception):
+    """A client's request the server refuses: ``status`` and ``reason`` are the answer.
+
+    Raised while parsing the head (before anything is forwarded), or handed to
+    the request's body when its framing breaks half-way, so the proxy reading
+    it answers at once instead of waiting for bytes that will never come.
+    """
+
+    def __init__(self, detail: str, status: int = 400, reason: str = "bad-request") -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+
+
+class HeadTooLarge(BadMessage):
+    """A request head (or trailer section) past ``server.maxHeaderBytes`` or ``maxHeaderFields``."""
+
+    def __init__(self, detail: str, status: int = 431, reason: str = "header-too-large") -> None:
+        super().__init__(detail, status, reason)
 
 
 class BodyTooLarge(Exception):

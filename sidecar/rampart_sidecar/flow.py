@@ -52,6 +52,8 @@ class BodyBuffer:
         self._done = False
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # A chunked request's trailer fields that may go on, encoded; set before finish().
+        self.trailers = b""
 
     @property
     def complete(self) -> bool:

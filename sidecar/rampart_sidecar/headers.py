@@ -15,7 +15,9 @@ __all__ = [
     "ResponseHead",
     "decode_fields",
     "end_to_end",
+    "forwardable_trailers",
     "request_id",
+    "valid_host",
 ]
 
 # Header fields as llhttp hands them over: names in the sender's case, bytes both.
@@ -43,6 +45,8 @@ _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 _NOT_RELAYED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-rampart-cache"}
 # Connection tokens that name no field.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
+# Request fields a Connection token cannot remove.
+_PROTECTED = frozenset({b"host"})
 # A request's fields that change what a cache may answer with.
 _CACHE_FIELDS = frozenset({b"cache-control", b"pragma", b"range"})
 # A request's fields the proxy reads or replaces rather than forwards as they are.
@@ -52,6 +56,32 @@ _REQUEST_READS = _NOT_FORWARDED | _CACHE_FIELDS | {b"host", b"expect", b"x-forwa
 _RESPONSE_READS = _NOT_RELAYED | {b"content-type", b"date"}
 # What a log line and an upstream can safely receive: no spaces, no control bytes.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+# RFC 9112 section 3.2 (RFC 3986's uri-host [ ":" port ]): nothing else, so no path,
+# userinfo or space can slip into the authority a cache key is made of.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+# Fields a trailer section must not carry (RFC 9110 section 6.5.1): framing,
+# routing, request modifiers, authentication and content metadata, plus ours.
+_NOT_IN_TRAILERS = _NOT_FORWARDED | {
+    b"host",
+    b"authorization",
+    b"proxy-authorization",
+    b"cookie",
+    b"set-cookie",
+    b"cache-control",
+    b"pragma",
+    b"expect",
+    b"max-forwards",
+    b"range",
+    b"if-match",
+    b"if-none-match",
+    b"if-modified-since",
+    b"if-unmodified-since",
+    b"if-range",
+    b"content-encoding",
+    b"content-type",
+    b"content-range",
+    b"x-forwarded-proto",
+}
 
 
 def end_to_end(
@@ -80,9 +110,31 @@ def decode_fields(fields: Fields) -> CIMultiDictProxy[str]:
     )
 
 
-def _connection_named(fields: Fields, tokens: list[bytes], dropped: frozenset[bytes]) -> bytes:
-    """The fields encoded without ``dropped`` ones and those a Connection field names."""
-    named = {token.strip().lower() for token in tokens}
+def valid_host(value: bytes) -> bool:
+    return _HOST.fullmatch(value) is not None
+
+
+def forwardable_trailers(fields: Fields) -> bytes:
+    """The trailer fields that may go on, encoded: none that frames, routes or authenticates."""
+    return b"".join(
+        b"%s: %s\r\n" % (name, value)
+        for name, value in fields
+        if name.lower() not in _NOT_IN_TRAILERS
+    )
+
+
+def _connection_named(
+    fields: Fields,
+    tokens: list[bytes],
+    dropped: frozenset[bytes],
+    protected: frozenset[bytes] = frozenset(),
+) -> bytes:
+    """The fields encoded without ``dropped`` ones and those a Connection field names.
+
+    ``protected`` fields stay whatever Connection says: a request without Host
+    is one no HTTP/1.1 server should accept.
+    """
+    named = {token.strip().lower() for token in tokens} - protected
     return b"".join(
         b"%s: %s\r\n" % (name, value)
         for name, value in fields
@@ -109,7 +161,9 @@ class RequestHead:
         "forwarded_for",
         "has_forwarded_proto",
         "host",
+        "host_fields",
         "request_id",
+        "transfer_coding",
     )
 
     def __init__(self, fields: Fields) -> None:
@@ -121,6 +175,8 @@ class RequestHead:
         self.forwarded_for = b""  # every X-Forwarded-For value, joined
         self.has_forwarded_proto = False
         self.host: str | None = None  # the first Host field
+        self.host_fields = 0
+        self.transfer_coding = b""  # every Transfer-Encoding value, joined, lower-cased
         self.cache_fields = False  # whether any field a cache must read is there
         forwarded: list[bytes] = []
         named: list[bytes] = []
@@ -134,6 +190,8 @@ class RequestHead:
                     self.content_length = int(value) if value.isdigit() else None
                 elif lower == b"transfer-encoding":
                     self.chunked = True
+                    coding = value.strip().lower()
+                    self.transfer_coding += b", " + coding if self.transfer_coding else coding
                 elif lower == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                     named += value.split(b",")
                 elif lower == b"x-request-id":
@@ -143,6 +201,7 @@ class RequestHead:
                     self.forwarded_for += b", " + value if self.forwarded_for else value
                 continue
             if lower == b"host":
+                self.host_fields += 1
                 if self.host is None:
                     self.host = value.decode(*ENCODING)
             elif lower in _CACHE_FIELDS:
@@ -153,9 +212,31 @@ class RequestHead:
                 self.has_forwarded_proto = True
             forwarded += (name, b": ", value, b"\r\n")
         if named and not {token.strip().lower() for token in named} <= _PLAIN_CONNECTION:
-            self.forwarded = _connection_named(fields, named, _NOT_FORWARDED)
+            self.forwarded = _connection_named(fields, named, _NOT_FORWARDED, _PROTECTED)
         else:
             self.forwarded = b"".join(forwarded)
+
+    def refusal(self, version: str) -> tuple[str, int, str] | None:
+        """Why the proxy cannot forward this head faithfully: (detail, status, reason), if so.
+
+        RFC 9112: section 3.2 (exactly one valid Host in HTTP/1.1), section 6.1
+        (chunked is the only transfer coding the proxy can re-frame; none in HTTP/1.0).
+        """
+        if version != "1.1" and version != "1.0":
+            return f"HTTP/{version}", 505, "http-version-not-supported"
+        if self.host_fields > 1:
+            return "more than one Host field", 400, "bad-request"
+        if self.host is None:
+            if version == "1.1":
+                return "no Host field", 400, "bad-request"
+        elif not valid_host(self.host.encode(*ENCODING)):
+            return "a Host that is not host[:port]", 400, "bad-request"
+        if self.chunked:
+            if version == "1.0":
+                return "Transfer-Encoding in HTTP/1.0", 400, "bad-request"
+            if self.transfer_coding != b"chunked":
+                return "a transfer coding other than chunked", 501, "unsupported-transfer-coding"
+        return None
 
 
 class ResponseHead:
@@ -168,13 +249,21 @@ class ResponseHead:
     ``CIMultiDict`` and back cost four times as much (docs/benchmarks.md).
     """
 
-    __slots__ = ("chunked", "content_length", "content_type", "has_date", "relayed")
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "content_type",
+        "has_date",
+        "relayed",
+        "transfer_coding",
+    )
 
     def __init__(self, fields: Fields) -> None:
         self.content_length: int | None = None
         self.content_type = b""
         self.chunked = False
         self.has_date = False
+        self.transfer_coding = b""  # every Transfer-Encoding value, joined, lower-cased
         relayed: list[bytes] = []
         named: list[bytes] = []  # tokens of Connection fields
         for name, value in fields:
@@ -186,7 +275,9 @@ class ResponseHead:
                 if lower == b"content-length":
                     self.content_length = int(value) if value.isdigit() else None
                 elif lower == b"transfer-encoding":
-                    self.chunked = b"chunked" in value.lower()
+                    coding = value.strip().lower()
+                    self.transfer_coding += b", " + coding if self.transfer_coding else coding
+                    self.chunked = b"chunked" in self.transfer_coding
                 elif lower == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                     named += value.split(b",")
                 continue
@@ -211,6 +302,12 @@ class ResponseHead:
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like the fields it reads
+
+    @property
+    def relayable_framing(self) -> bool:
+        """Whether the body can be relayed as it is: Transfer-Encoding is hop-by-hop, so a
+        coding other than chunked (gzip, chunked) would reach the client undeclared."""
+        return not self.transfer_coding or self.transfer_coding == b"chunked"
 
     @property
     def is_event_stream(self) -> bool:

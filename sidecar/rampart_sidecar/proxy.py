@@ -26,12 +26,15 @@ from prometheus_client import Counter
 
 from .config import SidecarSettings
 from .errors import (
+    BadMessage,
+    BadResponse,
     BodyTooLarge,
     ConnectFailure,
     PerTryTimeout,
     UpstreamConnectError,
     UpstreamError,
     UpstreamReset,
+    UpstreamUnreadable,
 )
 from .headers import ENCODING, request_id
 from .logs import AccessLog, redact_headers
@@ -106,6 +109,8 @@ def classify_client_error(error: BaseException) -> UpstreamError:
     translated: UpstreamError
     if isinstance(error, UpstreamConnectError | ConnectionRefusedError):
         translated = ConnectFailure(str(error))
+    elif isinstance(error, UpstreamUnreadable):
+        translated = BadResponse(str(error))
     else:
         translated = UpstreamReset(str(error) or type(error).__name__)
     translated.__cause__ = error
@@ -303,11 +308,15 @@ class Proxy:
                 else (413, "body-too-large")
             )
             return self.local(exchange, status, reason)
+        except BadMessage as error:
+            return self._bad_body(exchange, error)
 
         stream = body if isinstance(body, RequestBodyStream) else None
         retryable = stream is None and self.retry.retries_method(request.method)
         target = request.target
         fields = self.upstream_fields(request, exchange)
+        # 1xx answers (103 Early Hints) go on as they come; HTTP/1.0 knows none.
+        interim = request.connection.write_interim if request.version == "1.1" else None
         retries_done = 0
         holding_budget = False
         try:
@@ -333,6 +342,7 @@ class Proxy:
                         body,
                         attempt_timeout,
                         request.content_length,
+                        interim,
                     )
                 except TimeoutError:
                     failure = PerTryTimeout(f"no response within {attempt_timeout:.3f}s")
@@ -343,13 +353,20 @@ class Proxy:
                         self.breaker.release(permit)
                     raise
 
-                if stream is not None and stream.failure is not None:
-                    # The client broke off its own body: not the upstream's fault.
+                if stream is not None and (
+                    stream.failure is not None
+                    # Timed out while the client's body was still to come: the
+                    # upstream cannot answer a request it has not had whole.
+                    or (isinstance(failure, PerTryTimeout) and stream.waiting_for_client)
+                ):
+                    # The client broke off or stalled its own body: not the upstream's fault.
                     if permit is not None:
                         self.breaker.release(permit)
                     if upstream is not None:
                         upstream.release()
-                    return self.local(exchange, *stream.failure)
+                    if stream.malformed is not None:
+                        return self._bad_body(exchange, stream.malformed)
+                    return self.local(exchange, *(stream.failure or (408, "client-body-timeout")))
                 elapsed = monotonic() - attempt_started
                 if upstream is not None:
                     self.recorder.observe_upstream(upstream.status, elapsed)
@@ -397,6 +414,14 @@ class Proxy:
         finally:
             if holding_budget:
                 self.retry_budget.release()
+
+    def _bad_body(self, exchange: Exchange, error: BadMessage) -> Response:
+        """A body whose framing broke (or whose trailers passed the limits): answered now."""
+        log.info(
+            "malformed request body",
+            extra={"request_id": exchange.request_id, "error": str(error)},
+        )
+        return self.local(exchange, error.status, error.reason)
 
     async def _request_body(
         self, request: Request, length: int | None

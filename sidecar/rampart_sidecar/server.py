@@ -9,12 +9,18 @@ network must:
 - keep-alive, and pipelined requests answered in order;
 - a deadline for each request head (``server.idleTimeout``), which also closes
   idle keep-alive connections and stops clients that send a byte a second;
-- ``server.maxHeaderBytes`` for the request line and each header field, and
-  eight times that for the whole head;
+- ``server.maxHeaderBytes`` for the request line (414) and each header field
+  (431), eight times that for the whole head, ``server.maxHeaderFields`` fields;
+  the same limits for a trailer section, whose fields never join the head;
+- a head the proxy could not forward faithfully (no or several Host fields, a
+  Host that is not host:port, a transfer coding other than chunked, HTTP/2.0
+  on an HTTP/1 line) is refused before anything is forwarded;
+- a body whose chunked framing breaks fails at once, so the proxy reading it
+  answers 400 now, not after a timeout;
 - back-pressure both ways: reading pauses while a body waits unread, and
   answers wait while the client is not reading;
-- requests it cannot parse get one 400 with ``X-Rampart-Reason: bad-request``,
-  are counted and logged as one line (a scanner must not flood the logs);
+- requests it cannot parse get one 4xx or 5xx with ``X-Rampart-Reason`` (``bad-request``
+  mostly), are counted and logged as one line (a scanner must not flood the logs);
 - a client that goes away cancels its request;
 - Upgrade (WebSocket) requests can take the connection over as a byte tunnel;
 - a lingering close after an answer sent before the request body was read, so
@@ -35,9 +41,9 @@ import httptools
 from multidict import CIMultiDict
 
 from .config import ServerSettings
-from .errors import HeadTooLarge
+from .errors import BadMessage, HeadTooLarge
 from .flow import BodyBuffer, WriteFlow
-from .headers import Fields, RequestHead, request_id
+from .headers import Fields, RequestHead, ResponseHead, forwardable_trailers, request_id
 from .messages import Request, Response, StreamResponse, reason_phrase
 from .upstream import ENCODING, NO_BODY_STATUSES
 
@@ -87,6 +93,10 @@ class HttpConnection(WriteFlow):
         self._waiter: asyncio.Future[None] | None = None  # set when a request is parsed
         self._url = b""
         self._fields: Fields = []
+        self._trailers: Fields = []
+        self._trailer_bytes = 0
+        self._body_bytes = 0  # fed to the body being parsed, so framing bytes can be told apart
+        self._framing_run = 0  # bytes since the last body byte: chunk lines, trailers
         self._head_bytes = 0  # of the head being parsed, in the chunks before this one
         self._chunk_bytes = 0  # of the chunk being parsed
         self._in_head = False
@@ -135,6 +145,8 @@ class HttpConnection(WriteFlow):
                     self._pause("upgrade")
             return
         self._chunk_bytes = len(data)
+        in_body = self._parsing is not None and not self._in_head
+        body_before = self._body_bytes
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -145,16 +157,28 @@ class HttpConnection(WriteFlow):
             return
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__ or error.__cause__
-            self._refuse(str(cause) if isinstance(cause, HeadTooLarge) else str(error))
+            if isinstance(cause, BadMessage):
+                self._refuse(cause)
+            else:
+                self._refuse(BadMessage(str(error)))
             return
         except httptools.HttpParserError as error:
-            self._refuse(str(error))
+            self._refuse(BadMessage(str(error)))
             return
         if self._in_head:
             # llhttp keeps a field until it ends: this bounds one that never does.
             self._head_bytes += len(data)
             if self._head_bytes > self.server.max_head_bytes:
-                self._refuse("head too large")
+                self._refuse(HeadTooLarge("head too large"))
+        elif in_body and self._parsing is not None:
+            # And a trailer field, or a chunk line, that never ends: bytes that are
+            # not body, counted since the last body byte.
+            framing = len(data) - (self._body_bytes - body_before)
+            self._framing_run = (
+                framing if self._body_bytes > body_before else self._framing_run + framing
+            )
+            if self._framing_run > self.server.max_head_bytes:
+                self._refuse(HeadTooLarge("trailer section too large"))
 
     def eof_received(self) -> bool:
         if self._tunnel is not None:
@@ -174,16 +198,33 @@ class HttpConnection(WriteFlow):
         self._head_bytes = 0
         self._url = b""
         self._fields = []
+        self._trailers = []
+        self._trailer_bytes = 0
+        self._framing_run = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self.server.max_header_bytes:
-            raise HeadTooLarge("request line too long")
+            raise HeadTooLarge("request line too long", 414, "uri-too-long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Sizes are checked once the head is complete (``_check_sizes``): until
-        # then what is kept is bounded by the chunks read, which data_received bounds.
-        self._fields.append((name, value))
+        if self._in_head:
+            # Sizes are checked once the head is complete (``_check_sizes``): until
+            # then what is kept is bounded by the chunks read, which data_received bounds.
+            fields = self._fields
+            fields.append((name, value))
+            if len(fields) > self.server.max_header_fields:
+                raise HeadTooLarge("too many header fields")
+            return
+        # A trailer field (after a chunked body): kept apart from the head, so a
+        # field the upstream may never see cannot choose a cached variant, and
+        # bounded like the head.
+        self._trailers.append((name, value))
+        self._trailer_bytes += len(name) + len(value) + 2
+        if len(self._trailers) > self.server.max_header_fields:
+            raise HeadTooLarge("too many trailer fields")
+        if self._trailer_bytes > self.server.max_head_bytes:
+            raise HeadTooLarge("trailer section too large")
 
     def _check_sizes(self, fields: Fields) -> None:
         head_size = 0
@@ -203,6 +244,10 @@ class HttpConnection(WriteFlow):
         if self._head_bytes + self._chunk_bytes > self.server.max_header_bytes:
             self._check_sizes(fields)
         head = RequestHead(fields)
+        version = parser.get_http_version()
+        refusal = head.refusal(version)
+        if refusal is not None:
+            raise BadMessage(*refusal)
         method = parser.get_method().decode("ascii")
         try:
             url = httptools.parse_url(self._url)
@@ -227,7 +272,7 @@ class HttpConnection(WriteFlow):
             raw_path,
             query,
             head,
-            parser.get_http_version(),
+            version,
             parser.should_keep_alive(),
             parser.should_upgrade(),
             body,
@@ -243,6 +288,7 @@ class HttpConnection(WriteFlow):
             self._pause("queue")
 
     def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
         request = self._parsing
         if request is not None and request.content is not None:
             request.content.feed(body)
@@ -253,6 +299,8 @@ class HttpConnection(WriteFlow):
         if request is None:
             return
         if request.content is not None:
+            if self._trailers:
+                request.content.trailers = forwardable_trailers(self._trailers)
             request.content.finish()
         if not request.keep_alive:
             self._stop_parsing = True  # llhttp refuses anything after it anyway
@@ -391,6 +439,11 @@ class HttpConnection(WriteFlow):
         lines.append("\r\n")
         self.write("".join(lines).encode(*ENCODING))
 
+    def write_interim(self, status: int, reason: str, head: ResponseHead) -> None:
+        """A 1xx response (103 Early Hints) relayed ahead of the answer to the current request."""
+        if self._current is not None and not self._stream_open and not self.closed:
+            self.write(_status_line(status, reason) + head.relayed + b"\r\n")
+
     def end_stream(self) -> None:
         self._stream_open = False
 
@@ -426,19 +479,31 @@ class HttpConnection(WriteFlow):
 
     # -- closing --------------------------------------------------------------
 
-    def _refuse(self, error: str) -> None:
-        """An unparsable request: one 400 when nothing else is being answered, then close."""
+    def _refuse(self, error: BadMessage) -> None:
+        """A request the server will not pass on: one answer when nothing else is being
+        answered, then close.
+
+        When the error is in a body the proxy is already reading (its chunked
+        framing broke), the body fails with it and the proxy answers.
+        """
         self._stop_parsing = True
         self._head_deadline = None
+        parsing = self._parsing
+        if parsing is not None and parsing.content is not None and not self._in_head:
+            self._parsing = None
+            parsing.content.fail(error)  # the proxy's answer says why; logged there
+            self._must_close = True
+            return
         rid = request_id(None)
         log.info(
-            "unparsable request", extra={"client": self.peer, "error": error, "request_id": rid}
+            "refused request",
+            extra={"client": self.peer, "error": str(error), "request_id": rid},
         )
-        self.server.on_error("bad-request")
+        self.server.on_error(error.reason)
         if self._current is not None or self._queue:
             self._must_close = True  # answer what came before, then close
             return
-        self.write(_plain_bytes(400, "bad-request", rid))
+        self.write(_plain_bytes(error.status, error.reason, rid))
         self._linger()
 
     def _arm_head_timer(self) -> None:
@@ -577,6 +642,7 @@ class ProxyServer:
         self.on_error = on_error
         self.idle_timeout = settings.idle_timeout
         self.max_header_bytes = settings.max_header_bytes
+        self.max_header_fields = settings.max_header_fields
         self.max_head_bytes = settings.max_header_bytes * _HEAD_LIMIT_FACTOR
         self.connections: set[HttpConnection] = set()
         self.draining = False

@@ -12,9 +12,18 @@ end and both sides said keep-alive; anything else closes it. Idle connections
 close after ``upstream.idleTimeout`` (below the application's own keep-alive
 timeout, so the sidecar never writes into a socket the application is closing).
 
+A response ends where its framing says: bytes after it (a second response in
+the same write, a body after a 204) are never parsed into it, and the
+connection that carried them is closed. The head is bounded (64 KiB, 256
+fields) and so is a trailer section, whose fields are dropped: the sidecar
+re-frames the body, and a trailer must not reach what the cache stores. 1xx
+interim responses other than 100 and 101 (103 Early Hints) go to ``interim``
+as they arrive; a 101 to a request that did not ask to upgrade is an error.
+
 Errors (all ``ConnectionError``, so ``OSError``):
     UpstreamConnectError   no connection could be made; nothing was sent
     UpstreamClosed         the connection broke before the response ended
+    UpstreamUnreadable     the response broke HTTP/1.1 or the limits above
 A connect timeout raises ``TimeoutError``, as the caller's own deadline does.
 """
 
@@ -23,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from typing import Any, cast
 
 import httptools
@@ -31,7 +40,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from .config import UpstreamSettings
-from .errors import UpstreamClosed, UpstreamConnectError
+from .errors import UpstreamClosed, UpstreamConnectError, UpstreamUnreadable
 from .flow import BodyBuffer, WriteFlow
 from .headers import ENCODING, Fields, ResponseHead, decode_fields
 
@@ -45,6 +54,11 @@ __all__ = [
 ]
 
 NO_BODY_STATUSES = frozenset({204, 304})  # never a body, whatever the headers say
+MAX_HEAD_BYTES = 64 * 1024  # a response head, and (apart) a trailer section
+MAX_FIELDS = 256
+
+# An interim (1xx) response's status, reason and fields, for the client.
+Interim = Callable[[int, str, ResponseHead], None]
 
 Body = bytes | AsyncIterable[bytes] | None
 _NO_FIELDS = ResponseHead([])
@@ -58,10 +72,18 @@ class UpstreamResponse:
     which returns the connection to the pool or closes it.
     """
 
-    def __init__(self, connection: _Connection, for_head: bool) -> None:
+    def __init__(
+        self, connection: _Connection, for_head: bool, interim: Interim | None = None
+    ) -> None:
         loop = connection.loop
         self._connection = connection
         self._for_head = for_head
+        self._interim = interim
+        self.ended = False  # the final response's message is complete
+        self.head_bytes = 0  # read while its head was incomplete
+        self.body_bytes = 0
+        self.framing_run = 0  # bytes since the last body byte: chunk lines, trailers
+        self._trailer_fields = 0
         self.status = 0
         self.reason = ""
         self.fields: Fields = []
@@ -129,20 +151,39 @@ class UpstreamResponse:
 
     # -- llhttp's callbacks ---------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.ended:
+            # A second message after the final one: never read into this response.
+            raise UpstreamUnreadable("bytes after the end of the response")
+
     def on_status(self, reason: bytes) -> None:
         self.reason = reason.decode(*ENCODING)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status:
+            # A trailer field: dropped (the body is re-framed), counted.
+            self._trailer_fields += 1
+            if self._trailer_fields > MAX_FIELDS:
+                raise UpstreamUnreadable("too many trailer fields")
+            return
         self.fields.append((name, value))
+        if len(self.fields) > MAX_FIELDS:
+            raise UpstreamUnreadable("too many header fields")
 
     def on_headers_complete(self) -> None:
         parser = self._connection.parser
         status = parser.get_status_code()
         if status < 200:
-            self.fields = []  # 100 Continue and friends: the answer follows
+            if status != 100 and status != 101 and self._interim is not None:
+                self._interim(status, self.reason, ResponseHead(self.fields))
+            self.fields = []  # 100 Continue, 103 Early Hints: the answer follows
+            self.head_bytes = 0
             return
+        head = ResponseHead(self.fields)
+        if not head.relayable_framing:
+            raise UpstreamUnreadable("a transfer coding other than chunked")
         self.status = status
-        head = self.head = ResponseHead(self.fields)
+        self.head = head
         self.keep_alive = parser.should_keep_alive()
         no_body = self._for_head or status in NO_BODY_STATUSES
         self._until_close = not no_body and not head.chunked and head.content_length is None
@@ -152,10 +193,12 @@ class UpstreamResponse:
             self.content.finish()
 
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
         self.content.feed(body)
 
     def on_message_complete(self) -> None:
         if self.status >= 200:
+            self.ended = True
             self.content.finish()
 
 
@@ -190,11 +233,38 @@ class _Connection(WriteFlow):
         if response is None:
             self.discard()  # nothing was asked: an idle connection has no business talking
             return
+        in_head = not response.status
+        body_before = response.body_bytes
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            unreadable = cause if isinstance(cause, UpstreamUnreadable) else error
+            self._unreadable(response, str(unreadable))
+            return
         except httptools.HttpParserError as error:
-            response.fail(UpstreamClosed(f"unreadable response: {error}"))
-            self.discard()
+            self._unreadable(response, str(error))
+            return
+        except httptools.HttpParserUpgrade:
+            self._unreadable(response, "101 Switching Protocols to a request without Upgrade")
+            return
+        # llhttp keeps a field until it ends: these bound one that never does.
+        if in_head:
+            response.head_bytes += len(data)
+            if response.head_bytes > MAX_HEAD_BYTES and not response.status:
+                self._unreadable(response, "response head too large")
+        else:
+            fed = response.body_bytes - body_before
+            framing = len(data) - fed
+            response.framing_run = framing if fed else response.framing_run + framing
+            if response.framing_run > MAX_HEAD_BYTES:
+                self._unreadable(response, "trailer section too large")
+
+    def _unreadable(self, response: UpstreamResponse, why: str) -> None:
+        """The response broke HTTP/1.1: what it said so far stands if it ended, else it
+        fails; either way the connection goes, with whatever it still holds."""
+        response.fail(UpstreamUnreadable(f"unreadable response: {why}"))
+        self.discard()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -210,8 +280,8 @@ class _Connection(WriteFlow):
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
-    def start(self, method: str) -> UpstreamResponse:
-        response = UpstreamResponse(self, for_head=method == "HEAD")
+    def start(self, method: str, interim: Interim | None = None) -> UpstreamResponse:
+        response = UpstreamResponse(self, method == "HEAD", interim)
         self.response = response
         self.parser = httptools.HttpResponseParser(response)
         return response
@@ -400,6 +470,7 @@ class UpstreamPool:
         body: Body = None,
         timeout: float | None = None,
         content_length: int | None = None,
+        interim: Interim | None = None,
     ) -> UpstreamResponse:
         """Send one request and return once the response's headers have arrived.
 
@@ -408,6 +479,7 @@ class UpstreamPool:
         Content-Length; a streamed one with ``content_length`` when the client
         gave one, else chunked. ``TimeoutError`` when the head has not arrived
         within ``timeout`` seconds, waiting for a connection included.
+        ``interim`` gets each 1xx response to pass on (not 100, not 101).
         """
         chunked = False
         if isinstance(body, bytes):
@@ -426,7 +498,7 @@ class UpstreamPool:
             async with asyncio.timeout_at(deadline):
                 connection = await self._acquire()
         try:
-            response = connection.start(method)
+            response = connection.start(method, interim)
             head = self.request_head(method, target, fields, framing)
             assert connection.transport is not None
             if isinstance(body, bytes):
@@ -464,7 +536,9 @@ class UpstreamPool:
                     transport.write(chunk)
                 await connection.drain()
             if chunked:
-                transport.write(b"0\r\n\r\n")
+                # The client's trailer fields, when the body came chunked and streamed.
+                trailers: bytes = getattr(body, "trailers", b"")
+                transport.write(b"0\r\n%b\r\n" % trailers)
         except asyncio.CancelledError:
             connection.discard()
             raise

@@ -152,3 +152,164 @@ async def test_many_garbage_connections_leave_the_sidecar_serving(start_sidecar,
             assert 400 <= status_of(result) < 500, result[:80]
     assert sidecar.proc.poll() is None
     assert await served(sidecar.url) == 200
+
+
+async def answered_at_once(port: int, payload: bytes) -> bytes:
+    """The answer to ``payload``; "at once" is well inside every timeout the sidecar has."""
+    return await raw_exchange(port, payload, read_timeout=5.0)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "reason"),
+    [
+        (b"GET /x HTTP/1.1\r\nHost: t.test/v1\r\n\r\n", 400, b"bad-request"),
+        (b"GET /x HTTP/1.1\r\nHost: evil.test@t.test\r\n\r\n", 400, b"bad-request"),
+        (b"GET /x HTTP/1.1\r\nHost: t.test:80x\r\n\r\n", 400, b"bad-request"),
+        (b"GET /x HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", 400, b"bad-request"),
+        (b"GET /x HTTP/1.1\r\nAccept: */*\r\n\r\n", 400, b"bad-request"),
+        (
+            b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            b"unsupported-transfer-coding",
+        ),
+        (
+            b"POST /x HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            b"bad-request",
+        ),
+        (b"GET /x HTTP/2.0\r\nHost: t\r\n\r\n", 505, b"http-version-not-supported"),
+        (
+            b"GET /x HTTP/1.1\r\nHost: t\r\n" + b"A: b\r\n" * 10_000 + b"\r\n",
+            431,
+            b"header-too-large",
+        ),
+        (b"GET /" + b"p" * 20_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414, b"uri-too-long"),
+        (
+            b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+            431,
+            b"header-too-large",
+        ),
+    ],
+    ids=[
+        "host-with-path",
+        "host-with-userinfo",
+        "host-bad-port",
+        "two-hosts",
+        "no-host",
+        "gzip-chunked",
+        "chunked-in-http-1.0",
+        "http-2.0-line",
+        "ten-thousand-fields",
+        "long-target",
+        "long-field",
+    ],
+)
+async def test_a_request_the_proxy_cannot_forward_faithfully_is_refused_at_once(
+    start_sidecar, upstream, request_bytes, status, reason
+):
+    """RFC 9112 §3.2 (Host), §6.1 (transfer codings), §2.3 (version): each refused with
+    its status and reason, in one log line, and nothing reaches the upstream."""
+    sidecar = start_sidecar({}, upstream.url)
+    response = await answered_at_once(sidecar.port, request_bytes)
+    assert status_of(response) == status, response[:200]
+    assert b"X-Rampart-Reason: " + reason in response
+    assert upstream.total_hits() == 0
+    assert sidecar.metric("rampart_rejected_total", reason=reason.decode()) == 1
+    assert "Traceback" not in sidecar.logs()
+
+
+async def test_an_http_1_0_request_without_host_is_still_served(start_sidecar, upstream):
+    sidecar = start_sidecar({}, upstream.url)
+    response = await answered_at_once(sidecar.port, b"GET /echo HTTP/1.0\r\n\r\n")
+    assert status_of(response) == 200
+    assert upstream.last_request["headers"]["Host"] == upstream.url.removeprefix("http://")
+
+
+async def test_connection_cannot_strip_host_from_the_forwarded_request(start_sidecar, upstream):
+    sidecar = start_sidecar({}, upstream.url)
+    request = (
+        b"GET /echo HTTP/1.1\r\nHost: app.test\r\nConnection: Host, X-Drop\r\nX-Drop: 1\r\n\r\n"
+    )
+    response = await answered_at_once(sidecar.port, request)
+    assert status_of(response) == 200
+    forwarded = upstream.last_request["headers"]
+    assert forwarded["Host"] == "app.test"
+    assert "X-Drop" not in forwarded  # the field Connection named is still dropped
+
+
+BAD_CHUNKS = {
+    "bad-hex": b"zz\r\nhello\r\n0\r\n\r\n",
+    "overflow": b"fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    "junk-after-size": b"5 x\r\nhello\r\n0\r\n\r\n",
+    "missing-crlf": b"5\r\nhelloXX5\r\nhello\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
+@pytest.mark.parametrize("garbage", list(BAD_CHUNKS.values()), ids=list(BAD_CHUNKS))
+async def test_a_malformed_chunked_body_gets_400_at_once(
+    start_sidecar, upstream, garbage, streamed
+):
+    """Not a 504 after the per-try timeout nor a 408 after timeouts.idle, holding a slot:
+    400 as soon as the framing breaks, not counted against the upstream."""
+    sidecar = start_sidecar(
+        {
+            "circuitBreaker": {"consecutiveFailures": 1},
+            "concurrency": {"maxInFlight": 1},
+        },
+        upstream.url,
+    )
+    # A streamed body has gone upstream in part (past retries.maxBufferedBodyBytes)
+    # before the framing breaks; a buffered one has not gone at all.
+    good = b"".join([b"1000\r\n" + b"x" * 4096 + b"\r\n"] * 32) if streamed else b""
+    request = b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + good
+    response = await answered_at_once(sidecar.port, request + garbage)
+    assert status_of(response) == 400, response[:200]
+    assert b"X-Rampart-Reason: bad-request" in response
+    if not streamed:
+        assert upstream.total_hits() == 0
+    assert sidecar.metric("rampart_circuit_state") == 0  # the client's fault
+    assert await served(sidecar.url) == 200  # and its concurrency slot is free again
+
+
+async def test_clients_stalling_their_uploads_cannot_open_the_breaker(start_sidecar, upstream):
+    """Finding: a few clients that send part of an upload and stop each got a 504 counted as
+    an upstream failure, which opened the breaker for everyone."""
+    sidecar = start_sidecar(
+        {
+            "retries": {"perTryTimeout": "300ms"},
+            "circuitBreaker": {"consecutiveFailures": 2},
+        },
+        upstream.url,
+    )
+    head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n"
+    stalled = await asyncio.gather(
+        *(answered_at_once(sidecar.port, head + b"x" * 100_000) for _ in range(4))
+    )
+    for response in stalled:
+        assert status_of(response) == 408, response[:200]
+        assert b"X-Rampart-Reason: client-body-timeout" in response
+    assert sidecar.metric("rampart_circuit_state") == 0
+    assert await served(sidecar.url) == 200
+
+
+async def test_request_trailers_are_bounded_and_never_read_as_headers(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {"memory": {"maxBytes": 1048576}}}, upstream.url)
+    flood = (
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+        + b"X-T: 1\r\n" * 200_000
+        + b"\r\n"
+    )
+    response = await answered_at_once(sidecar.port, flood)
+    assert status_of(response) == 431
+    assert b"X-Rampart-Reason: header-too-large" in response
+    # A trailer must not choose the variant a response is stored under (Vary): the
+    # upstream never saw it, so a later request with that header is a miss.
+    varying = b"GET /c/v?vary=Accept-Language&cc=max-age%3D60 HTTP/1.1\r\nHost: t\r\n"
+    trailed = varying + b"Transfer-Encoding: chunked\r\n\r\n0\r\nAccept-Language: evil\r\n\r\n"
+    first = await answered_at_once(sidecar.port, trailed)
+    assert status_of(first) == 200
+    assert b"lang=-" in first
+    honest = await answered_at_once(sidecar.port, varying + b"Accept-Language: evil\r\n\r\n")
+    assert b"X-Rampart-Cache: HIT" not in honest
+    assert b"lang=evil" in honest
