@@ -14,7 +14,8 @@ Paths:
   /sse?every=S&n=N N server-sent events, S seconds apart
   /ws              a WebSocket echo server that speaks the subprotocol "chat"
   /c/NAME          a response shaped by the query, for cache tests: cc= (Cache-Control),
-                   vary=, expires= (seconds from now), cookie=1, ms=, size=, status=;
+                   vary=, expires= (seconds from now), cookie=1, ms=, size=, status=,
+                   location=, content_location=;
                    the body names the request number and the varying headers, and
                    ``failing`` makes every /c/ path answer 503
 """
@@ -229,6 +230,9 @@ class Upstream:
             from email.utils import formatdate
 
             headers["Expires"] = formatdate(time.time() + int(query["expires"]), usegmt=True)
+        for field in ("Location", "Content-Location"):
+            if field.lower().replace("-", "_") in query:
+                headers[field] = query[field.lower().replace("-", "_")]
         if query.get("cookie") == "1":
             headers["Set-Cookie"] = f"session={number}"
         status = int(query.get("status", "200"))

@@ -395,3 +395,93 @@ async def test_stats_and_metrics(start_sidecar, upstream):
     ):
         assert series in text, series
     assert "rampart_cache_bytes" in text
+
+
+async def test_unsafe_requests_invalidate_what_they_change(start_sidecar, upstream):
+    """RFC 9111 §4.4: a non-error answer to POST, PUT, DELETE invalidates the target, and the
+    same-host targets its Location and Content-Location name; an error answer and another
+    host's location invalidate nothing."""
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    paths = {name: FRESH_MINUTE.format(name=name) for name in ("doc", "loc", "cloc", "other")}
+    host = {"Host": "shop.example"}
+    async with aiohttp.ClientSession() as client:
+
+        async def states() -> dict[str, str]:
+            return {
+                name: (await get(client, sidecar.url + path, headers=host))[1]
+                for name, path in paths.items()
+            }
+
+        assert set((await states()).values()) == {"MISS"}
+        assert set((await states()).values()) == {"HIT"}
+
+        target = sidecar.url + paths["doc"]
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            async with client.request(method, target, headers=host) as r:
+                assert r.status == 200
+            assert (await get(client, target, headers=host))[1] == "MISS", method
+            assert (await get(client, target, headers=host))[1] == "HIT", method
+
+        # An error changed nothing: the entry stays.
+        async with client.post(target + "&status=500", headers=host) as r:
+            assert r.status == 500
+        async with client.post(sidecar.url + "/status/503", headers=host) as r:
+            assert r.status == 503
+        assert (await states())["doc"] == "HIT"
+
+        # Location and Content-Location on the same host go too; another host's stay.
+        query = {
+            "location": paths["loc"],
+            "content_location": "http://shop.example" + paths["cloc"],
+        }
+        async with client.post(sidecar.url + "/c/form", params=query, headers=host) as r:
+            assert r.status == 200
+        elsewhere = {"location": "http://elsewhere.example" + paths["other"]}
+        async with client.post(sidecar.url + "/c/form", params=elsewhere, headers=host) as r:
+            assert r.status == 200
+        assert await states() == {"doc": "HIT", "loc": "MISS", "cloc": "MISS", "other": "HIT"}
+
+
+async def test_an_invalidation_reaches_every_replica(start_sidecar, upstream, redis_server):
+    """Replicas share Redis but each keeps a memory tier: an entry one of them invalidates
+    must not be served by another from its memory."""
+    settings = {"cache": {"redis": {"url": redis_server.url}}}
+    first = start_sidecar(settings, upstream.url)
+    second = start_sidecar(settings, upstream.url)
+    host = {"Host": "shop.example"}
+    plain = FRESH_MINUTE.format(name="shared")
+    varying = FRESH_MINUTE.format(name="varying") + "&vary=Accept-Language"
+    french = {**host, "Accept-Language": "fr"}
+    async with aiohttp.ClientSession() as client:
+        before: dict[str, str] = {}
+        # Keys in Redis once written: the plain entry; then a marker and a variant.
+        for path, headers, keys in ((plain, host, 1), (varying, french, 3)):
+            status, cache, before[path], _ = await get(client, first.url + path, headers=headers)
+            assert (status, cache) == (200, "MISS")
+
+            def in_redis(count: int = keys) -> bool:
+                return redis_server.command("KEYS", "*").count(b"rampart:cache:") >= count
+
+            await async_wait_until(in_redis)
+        # The second replica reads both from Redis, and keeps them in its memory.
+        for path, headers in ((plain, host), (varying, french)):
+            assert (await get(client, second.url + path, headers=headers))[1] == "HIT"
+        async with client.get(second.admin_url + "/cache/stats") as r:
+            assert (await r.json())["tiers"]["memory"]["entries"] >= 3
+
+        for path in (plain, varying):
+            async with client.put(first.url + path, headers=host) as r:
+                assert r.status == 200
+
+        async def served_fresh(path: str, headers: dict[str, str]) -> bool:
+            return (await get(client, second.url + path, headers=headers))[1] == "MISS"
+
+        # Published, not polled: a MISS well inside the entries' minute is the invalidation.
+        await async_wait_until(lambda: served_fresh(plain, host), timeout=5, interval=0.05)
+        await async_wait_until(lambda: served_fresh(varying, french), timeout=5, interval=0.05)
+        # A variant stored after the invalidation does not bring those before it back.
+        english = {**host, "Accept-Language": "en"}
+        assert (await get(client, first.url + varying, headers=english))[1] == "MISS"
+        for sidecar in (first, second):
+            _, _, body, _ = await get(client, sidecar.url + varying, headers=french)
+            assert body != before[varying]

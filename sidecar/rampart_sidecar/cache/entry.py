@@ -91,7 +91,10 @@ class CacheEntry:
             raise ValueError("cache entry of an unknown format")
         if "vary" in head:
             return VaryMarker(
-                tuple(head["vary"]), float(head["stale_until"]), str(head.get("path", ""))
+                tuple(head["vary"]),
+                float(head["stale_until"]),
+                str(head.get("path", "")),
+                str(head.get("generation", "")),
             )
         return cls(
             status=int(head["status"]),
@@ -112,6 +115,7 @@ class VaryMarker:
     headers: tuple[str, ...]  # lower-case names
     stale_until: float
     path: str = ""
+    generation: str = ""  # new after an invalidation: see ``policy.variant_key``
 
     @property
     def size(self) -> int:
@@ -124,6 +128,7 @@ class VaryMarker:
                 "vary": self.headers,
                 "stale_until": self.stale_until,
                 "path": self.path,
+                "generation": self.generation,
             },
             separators=(",", ":"),
         ).encode()

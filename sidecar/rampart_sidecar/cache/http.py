@@ -6,7 +6,13 @@ Every response to a GET or HEAD says what the cache did in ``X-Rampart-Cache``:
   MISS    went to the upstream (and was stored if the response allowed it)
   STALE   the upstream failed, timed out or the breaker was open, and an expired
           entry still inside its stale-if-error window answered instead
-  BYPASS  the request may not use the cache (``no-store``, a range request)
+  BYPASS  the request may not use the cache (``no-store``, a range request, an
+          unsafe method)
+
+An unsafe request (POST, PUT, DELETE, PATCH...) answered with a 2xx or 3xx
+invalidates what is stored for its target and for the same-host targets its
+``Location`` and ``Content-Location`` name (RFC 9111 section 4.4), in every
+tier and, through Redis, on every replica.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from ..messages import Request, Response, StreamResponse
 from ..metrics import Recorder
 from .entry import CacheEntry
 from .policy import (
+    SAFE_METHODS,
     CacheControl,
     default_ttl_for,
     freshness_lifetime,
+    invalidated_targets,
     plan_request,
     primary_key,
     variant_key,
@@ -104,6 +112,23 @@ class ResponseCache:
     ) -> Response | StreamResponse:
         # Without a Cache-Control, Pragma or Range field the fields need no decoding.
         fields = request.headers if request.head.cache_fields else _NO_FIELDS
+        if request.method not in SAFE_METHODS:
+            self._count(exchange, "BYPASS")
+            watcher = _InvalidationHook()
+            response = await forward(request, exchange, watcher)
+            targets = invalidated_targets(
+                request.host, request.target, watcher.status, watcher.locations
+            )
+            if targets:
+                host = request.host
+                await self.tiers.forget(
+                    [
+                        primary_key(method, host, target)
+                        for target in targets
+                        for method in ("GET", "HEAD")
+                    ]
+                )
+            return response
         plan = plan_request(request.method, fields)
         if not plan.store:
             self._count(exchange, "BYPASS")
@@ -213,6 +238,28 @@ class ResponseCache:
             "hitRatio": round(self.counts["HIT"] / lookups, 4) if lookups else None,
             "tiers": tiers,
         }
+
+
+class _InvalidationHook:
+    """Watches an unsafe request's upstream answer for what it invalidates (``ResponseHook``)."""
+
+    max_body = 0
+
+    def __init__(self) -> None:
+        self.status = 0  # stays 0 when the sidecar answered itself: nothing changed upstream
+        self.locations: list[str] = []
+
+    def substitute(self, status: int) -> Response | None:
+        return None
+
+    def storable(self, upstream: UpstreamResponse) -> bool:
+        self.status = upstream.status
+        headers = upstream.headers
+        self.locations = headers.getall("Location", []) + headers.getall("Content-Location", [])
+        return False
+
+    async def store(self, upstream: UpstreamResponse, body: bytes) -> None:
+        return None
 
 
 class _StoreHook:

@@ -50,10 +50,21 @@ class MemoryBackend:
             self.bytes -= evicted.size
 
     async def invalidate(self, path_prefix: str | None = None, path: str | None = None) -> int:
+        return self.invalidate_now(path_prefix, path)
+
+    def invalidate_now(self, path_prefix: str | None = None, path: str | None = None) -> int:
         doomed = [key for key in self._values if _matches(key, path_prefix, path)]
         for key in doomed:
             self._discard(key)
         return len(doomed)
+
+    def forget(self, keys: list[str]) -> None:
+        for key in keys:
+            self._discard(key)
+
+    def clear(self) -> None:
+        self._values.clear()
+        self.bytes = 0
 
     def stats(self) -> dict[str, float | int | str | bool]:
         return {"entries": len(self._values), "bytes": self.bytes, "state": "up"}

@@ -19,15 +19,18 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from ..config import CacheSettings
 
 __all__ = [
     "CACHEABLE_STATUSES",
+    "SAFE_METHODS",
     "CacheControl",
     "RequestPlan",
     "default_ttl_for",
     "freshness_lifetime",
+    "invalidated_targets",
     "path_of_key",
     "plan_request",
     "primary_key",
@@ -88,10 +91,48 @@ def primary_key(method: str, host: str, target: str) -> str:
     return f"{method} {host.lower()}{target}"
 
 
-def variant_key(primary: str, vary: tuple[str, ...], headers: CIMultiDictProxy[str]) -> str:
-    """The key of the variant that ``headers`` select among those ``Vary`` names."""
+def variant_key(
+    primary: str, vary: tuple[str, ...], headers: CIMultiDictProxy[str], generation: str = ""
+) -> str:
+    """The key of the variant that ``headers`` select among those ``Vary`` names.
+
+    ``generation`` is the ``VaryMarker``'s: a marker written after an
+    invalidation has a new one, so the variants stored before it cannot be
+    reached again, wherever they still are.
+    """
     selected = "\n".join(f"{name}:{','.join(headers.getall(name, []))}" for name in vary)
-    return f"{primary} #{hashlib.sha256(selected.encode()).hexdigest()[:32]}"
+    digest = hashlib.sha256(f"{generation}\n{selected}".encode()).hexdigest()[:32]
+    return f"{primary} #{digest}"
+
+
+# Methods that change nothing (RFC 9110 section 9.2.1); any other invalidates.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def invalidated_targets(host: str, target: str, status: int, locations: list[str]) -> list[str]:
+    """The targets an unsafe request's answer invalidates (RFC 9111 section 4.4).
+
+    Its own, and those ``Location`` and ``Content-Location`` name on the same
+    host, once the answer is not an error (2xx or 3xx). A location on another
+    host is left alone: one origin must not empty another's entries.
+    """
+    if not 200 <= status < 400:
+        return []
+    targets = [target]
+    base = URL(f"http://{host}{target}") if host else URL(target)
+    for location in locations:
+        try:
+            resolved = base.join(URL(location))
+        except ValueError:
+            continue
+        if resolved.is_absolute() and (resolved.host or "").lower() != (base.host or "").lower():
+            continue
+        if resolved.port != base.port:
+            continue
+        path = resolved.raw_path_qs
+        if path.startswith("/") and path not in targets:
+            targets.append(path)
+    return targets
 
 
 _NO_CACHE = RequestPlan(lookup=False, store=False)

@@ -5,15 +5,22 @@ error marks Redis down, after which it is skipped (costing nothing) while a
 background task pings it with backoff (0.1 s doubling to 2 s) and brings it
 back. Writes happen after the response is sent, and are dropped rather than
 queued without bound when Redis falls behind.
+
+Invalidations are published on ``<keyPrefix>invalidate`` and every replica
+listens on a connection of its own (a subscription blocks its connection),
+re-subscribing with the same backoff when it breaks; ``on_invalidation`` gets
+each message, and None each time the subscription (re)starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -45,9 +52,17 @@ class RedisBackend:
         on_state: Callable[[bool], None] = lambda up: None,
         on_error: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        on_invalidation: Callable[[dict[str, object] | None], None] = lambda message: None,
     ) -> None:
         self._timeout = settings.timeout
         self._prefix = settings.key_prefix
+        self._channel = settings.key_prefix + "invalidate"
+        self._on_invalidation = on_invalidation
+        # No socket timeout: a subscription waits for messages as long as it must.
+        self._subscriber: Redis = Redis.from_url(
+            url, socket_connect_timeout=settings.timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self._listening: asyncio.Task[None] | None = None
         self._on_state = on_state
         self._on_error = on_error
         self._clock = clock
@@ -74,12 +89,16 @@ class RedisBackend:
             self._mark(up=True)
         else:
             self._fail("unreachable at start")
+        self._listening = asyncio.get_running_loop().create_task(self._listen())
 
     async def close(self) -> None:
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnecting
+        for task in (self._reconnecting, self._listening):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(*_FAILURES):
+            await self._subscriber.aclose()
         if self._writes:
             await asyncio.wait(self._writes, timeout=1.0)
         await self._client.aclose()
@@ -142,6 +161,56 @@ class RedisBackend:
         except _FAILURES as error:
             self._fail(error)
         return deleted
+
+    async def delete(self, keys: list[str]) -> None:
+        if not self._up or not keys:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._client.unlink(*[self._prefix + key for key in keys])
+        except _FAILURES as error:
+            self._fail(error)
+
+    async def publish(self, message: dict[str, object]) -> None:
+        """Tell every replica (this one too, harmlessly) what was invalidated."""
+        if not self._up:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._client.publish(self._channel, json.dumps(message))
+        except _FAILURES as error:
+            self._fail(error)
+
+    async def _listen(self) -> None:
+        delay = _RECONNECT_FIRST
+        while True:
+            pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                self._on_invalidation(None)  # whatever was published meanwhile is unknown
+                delay = _RECONNECT_FIRST
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None:
+                        self._received(message)
+            except _FAILURES as error:
+                log.debug("invalidation subscription broke", extra={"error": str(error)})
+            finally:
+                with contextlib.suppress(*_FAILURES):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX)
+
+    def _received(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message":
+            return
+        try:
+            decoded = json.loads(message["data"])
+        except (ValueError, TypeError):
+            self._on_error()  # not ours
+            return
+        if isinstance(decoded, dict):
+            self._on_invalidation(decoded)
 
     async def refresh_stats(self) -> None:
         """DBSIZE and used memory: of the whole Redis database, so give the cache its own."""

@@ -1,10 +1,19 @@
-"""Memory in front of Redis: the one place that knows there are two tiers."""
+"""Memory in front of Redis: the one place that knows there are two tiers.
+
+An invalidation (an unsafe request's answer, or ``DELETE /cache``) deletes in
+both tiers here and is published on Redis to every other replica, which drops
+its own memory copies: an entry invalidated by one replica is not served by
+another from its memory tier. A replica that was not subscribed for a while
+(Redis down) cannot know what it missed, so it empties its memory tier when
+it subscribes again.
+"""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable
+from secrets import token_hex
 
 from multidict import CIMultiDictProxy
 
@@ -39,6 +48,7 @@ class TieredCache:
                 on_state=lambda up: recorder.cache_backend_up.labels("redis").set(int(up)),
                 on_error=recorder.cache_backend_errors.labels("redis").inc,
                 clock=clock,
+                on_invalidation=self._invalidated_elsewhere,
             )
             recorder.cache_backend_up.labels("redis").set(0)
         recorder.cache_backend_up.labels("memory").set(1)
@@ -83,8 +93,9 @@ class TieredCache:
         """
         found = await self._get(primary)
         if found is not None and isinstance(found[0], VaryMarker):
-            vary = found[0].headers
-            found = await self._get(variant_key(primary, vary, request_headers()))
+            marker = found[0]
+            key = variant_key(primary, marker.headers, request_headers(), marker.generation)
+            found = await self._get(key)
         if found is None or not isinstance(found[0], CacheEntry):
             return None
         return found[0], found[1]
@@ -99,9 +110,17 @@ class TieredCache:
         """Store in both tiers; returns the key the entry went under."""
         key = primary
         if vary:
-            marker = VaryMarker(vary, entry.stale_until, entry.path)
+            # The variants already stored stay reachable when the marker is the same.
+            found = await self._get(primary)
+            current = found[0] if found is not None else None
+            if isinstance(current, VaryMarker) and current.headers == vary:
+                generation = current.generation
+            else:
+                generation = token_hex(8)
+            stale_until = max(entry.stale_until, getattr(current, "stale_until", 0.0))
+            marker = VaryMarker(vary, stale_until, entry.path, generation)
             await self._set(primary, marker)
-            key = variant_key(primary, vary, request_headers)
+            key = variant_key(primary, vary, request_headers, generation)
         await self._set(key, entry)
         return key
 
@@ -114,4 +133,27 @@ class TieredCache:
         deleted = await self.memory.invalidate(path_prefix, path)
         if self.redis is not None:
             deleted += await self.redis.invalidate(path_prefix, path)
+            await self.redis.publish({"path_prefix": path_prefix, "path": path})
         return deleted
+
+    async def forget(self, primaries: list[str]) -> None:
+        """Delete these primary keys everywhere: without its primary key (an entry, or the
+        ``VaryMarker`` that leads to the variants) nothing stored under it is found."""
+        self.memory.forget(primaries)
+        if self.redis is not None:
+            await self.redis.delete(primaries)
+            await self.redis.publish({"keys": primaries})
+
+    def _invalidated_elsewhere(self, message: dict[str, object] | None) -> None:
+        """What another replica invalidated (None: anything may have been missed)."""
+        if message is None:
+            self.memory.clear()
+            return
+        keys = message.get("keys")
+        if isinstance(keys, list):
+            self.memory.forget([str(key) for key in keys])
+            return
+        prefix, path = message.get("path_prefix"), message.get("path")
+        self.memory.invalidate_now(
+            prefix if isinstance(prefix, str) else None, path if isinstance(path, str) else None
+        )
