@@ -47,6 +47,7 @@ async def serve(
     if cache is not None:
         await cache.start()
         proxy.cache = cache
+        cache.fetch = proxy.fetch  # for stale-while-revalidate's background revalidation
     proxy_server = ProxyServer(proxy.handle, settings.server, on_error=proxy.count_rejection)
     host, port = parse_host_port(settings.listen)
     try:

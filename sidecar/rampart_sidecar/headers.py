@@ -47,8 +47,20 @@ _NOT_RELAYED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-ramp
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
 # Request fields a Connection token cannot remove.
 _PROTECTED = frozenset({b"host"})
-# A request's fields that change what a cache may answer with.
-_CACHE_FIELDS = frozenset({b"cache-control", b"pragma", b"range"})
+# A request's fields that change what a cache may answer with: its directives,
+# ranges, and the conditionals it may answer with 304 or must leave to the upstream.
+_CACHE_FIELDS = frozenset(
+    {
+        b"cache-control",
+        b"pragma",
+        b"range",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-match",
+        b"if-unmodified-since",
+        b"if-range",
+    }
+)
 # A request's fields the proxy reads or replaces rather than forwards as they are.
 _NOT_FORWARDED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-forwarded-for"}
 # The names each scan below looks at; every other field goes on after one set lookup.

@@ -82,9 +82,11 @@ class ResponseHook(Protocol):
     """What the proxy asks a response cache about one upstream response."""
 
     max_body: int
+    extra_fields: bytes  # encoded fields to add to the upstream request (validators)
 
-    def substitute(self, status: int) -> Response | None:
-        """An answer to send instead of this upstream error (a stale entry), if any."""
+    def substitute(self, upstream: UpstreamResponse) -> Response | None:
+        """An answer to send instead of this upstream response, if any: a stale entry
+        instead of an error, the stored entry when a revalidation answered 304."""
 
     def storable(self, upstream: UpstreamResponse) -> bool:
         """Whether to read the body whole so it can be stored."""
@@ -261,6 +263,32 @@ class Proxy:
         finally:
             self.concurrency.release()
 
+    async def fetch(self, request: Request, extra_fields: bytes) -> UpstreamResponse | None:
+        """The upstream's answer to ``request`` for the sidecar itself (a cache revalidating
+        in the background): no client waits, so no retries, and nothing when the
+        breaker is open; the breaker counts the attempt like any other."""
+        permit = self.breaker.acquire() if self.breaker.enabled else None
+        if self.breaker.enabled and permit is None:
+            return None
+        route = self.routes.match(request.path)
+        exchange = Exchange(request.method, request.path, route, request_id(None), monotonic())
+        fields = self.upstream_fields(request, exchange) + extra_fields
+        try:
+            upstream = await self.pool.request(
+                request.method, request.target, fields, None, route.request_timeout
+            )
+        except (TimeoutError, OSError):
+            if permit is not None:
+                self.breaker.record(permit, False)
+            return None
+        except BaseException:
+            if permit is not None:
+                self.breaker.release(permit)
+            raise
+        if permit is not None:
+            self.breaker.record(permit, upstream.status < 500)
+        return upstream
+
     def _client_key(self, request: Request) -> str:
         header = self.rate_limiter.header
         if header is not None:
@@ -315,6 +343,8 @@ class Proxy:
         retryable = stream is None and self.retry.retries_method(request.method)
         target = request.target
         fields = self.upstream_fields(request, exchange)
+        if hook is not None and hook.extra_fields:
+            fields += hook.extra_fields
         # 1xx answers (103 Early Hints) go on as they come; HTTP/1.0 knows none.
         interim = request.connection.write_interim if request.version == "1.1" else None
         retries_done = 0
@@ -394,7 +424,7 @@ class Proxy:
                     )
                 if not may_retry:
                     if upstream is not None:
-                        instead = hook.substitute(upstream.status) if hook else None
+                        instead = hook.substitute(upstream) if hook else None
                         if instead is not None:
                             upstream.release()
                             return instead

@@ -93,7 +93,8 @@ def test_authorization_needs_public_or_s_maxage():
         ("GET", {"Cache_Control": "no-cache"}, False, True),
         ("GET", {"Cache_Control": "max-age=0"}, False, True),
         ("GET", {"Pragma": "no-cache"}, False, True),
-        ("GET", {"Range": "bytes=0-1"}, False, False),
+        ("GET", {"Range": "bytes=0-1"}, True, False),  # from a whole stored response
+        ("HEAD", {"Range": "bytes=0-1"}, False, False),
     ],
 )
 def test_request_plans(method, fields, lookup, store):

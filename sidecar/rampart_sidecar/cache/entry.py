@@ -32,14 +32,28 @@ class CacheEntry:
     body: bytes
     stored_at: float  # wall-clock seconds, comparable across sidecars sharing a Redis
     fresh_until: float
-    stale_until: float  # the last moment it may answer for a failing upstream
-    initial_age: float = 0.0  # the Age the upstream reported
+    stale_until: float  # kept until then: to revalidate, or to answer for a failing upstream
+    initial_age: float = 0.0  # how old it was when it arrived (Age, or since its Date)
     path: str = ""  # path and query, for invalidation by prefix
+    error_until: float | None = None  # may answer for a failing upstream until then
+    stale_allowed: bool = True  # False: must-revalidate and the like, never served stale
     head: ResponseHead = field(init=False, repr=False)
 
     def __post_init__(self, headers: tuple[tuple[str, str], ...]) -> None:
         fields = [(name.encode(*ENCODING), value.encode(*ENCODING)) for name, value in headers]
         object.__setattr__(self, "head", ResponseHead(fields))
+
+    @property
+    def usable_for_errors_until(self) -> float:
+        return self.stale_until if self.error_until is None else self.error_until
+
+    def field(self, name: str) -> str | None:
+        """The first stored field called ``name``, decoded; for validators, on demand."""
+        wanted = name.lower()
+        for stored, value in self.header_pairs():
+            if stored.lower() == wanted:
+                return value
+        return None
 
     def header_pairs(self) -> list[tuple[str, str]]:
         """The stored header fields, decoded (Content-Length last)."""
@@ -72,6 +86,8 @@ class CacheEntry:
                 "stale_until": self.stale_until,
                 "initial_age": self.initial_age,
                 "path": self.path,
+                "error_until": self.error_until,
+                "stale_allowed": self.stale_allowed,
             },
             separators=(",", ":"),
         ).encode()
@@ -105,6 +121,8 @@ class CacheEntry:
             stale_until=float(head["stale_until"]),
             initial_age=float(head["initial_age"]),
             path=str(head["path"]),
+            error_until=None if head.get("error_until") is None else float(head["error_until"]),
+            stale_allowed=bool(head.get("stale_allowed", True)),
         )
 
 

@@ -2,7 +2,11 @@
 
 Every response to a GET or HEAD says what the cache did in ``X-Rampart-Cache``:
 
-  HIT     answered from the cache (or from a concurrent identical request's answer)
+  HIT     answered from the cache (or from a concurrent identical request's answer);
+          a 304 when the request's own If-None-Match or If-Modified-Since matches
+  REVALIDATED  a stored entry went stale (or the request asked for no-cache) and
+          the upstream answered the sidecar's conditional request with 304: the
+          entry, its fields updated, answered
   MISS    went to the upstream (and was stored if the response allowed it)
   STALE   the upstream failed, timed out or the breaker was open, and an expired
           entry still inside its stale-if-error window answered instead
@@ -13,6 +17,11 @@ An unsafe request (POST, PUT, DELETE, PATCH...) answered with a 2xx or 3xx
 invalidates what is stored for its target and for the same-host targets its
 ``Location`` and ``Content-Location`` name (RFC 9111 section 4.4), in every
 tier and, through Redis, on every replica.
+
+The request's own Cache-Control is obeyed (``max-age``, ``min-fresh``,
+``max-stale``, ``only-if-cached``, ``no-cache``), and so is the response's:
+``must-revalidate``, ``proxy-revalidate``, ``s-maxage`` and ``no-cache`` forbid
+answering stale, stale-if-error included.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,18 +38,23 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config import CacheSettings
-from ..headers import end_to_end
+from ..headers import ENCODING, ResponseHead, end_to_end
 from ..messages import Request, Response, StreamResponse
 from ..metrics import Recorder
 from .entry import CacheEntry
 from .policy import (
     SAFE_METHODS,
     CacheControl,
+    RequestPlan,
+    Storage,
+    apparent_age,
     default_ttl_for,
-    freshness_lifetime,
+    has_validator,
     invalidated_targets,
+    parse_http_date,
     plan_request,
     primary_key,
+    storage,
     variant_key,
 )
 from .tiered import TieredCache
@@ -53,7 +68,13 @@ __all__ = ["ResponseCache"]
 log = logging.getLogger("rampart.cache")
 
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
-RESULTS = ("HIT", "MISS", "STALE", "BYPASS")
+RESULTS = ("HIT", "MISS", "STALE", "BYPASS", "REVALIDATED")
+# Fields a 304 carries from the entry it stands for (RFC 9110 section 15.4.5).
+_NOT_MODIFIED_FIELDS = ("cache-control", "content-location", "date", "etag", "expires", "vary")
+# Fields a 304 from the upstream does not update in the stored entry (RFC 9111 section 3.2).
+_NOT_UPDATED = frozenset({"content-length"})
+# How long an entry with a validator is kept once stale, to be revalidated rather than refetched.
+_REVALIDATION_KEEP = 600.0
 # Per-response or per-hop fields that must not be replayed from the cache.
 _NOT_STORED = frozenset({"age", "x-request-id", "x-rampart-cache", "set-cookie"})
 _STATS_INTERVAL = 10.0
@@ -62,6 +83,8 @@ _NO_FIELDS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 Forward = Callable[
     [Request, "Exchange", "ResponseHook | None"], Awaitable[Response | StreamResponse]
 ]
+# The upstream's answer to a request the sidecar makes itself (``Proxy.fetch``).
+Fetch = Callable[[Request, bytes], Awaitable["UpstreamResponse | None"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +111,16 @@ class ResponseCache:
         self._results = {r: recorder.cache_requests.labels(r.lower()) for r in RESULTS}
         self._flights: dict[str, asyncio.Future[_Shared | None]] = {}
         self._stats_task: asyncio.Task[None] | None = None
+        self.fetch: Fetch | None = None  # set by the app: background revalidation
+        self._revalidating: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         await self.tiers.start()
         self._stats_task = asyncio.get_running_loop().create_task(self._refresh_stats())
 
     async def close(self) -> None:
+        for task in list(self._revalidating.values()):
+            task.cancel()
         if self._stats_task is not None:
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -130,21 +157,32 @@ class ResponseCache:
                 )
             return response
         plan = plan_request(request.method, fields)
-        if not plan.store:
+        if not plan.store and not plan.lookup:
             self._count(exchange, "BYPASS")
             return await forward(request, exchange, None)
         target = request.target
         key = primary_key(request.method, request.host, target)
         stale: CacheEntry | None = None
         leading: asyncio.Future[_Shared | None] | None = None
+        found = await self.tiers.find(key, lambda: request.headers)
+        if found is not None:
+            entry, tier = found
+            if plan.lookup and self._usable(plan, entry):
+                self.tiers.hits[tier] += 1
+                return self._answer(request, exchange, entry, "HIT")
+            if plan.lookup and self._while_revalidating(plan, entry):
+                # stale-while-revalidate (RFC 5861): this answer now, a fresh one next time.
+                self._revalidate_soon(key, request, exchange, entry)
+                return self._answer(request, exchange, entry, "STALE")
+            stale = entry  # to revalidate, or to answer for a failing upstream
+        if plan.only_if_cached:
+            # RFC 9111 section 5.2.1.7: nothing stored will do, and the upstream is not asked.
+            self._count(exchange, "MISS")
+            return self._only_if_cached(exchange)
+        if not plan.store:  # a range nothing stored could answer: the upstream's, unstored
+            self._count(exchange, "BYPASS")
+            return await forward(request, exchange, None)
         if plan.lookup:
-            found = await self.tiers.find(key, lambda: request.headers)
-            if found is not None:
-                entry, tier = found
-                if entry.is_fresh(self.clock()):
-                    self.tiers.hits[tier] += 1
-                    return self._answer(request, exchange, entry, "HIT")
-                stale = entry
             flight = self._flights.get(key)
             if flight is not None:
                 shared = await self._follow(flight)
@@ -159,23 +197,86 @@ class ResponseCache:
         hook = _StoreHook(self, key, target, request, exchange, stale)
         try:
             response = await forward(request, exchange, hook)
+            if hook.refreshed is not None:
+                await hook.keep(hook.refreshed)
         finally:
             if leading is not None:
                 self._flights.pop(key, None)
                 leading.set_result(hook.shared)
-        if hook.served_stale:
+        if hook.served_stale or hook.refreshed is not None:
             return response
         if (
             stale is not None
+            and stale.stale_allowed
             and not response.prepared
             and response.status in ERROR_STATUSES
             and "X-Rampart-Reason" in response.headers
-            and self.clock() < stale.stale_until
+            and self.clock() < stale.usable_for_errors_until
         ):
             # The sidecar itself refused (breaker open, timeout, no connection).
             return self._answer(request, exchange, stale, "STALE")
         self._count(exchange, "MISS")
         return response
+
+    def _usable(self, plan: RequestPlan, entry: CacheEntry) -> bool:
+        now = self.clock()
+        return plan.accepts(entry.age(now), entry.fresh_until - now, entry.stale_allowed)
+
+    def _while_revalidating(self, plan: RequestPlan, entry: CacheEntry) -> bool:
+        if self.fetch is None or not entry.stale_allowed:
+            return False
+        now = self.clock()
+        if plan.max_age is not None and entry.age(now) > plan.max_age:
+            return False
+        window = _directive_seconds(entry, "stale-while-revalidate")
+        return window is not None and now - entry.fresh_until <= window
+
+    def _revalidate_soon(
+        self, key: str, request: Request, exchange: Exchange, entry: CacheEntry
+    ) -> None:
+        if key in self._revalidating:
+            return  # one background revalidation per entry at a time
+        task = asyncio.get_running_loop().create_task(
+            self._revalidate(key, request, exchange, entry)
+        )
+        self._revalidating[key] = task
+        task.add_done_callback(lambda _: self._revalidating.pop(key, None))
+
+    async def _revalidate(
+        self, key: str, request: Request, exchange: Exchange, entry: CacheEntry
+    ) -> None:
+        assert self.fetch is not None
+        hook = _StoreHook(self, key, request.target, request, exchange, entry)
+        try:
+            upstream = await self.fetch(request, hook.extra_fields)
+        except Exception:  # never let a background refresh fail loudly a second time
+            log.warning("background revalidation failed", exc_info=True)
+            return
+        if upstream is None:
+            return
+        try:
+            if upstream.status == 304 and hook.extra_fields:
+                await hook.keep(hook.refreshed_by(upstream))
+            elif hook.storable(upstream):
+                body = await upstream.read(self.settings.coalesce_timeout)
+                await hook.store(upstream, body)
+        except (TimeoutError, OSError):
+            pass  # the stale entry stays until its window ends
+        finally:
+            upstream.release()
+
+    def _only_if_cached(self, exchange: Exchange) -> Response:
+        exchange.status = 504
+        exchange.reason = "only-if-cached"
+        headers = CIMultiDict(
+            {
+                "Content-Type": "text/plain; charset=utf-8",
+                "X-Rampart-Reason": "only-if-cached",
+                "X-Request-ID": exchange.request_id,
+                "X-Rampart-Cache": "MISS",
+            }
+        )
+        return Response(504, headers, b"only-if-cached\n")
 
     async def _follow(self, flight: asyncio.Future[_Shared | None]) -> _Shared | None:
         try:
@@ -197,6 +298,16 @@ class ResponseCache:
         head = entry.head
         exchange.status = entry.status
         self._count(exchange, result)
+        if request.head.cache_fields:
+            if _not_modified(request, entry):
+                exchange.status = 304
+                return Response(304, None, b"", relayed=_not_modified_head(entry), own=own)
+            ranged = _ranged(request, entry)
+            if ranged is not None:
+                status, content_range, body = ranged
+                exchange.status = status
+                ranges = CIMultiDict({"Content-Range": content_range})
+                return Response(status, ranges, body, relayed=head, own=own)
         if request.method == "HEAD":
             # The length the body would have; for a GET it is computed from the body sent.
             headers = None
@@ -244,12 +355,13 @@ class _InvalidationHook:
     """Watches an unsafe request's upstream answer for what it invalidates (``ResponseHook``)."""
 
     max_body = 0
+    extra_fields = b""
 
     def __init__(self) -> None:
         self.status = 0  # stays 0 when the sidecar answered itself: nothing changed upstream
         self.locations: list[str] = []
 
-    def substitute(self, status: int) -> Response | None:
+    def substitute(self, upstream: UpstreamResponse) -> Response | None:
         return None
 
     def storable(self, upstream: UpstreamResponse) -> bool:
@@ -283,62 +395,236 @@ class _StoreHook:
         self.max_body = cache.settings.max_body_bytes
         self.served_stale = False
         self.shared: _Shared | None = None
-        self._lifetime = 0.0
-        self._control = CacheControl({})
+        self.refreshed: CacheEntry | None = None  # the entry a 304 brought up to date
+        self._storage: Storage | None = None
+        self.extra_fields = b""
+        self._validating = False
+        if stale is not None and not _has_conditionals(request):
+            # Revalidate (RFC 9111 section 4.3.1) rather than fetch the whole body again.
+            validators = ""
+            etag = stale.field("ETag")
+            if etag is not None:
+                validators += f"If-None-Match: {etag}\r\n"
+            modified = stale.field("Last-Modified")
+            if modified is not None:
+                validators += f"If-Modified-Since: {modified}\r\n"
+            self.extra_fields = validators.encode(*ENCODING)
+            self._validating = bool(validators)
 
-    def substitute(self, status: int) -> Response | None:
-        """A stale entry instead of an upstream error, when one is still allowed."""
+    def substitute(self, upstream: UpstreamResponse) -> Response | None:
+        """The stored entry instead of this upstream answer, when one may stand in."""
+        status = upstream.status
+        stale = self.stale
+        if stale is None:
+            return None
+        if status == 304 and self._validating:
+            refreshed = self.refreshed_by(upstream)
+            self.refreshed = refreshed
+            return self.cache._answer(self.request, self.exchange, refreshed, "REVALIDATED")
         if (
             status in ERROR_STATUSES
-            and self.stale is not None
-            and self.cache.clock() < self.stale.stale_until
+            and stale.stale_allowed
+            and self.cache.clock() < stale.usable_for_errors_until
         ):
             self.served_stale = True
-            return self.cache._answer(self.request, self.exchange, self.stale, "STALE")
+            return self.cache._answer(self.request, self.exchange, stale, "STALE")
         return None
+
+    def refreshed_by(self, upstream: UpstreamResponse) -> CacheEntry:
+        """The stored entry with the 304's fields in place of its own (RFC 9111 section 3.2)."""
+        stale = self.stale
+        assert stale is not None
+        updates = end_to_end(upstream.headers, _NOT_STORED)
+        replaced = {name.lower() for name in updates} - _NOT_UPDATED
+        pairs = [(n, v) for n, v in stale.header_pairs() if n.lower() not in replaced]
+        pairs += [(n, v) for n, v in updates.items() if n.lower() in replaced]
+        headers = CIMultiDictProxy(CIMultiDict(pairs))
+        now = self.cache.clock()
+        ttl = default_ttl_for(self.cache.settings, self.request.path)
+        decided = storage(headers, self.request.headers, stale.status, ttl, now)
+        return self._entry(
+            stale.status,
+            headers,
+            stale.body,
+            decided or Storage(0.0, CacheControl({}), False),
+            now,
+            apparent_age(upstream.headers, now),
+        )
+
+    async def keep(self, entry: CacheEntry) -> None:
+        """Store an entry a revalidation refreshed, under the key the stale one had."""
+        if entry.stale_until <= self.cache.clock():
+            return
+        headers = self.request.headers
+        variant = await self.cache.tiers.store(self.key, headers, entry, _vary_of(entry))
+        self.shared = _Shared(entry, _vary_of(entry), variant)
 
     def storable(self, upstream: UpstreamResponse) -> bool:
         length = upstream.content_length
         if length is not None and length > self.max_body:
             return False
         ttl = default_ttl_for(self.cache.settings, self.request.path)
-        decided = freshness_lifetime(upstream.headers, self.request.headers, upstream.status, ttl)
+        now = self.cache.clock()
+        decided = storage(upstream.headers, self.request.headers, upstream.status, ttl, now)
         if decided is None:
             return False
-        self._lifetime, self._control = decided
+        self._storage = decided
         return True
 
     async def store(self, upstream: UpstreamResponse, body: bytes) -> None:
-        if len(body) > self.max_body:  # a body of unknown length turned out too large
+        if len(body) > self.max_body or self._storage is None:  # unknown length, too large
             return
         now = self.cache.clock()
-        age_header = upstream.headers.get("Age", "0")
-        age = float(age_header) if age_header.isdigit() else 0.0
-        fresh_until = now + self._lifetime - age
-        if fresh_until <= now:
+        headers = CIMultiDictProxy(end_to_end(upstream.headers, _NOT_STORED))
+        age = apparent_age(upstream.headers, now)
+        entry = self._entry(upstream.status, headers, body, self._storage, now, age)
+        if entry.stale_until <= now:
             return
-        window = self._control.seconds("stale-if-error")
+        vary = _vary_of(entry)
+        variant = await self.cache.tiers.store(self.key, self.request.headers, entry, vary)
+        self.shared = _Shared(entry, vary, variant)
+
+    def _entry(
+        self,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        decided: Storage,
+        now: float,
+        age: float,
+    ) -> CacheEntry:
+        """``age``: how old the response was on arrival (``policy.apparent_age``)."""
+        fresh_until = now + decided.lifetime - age
+        window = decided.control.seconds("stale-if-error")
         if window is None:
             window = int(self.cache.settings.stale_if_error)
-        entry = CacheEntry(
-            status=upstream.status,
-            headers=tuple(end_to_end(upstream.headers, _NOT_STORED).items()),
+        error_until = fresh_until + window if decided.stale_allowed else fresh_until
+        keep = _REVALIDATION_KEEP if has_validator(headers) else 0.0
+        if decided.stale_allowed:
+            keep = max(keep, decided.control.seconds("stale-while-revalidate") or 0)
+        return CacheEntry(
+            status=status,
+            headers=tuple((n, v) for n, v in headers.items() if n.lower() != "age"),
             body=body,
             stored_at=now,
             fresh_until=fresh_until,
-            stale_until=fresh_until + window,
+            stale_until=max(error_until, fresh_until + keep),
             initial_age=age,
             path=self.target,
+            error_until=error_until,
+            stale_allowed=decided.stale_allowed,
         )
-        vary = tuple(
-            sorted(
-                {
-                    name.strip().lower()
-                    for value in upstream.headers.getall("Vary", [])
-                    for name in value.split(",")
-                    if name.strip()
-                }
-            )
+
+
+def _directive_seconds(entry: CacheEntry, name: str) -> int | None:
+    """A delta-seconds directive of the entry's own Cache-Control, read when needed."""
+    stored = [value for field, value in entry.header_pairs() if field.lower() == "cache-control"]
+    return CacheControl.parse(stored).seconds(name) if stored else None
+
+
+def _vary_of(entry: CacheEntry) -> tuple[str, ...]:
+    return tuple(
+        sorted(
+            {
+                name.strip().lower()
+                for stored, value in entry.header_pairs()
+                if stored.lower() == "vary"
+                for name in value.split(",")
+                if name.strip()
+            }
         )
-        variant = await self.cache.tiers.store(self.key, self.request.headers, entry, vary)
-        self.shared = _Shared(entry, vary, variant)
+    )
+
+
+_CONDITIONALS = (
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+    "If-Range",
+)
+
+
+def _has_conditionals(request: Request) -> bool:
+    if not request.head.cache_fields:
+        return False
+    headers = request.headers
+    return any(name in headers for name in _CONDITIONALS)
+
+
+def _not_modified(request: Request, entry: CacheEntry) -> bool:
+    """Whether the request's If-None-Match or If-Modified-Since says it has this entry
+    already (RFC 9110 section 13.1, evaluated by a cache as section 4.3.2 of RFC 9111)."""
+    if not 200 <= entry.status < 300 or request.method not in ("GET", "HEAD"):
+        return False
+    headers = request.headers
+    if "If-None-Match" in headers:
+        etag = entry.field("ETag")
+        if etag is None:
+            return False
+        wanted = [
+            tag.strip() for value in headers.getall("If-None-Match") for tag in value.split(",")
+        ]
+        return "*" in wanted or _weak(etag) in {_weak(tag) for tag in wanted}
+    if "If-Modified-Since" in headers:
+        since = parse_http_date(headers["If-Modified-Since"])
+        if since is None:
+            return False
+        stamp = entry.field("Last-Modified") or entry.field("Date")
+        modified = parse_http_date(stamp) if stamp else None
+        if modified is None:
+            modified = entry.stored_at
+        return modified <= since
+    return False
+
+
+_RANGE_SPEC = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _ranged(request: Request, entry: CacheEntry) -> tuple[int, str, bytes] | None:
+    """A single byte range of a whole stored 200 (RFC 9110 section 14): 206 with the
+    bytes, or 416 when none of them exist; None to answer with the whole entry
+    (no Range, several ranges, a syntax this does not serve, an If-Range that
+    does not match)."""
+    if entry.status != 200 or request.method != "GET":
+        return None
+    headers = request.headers
+    wanted = headers.get("Range")
+    if wanted is None:
+        return None
+    if "If-Range" in headers:
+        validator = headers["If-Range"].strip()
+        etag = entry.field("ETag")
+        strong = etag is not None and not etag.startswith("W/") and validator == etag
+        if not strong and validator != entry.field("Last-Modified"):
+            return None
+    match = _RANGE_SPEC.fullmatch(wanted.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    size = len(entry.body)
+    if first:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+        if last and int(last) < start:
+            return None  # invalid: ignored, the whole entry answers
+    elif last:
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        return None
+    if start >= size or end < start:
+        return 416, f"bytes */{size}", b""
+    return 206, f"bytes {start}-{end}/{size}", entry.body[start : end + 1]
+
+
+def _weak(tag: str) -> str:
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def _not_modified_head(entry: CacheEntry) -> ResponseHead:
+    fields = [
+        (name.encode(*ENCODING), value.encode(*ENCODING))
+        for name, value in entry.header_pairs()
+        if name.lower() in _NOT_MODIFIED_FIELDS
+    ]
+    return ResponseHead(fields)
