@@ -15,7 +15,8 @@ Paths:
   /ws              a WebSocket echo server that speaks the subprotocol "chat"
   /c/NAME          a response shaped by the query, for cache tests: cc= (Cache-Control),
                    vary=, expires= (seconds from now), cookie=1, ms=, size=, status=,
-                   location=, content_location=;
+                   location=, content_location=, etag= (and 304 to an If-None-Match
+                   that matches, with cc304= as its Cache-Control), modified= (seconds ago);
                    the body names the request number and the varying headers, and
                    ``failing`` makes every /c/ path answer 503
 """
@@ -214,6 +215,14 @@ class Upstream:
         if self.failing:
             return web.Response(status=503, text="failing on purpose\n")
         number = self.hits[request.path]
+        self.last_request = {"path": request.path, "headers": dict(request.headers)}
+        etag = query.get("etag")
+        if etag is not None and request.headers.get("If-None-Match") == f'"{etag}"':
+            # A revalidation that matches: 304 with the fields given (cc=, and x=).
+            not_modified = {"ETag": f'"{etag}"', "X-Revalidation": str(number)}
+            if "cc304" in query:
+                not_modified["Cache-Control"] = query["cc304"]
+            return web.Response(status=304, headers=not_modified)
         text = (
             f"{request.path} #{number} lang={request.headers.get('Accept-Language', '-')} "
             f"auth={request.headers.get('Authorization', '-')}\n"
@@ -226,6 +235,12 @@ class Upstream:
             headers["Cache-Control"] = query["cc"]
         if "vary" in query:
             headers["Vary"] = query["vary"]
+        if etag is not None:
+            headers["ETag"] = f'"{etag}"'
+        if "modified" in query:  # seconds ago
+            from email.utils import formatdate
+
+            headers["Last-Modified"] = formatdate(time.time() - int(query["modified"]), usegmt=True)
         if "expires" in query:
             from email.utils import formatdate
 

@@ -499,3 +499,158 @@ async def test_an_invalidation_reaches_every_replica(start_sidecar, upstream, re
         for sidecar in (first, second):
             _, _, body, _ = await get(client, sidecar.url + varying, headers=french)
             assert body != before[varying]
+
+
+async def test_a_stale_entry_is_revalidated_and_the_304_updates_it(start_sidecar, upstream):
+    """RFC 9111 §4.3: a stale entry with a validator costs a conditional request and a 304,
+    not the whole body again; the 304's fields replace the stored ones."""
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    url = sidecar.url + "/c/rv?cc=max-age%3D60&etag=v1&cc304=max-age%3D600"
+    async with aiohttp.ClientSession() as client:
+        status, cache, first, _ = await get(client, url)
+        assert (status, cache) == (200, "MISS")
+        # no-cache: use the entry only after the upstream confirms it.
+        status, cache, body, headers = await get(client, url, headers={"Cache-Control": "no-cache"})
+        assert (status, cache, body) == (200, "REVALIDATED", first)
+        assert upstream.last_request["headers"]["If-None-Match"] == '"v1"'
+        assert headers["Cache-Control"] == "max-age=600"  # from the 304
+        assert headers["X-Revalidation"] == "2"
+        status, cache, body, headers = await get(client, url)
+        assert (status, cache, body) == (200, "HIT", first)
+        assert headers["Cache-Control"] == "max-age=600"  # the update was stored
+    assert upstream.hits["/c/rv"] == 2
+    assert sidecar.metric("rampart_cache_requests_total", result="revalidated") == 1
+
+
+async def test_the_clients_own_conditionals_get_a_304_from_the_cache(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    url = sidecar.url + "/c/cond?cc=max-age%3D60&etag=v7&modified=3600"
+    async with aiohttp.ClientSession() as client:
+        _, _, body, stored = await get(client, url)
+        for conditional, expected in (
+            ({"If-None-Match": '"v7"'}, 304),
+            ({"If-None-Match": 'W/"v7", "other"'}, 304),  # weak comparison, any in the list
+            ({"If-None-Match": "*"}, 304),
+            ({"If-None-Match": '"v6"'}, 200),
+            ({"If-Modified-Since": stored["Last-Modified"]}, 304),
+            ({"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}, 200),
+            ({"If-Modified-Since": "not a date"}, 200),
+            # If-None-Match decides when both are there (RFC 9110 §13.2.2)
+            ({"If-None-Match": '"v6"', "If-Modified-Since": stored["Last-Modified"]}, 200),
+        ):
+            status, cache, text, headers = await get(client, url, headers=conditional)
+            assert (status, cache) == (expected, "HIT"), conditional
+            if expected == 304:
+                assert text == ""
+                assert headers["ETag"] == '"v7"'
+                assert "Last-Modified" not in headers  # only the fields RFC 9110 §15.4.5 lists
+            else:
+                assert text == body
+    assert upstream.hits["/c/cond"] == 1
+
+
+async def test_must_revalidate_is_never_answered_stale(start_sidecar, upstream):
+    """stale-if-error, the sidecar's default or the response's, yields to must-revalidate,
+    proxy-revalidate, s-maxage and no-cache (RFC 9111 §4.2.4)."""
+    sidecar = start_sidecar(
+        {"cache": {"staleIfError": "1h"}, "retries": {"attempts": 0}}, upstream.url
+    )
+    plain = sidecar.url + "/c/plain?cc=max-age%3D60"
+    strict = [
+        sidecar.url + "/c/strict?cc=max-age%3D60%2C%20must-revalidate",
+        sidecar.url + "/c/proxy?cc=max-age%3D60%2C%20proxy-revalidate",
+        sidecar.url + "/c/shared?cc=s-maxage%3D60",
+    ]
+    refresh = {"Cache-Control": "max-age=0"}  # the client will not take them as they are
+    async with aiohttp.ClientSession() as client:
+        for url in (plain, *strict):
+            assert (await get(client, url))[1] == "MISS"
+        upstream.failing = True
+        status, cache, *_ = await get(client, plain, headers=refresh)
+        assert (status, cache) == (200, "STALE")
+        for url in strict:
+            status, cache, *_ = await get(client, url, headers=refresh)
+            assert (status, cache) == (503, "MISS"), url
+            assert (await get(client, url))[1] == "HIT"  # still fresh for those who accept it
+
+
+async def test_request_directives_are_obeyed(start_sidecar, upstream):
+    """RFC 9111 §5.2.1: max-age, min-fresh, max-stale and only-if-cached."""
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    fresh = sidecar.url + "/c/minute?cc=max-age%3D60"
+    stale = sidecar.url + "/c/stale?cc=max-age%3D0&etag=s1"  # stored stale: it has a validator
+    strict = sidecar.url + "/c/strict?cc=max-age%3D0%2C%20must-revalidate&etag=m1"
+    async with aiohttp.ClientSession() as client:
+        only = {"Cache-Control": "only-if-cached"}
+        status, cache, _, headers = await get(client, fresh, headers=only)
+        assert (status, cache, headers["X-Rampart-Reason"]) == (504, "MISS", "only-if-cached")
+        assert upstream.hits["/c/minute"] == 0
+        for url in (fresh, stale, strict):
+            await get(client, url)
+        assert (await get(client, fresh, headers=only))[1] == "HIT"
+        assert (await get(client, fresh, headers={"Cache-Control": "min-fresh=30"}))[1] == "HIT"
+        assert (await get(client, fresh, headers={"Cache-Control": "min-fresh=3600"}))[1] == "MISS"
+        assert (await get(client, fresh, headers={"Cache-Control": "max-age=3600"}))[1] == "HIT"
+
+        assert (await get(client, stale, headers={"Cache-Control": "max-stale"}))[1] == "HIT"
+        assert (await get(client, stale, headers={"Cache-Control": "max-stale=600"}))[1] == "HIT"
+        hits = upstream.hits["/c/stale"]
+        assert (await get(client, stale))[1] == "REVALIDATED"
+        assert upstream.hits["/c/stale"] == hits + 1
+        # must-revalidate: not even a client asking for stale gets it unconfirmed.
+        assert (await get(client, strict, headers={"Cache-Control": "max-stale"}))[
+            1
+        ] == "REVALIDATED"
+
+
+async def test_stale_while_revalidate_answers_at_once_and_refreshes_behind(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    url = sidecar.url + "/c/swr?cc=max-age%3D0%2C%20stale-while-revalidate%3D60&etag=w1"
+    url += "&cc304=max-age%3D600"
+    async with aiohttp.ClientSession() as client:
+        _, cache, first, _ = await get(client, url)
+        assert cache == "MISS"
+        status, cache, body, _ = await get(client, url)
+        assert (status, cache, body) == (200, "STALE", first)  # not waiting for the upstream
+
+        async def refreshed() -> bool:
+            return (await get(client, url))[1] == "HIT"
+
+        await async_wait_until(refreshed, timeout=5)
+    assert upstream.last_request["headers"]["If-None-Match"] == '"w1"'
+    assert upstream.hits["/c/swr"] == 2  # the first fetch and one background revalidation
+
+
+async def test_heuristic_freshness_from_last_modified(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    async with aiohttp.ClientSession() as client:
+        # Modified ten hours ago: a tenth of that, an hour, of freshness (RFC 9111 §4.2.2).
+        old = sidecar.url + "/c/old?modified=36000"
+        assert [(await get(client, old))[1] for _ in range(2)] == ["MISS", "HIT"]
+        # Not for a status that is not heuristically cacheable.
+        moved = sidecar.url + "/c/moved?modified=36000&status=302"
+        assert [(await get(client, moved))[1] for _ in range(2)] == ["MISS", "MISS"]
+
+
+async def test_ranges_are_served_from_a_whole_stored_response(start_sidecar, upstream):
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    url = sidecar.url + "/c/range?cc=max-age%3D60&size=100&etag=r1"
+    async with aiohttp.ClientSession() as client:
+        _, _, whole, _ = await get(client, url)
+        for asked, status, text, content_range in (
+            ("bytes=0-9", 206, whole[:10], "bytes 0-9/100"),
+            ("bytes=90-", 206, whole[90:], "bytes 90-99/100"),
+            ("bytes=-5", 206, whole[-5:], "bytes 95-99/100"),
+            ("bytes=95-500", 206, whole[95:], "bytes 95-99/100"),
+            ("bytes=100-200", 416, "", "bytes */100"),
+        ):
+            got = await get(client, url, headers={"Range": asked})
+            assert (got[0], got[1], got[2]) == (status, "HIT", text), asked
+            assert got[3]["Content-Range"] == content_range
+        # Several ranges, or an If-Range that does not match: the whole entry.
+        for extra in ({"Range": "bytes=0-1,5-6"}, {"Range": "bytes=0-1", "If-Range": '"r0"'}):
+            got = await get(client, url, headers=extra)
+            assert (got[0], got[2]) == (200, whole)
+        got = await get(client, url, headers={"Range": "bytes=0-1", "If-Range": '"r1"'})
+        assert (got[0], got[2]) == (206, whole[:2])
+    assert upstream.hits["/c/range"] == 1
