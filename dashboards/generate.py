@@ -373,7 +373,7 @@ def service_dashboard() -> Any:
     board = board.with_panel(
         series(
             "Cache requests by result",
-            "What the cache did for each cacheable-method request: hit, miss, stale, bypass.",
+            "What the cache did for each request: hit, miss, revalidated, stale, bypass.",
             "reqps",
             [
                 query(

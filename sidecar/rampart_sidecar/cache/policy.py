@@ -1,13 +1,11 @@
-"""What a shared cache may store and for how long (RFC 9111), as pure functions.
+"""What a shared cache may store, for how long, and for whom (RFC 9111), as pure functions.
 
 Deliberately stricter than the RFC where being wrong would serve one user's
-response to another:
-  * never stores a response carrying ``Set-Cookie``;
-  * never stores a response to a request with ``Authorization`` unless the
-    response says ``public`` or ``s-maxage``;
-  * never stores ``private``, ``no-store`` or ``no-cache`` responses (the
-    sidecar does not revalidate), nor ``Vary: *``;
-  * never stores partial content or answers to range requests.
+response to another: never stores a response carrying ``Set-Cookie``, nor one
+to a request with ``Authorization`` unless it says ``public``, ``s-maxage``
+or ``must-revalidate``. docs/sidecar.md ("Response cache") is the user's
+account of the rules; docs/benchmarks.md measures them against the public
+conformance suite.
 """
 
 from __future__ import annotations
