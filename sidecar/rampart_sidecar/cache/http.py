@@ -578,7 +578,7 @@ def _not_modified(request: Request, entry: CacheEntry) -> bool:
     return False
 
 
-_RANGE_SPEC = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE_SPEC = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 def _ranged(request: Request, entry: CacheEntry) -> tuple[int, str, bytes] | None:

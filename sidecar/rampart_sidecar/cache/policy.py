@@ -58,20 +58,22 @@ _HTTP_DATE = (
     re.compile(
         r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d{2}) ([A-Za-z]{3}) (\d{4}) "
         r"(\d{2}):(\d{2}):(\d{2}) GMT",
-        re.IGNORECASE,
+        re.IGNORECASE | re.ASCII,
     ),
     # obsolete RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
     re.compile(
         r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), "
         r"(\d{2})-([A-Za-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT",
-        re.IGNORECASE,
+        re.IGNORECASE | re.ASCII,
     ),
 )
 # asctime(): Sun Nov  6 08:49:37 1994
 _ASCTIME = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Za-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
+# delta-seconds (RFC 9111 section 1.2.2): ASCII digits only; "²" is a digit to str.isdigit.
+_DELTA_SECONDS = re.compile(r"[0-9]+")
 _MONTHS = {
     name: number
     for number, name in enumerate(
@@ -92,14 +94,26 @@ def parse_http_date(value: str) -> float | None:
         if match is not None:
             day, month, year, hour, minute, second = match.groups()
             full_year = int(year)
-            if number == 1:  # RFC 850's two-digit year: within 50 years of now
-                full_year += 2000 if full_year < 70 else 1900
+            if number == 1:
+                full_year = _rfc850_year(full_year)
             return _timestamp(full_year, month, day, hour, minute, second)
     match = _ASCTIME.fullmatch(value)
     if match is not None:
         month, day, hour, minute, second, year = match.groups()
         return _timestamp(int(year), month, day.strip(), hour, minute, second)
     return None
+
+
+def _rfc850_year(two_digits: int) -> int:
+    """RFC 9110 section 5.6.7: a two-digit year more than 50 years in the future is the
+    most recent past year with those digits."""
+    this_year = datetime.datetime.now(datetime.UTC).year
+    year = this_year - this_year % 100 + two_digits
+    if year > this_year + 50:
+        year -= 100
+    elif year <= this_year - 50:
+        year += 100
+    return year
 
 
 def _timestamp(
@@ -123,12 +137,13 @@ def parse_age(values: list[str]) -> int:
     if not values:
         return 0
     first = values[0].split(",", 1)[0].split(";", 1)[0].strip()
-    return min(int(first), _MAX_DELTA) if first.isdigit() else 0
+    return min(int(first), _MAX_DELTA) if _DELTA_SECONDS.fullmatch(first) else 0
 
 
 @dataclass(frozen=True, slots=True)
 class CacheControl:
     directives: Mapping[str, str | None]
+    targeted: bool = False  # read from CDN-Cache-Control (RFC 9213), not Cache-Control
 
     @classmethod
     def parse(cls, values: list[str]) -> CacheControl:
@@ -154,7 +169,7 @@ class CacheControl:
         if name not in self.directives:
             return None
         argument = self.directives[name]
-        if argument is None or not argument.isdigit():
+        if argument is None or not _DELTA_SECONDS.fullmatch(argument):
             return 0
         return min(int(argument), _MAX_DELTA)
 
@@ -185,9 +200,10 @@ def _split_directives(value: str) -> list[str]:
 
 
 def _unquote(argument: str) -> str:
+    """A quoted-string's content, its backslash escapes undone (RFC 9110 section 5.6.4)."""
     # "max-age = 60" (spaces around "=") is not a valid directive: kept as is, so invalid.
     if len(argument) >= 2 and argument[0] == argument[-1] == '"':
-        return argument[1:-1]
+        return re.sub(r"\\(.)", r"\1", argument[1:-1])
     return argument
 
 
@@ -234,15 +250,18 @@ def variant_key(
     invalidation has a new one, so the variants stored before it cannot be
     reached again, wherever they still are.
     """
-    selected = "\n".join(f"{name}:{_normalised(headers.getall(name, []))}" for name in vary)
+    selected = "\n".join(f"{name}{_normalised(headers.getall(name, []))}" for name in vary)
     digest = hashlib.sha256(f"{generation}\n{selected}".encode()).hexdigest()[:32]
     return f"{primary} #{digest}"
 
 
 def _normalised(values: list[str]) -> str:
     """A selecting header's values as one list, without the whitespace around its members:
-    ``a,b``, ``a, b`` and two field lines select the same variant."""
-    return ",".join(member.strip() for value in values for member in value.split(","))
+    ``a,b``, ``a, b`` and two field lines select the same variant; an absent header
+    selects another variant than an empty one (RFC 9111 section 4.1)."""
+    if not values:
+        return "\x00"
+    return ":" + ",".join(member.strip() for value in values for member in value.split(","))
 
 
 # Methods that change nothing (RFC 9110 section 9.2.1); any other invalidates.
@@ -361,7 +380,7 @@ def storage(
     ):
         return None
     stale_allowed = not control.forbids_stale
-    lifetime = _explicit_lifetime(response_headers, control)
+    lifetime = _explicit_lifetime(response_headers, control, now)
     heuristic = False
     if lifetime is None:
         if status not in HEURISTIC_STATUSES and "public" not in control:
@@ -408,14 +427,14 @@ def _structured_control(values: list[str]) -> CacheControl | None:
     directives: dict[str, str | None] = {}
     for part in _split_directives(",".join(values)):
         name, sep, argument = part.partition("=")
-        name = name.strip()
+        # Keys are lower case and nothing may stand around "=" (RFC 8941 section 4.2.2).
         if not re.fullmatch(r"[a-z*][a-z0-9_.*-]*", name):
             return None
         if not sep:
             directives[name] = None
             continue
-        argument = argument.strip().split(";", 1)[0]
-        if re.fullmatch(r"-?\d{1,15}", argument):
+        argument = argument.split(";", 1)[0]
+        if re.fullmatch(r"-?[0-9]{1,15}", argument):
             if argument.startswith("-") and name in _DELTAS:
                 return None
             directives[name] = argument
@@ -429,20 +448,24 @@ def _structured_control(values: list[str]) -> CacheControl | None:
             directives[name] = argument
         else:
             return None
-    return CacheControl(directives)
+    return CacheControl(directives, targeted=True)
 
 
 _DELTAS = frozenset({"max-age", "s-maxage", "stale-if-error", "stale-while-revalidate"})
 
 
-def _explicit_lifetime(headers: CIMultiDictProxy[str], control: CacheControl) -> float | None:
+def _explicit_lifetime(
+    headers: CIMultiDictProxy[str], control: CacheControl, now: float | None = None
+) -> float | None:
     lifetime = control.seconds("s-maxage")
     if lifetime is None:
         lifetime = control.seconds("max-age")
     if lifetime is not None:
         return float(lifetime)
+    if control.targeted:
+        return None  # RFC 9213 section 2.1: with a valid CDN-Cache-Control, Expires is ignored
     if "Expires" in headers:
-        return _expires_in(headers)
+        return _expires_in(headers, now)
     return None
 
 
@@ -472,7 +495,7 @@ def default_ttl_for(settings: CacheSettings, path: str) -> float:
     return best[1] if best else 0.0
 
 
-def _expires_in(headers: CIMultiDictProxy[str]) -> float:
+def _expires_in(headers: CIMultiDictProxy[str], now: float | None = None) -> float:
     """Seconds from ``Date`` (or now) to ``Expires``; an invalid one, or more than one,
     means already expired (RFC 9111 section 5.3)."""
     values = headers.getall("Expires", [])
@@ -481,7 +504,7 @@ def _expires_in(headers: CIMultiDictProxy[str]) -> float:
         return 0.0
     date = parse_http_date(headers["Date"]) if "Date" in headers else None
     if date is None:
-        date = time.time()
+        date = now if now is not None else time.time()
     return expires - date
 
 
