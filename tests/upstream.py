@@ -50,6 +50,7 @@ class Upstream:
         self.url = f"http://127.0.0.1:{port}"
         self.hits: Counter[str] = Counter()  # path -> requests received
         self.in_progress = 0
+        self.shaped_in_progress = self.shaped_peak = 0  # /c/ requests with ms=, at once
         self.last_request: dict[str, Any] = {}
         self.peers: set[tuple[str, int]] = set()
         self.failing = False  # /c/ paths answer 503 while set
@@ -211,7 +212,12 @@ class Upstream:
     async def _shaped(self, request: web.Request) -> web.Response:
         query = request.query
         if "ms" in query:
-            await asyncio.sleep(int(query["ms"]) / 1000)
+            self.shaped_in_progress += 1
+            self.shaped_peak = max(self.shaped_peak, self.shaped_in_progress)
+            try:
+                await asyncio.sleep(int(query["ms"]) / 1000)
+            finally:
+                self.shaped_in_progress -= 1
         if self.failing:
             return web.Response(status=503, text="failing on purpose\n")
         number = self.hits[request.path]

@@ -64,8 +64,19 @@ _CACHE_FIELDS = frozenset(
 # A request's fields the proxy reads or replaces rather than forwards as they are.
 _NOT_FORWARDED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-forwarded-for"}
 # The names each scan below looks at; every other field goes on after one set lookup.
-_REQUEST_READS = _NOT_FORWARDED | _CACHE_FIELDS | {b"host", b"expect", b"x-forwarded-proto"}
-_RESPONSE_READS = _NOT_RELAYED | {b"content-type", b"date"}
+_REQUEST_READS = (
+    _NOT_FORWARDED
+    | _CACHE_FIELDS
+    | {
+        b"host",
+        b"expect",
+        b"x-forwarded-proto",
+        b"authorization",
+    }
+)
+# Read for the cache's quick refusal of what it will never store, without decoding.
+_RESPONSE_CACHE_READS = frozenset({b"cache-control", b"cdn-cache-control", b"set-cookie"})
+_RESPONSE_READS = _NOT_RELAYED | _RESPONSE_CACHE_READS | {b"content-type", b"date"}
 # What a log line and an upstream can safely receive: no spaces, no control bytes.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 # RFC 9112 section 3.2 (RFC 3986's uri-host [ ":" port ]): nothing else, so no path,
@@ -164,6 +175,7 @@ class RequestHead:
     """
 
     __slots__ = (
+        "authorization",
         "cache_fields",
         "chunked",
         "content_length",
@@ -189,6 +201,7 @@ class RequestHead:
         self.host: str | None = None  # the first Host field
         self.host_fields = 0
         self.transfer_coding = b""  # every Transfer-Encoding value, joined, lower-cased
+        self.authorization = False  # a shared cache stores its answer only if told it may
         self.cache_fields = False  # whether any field a cache must read is there
         forwarded: list[bytes] = []
         named: list[bytes] = []
@@ -222,6 +235,8 @@ class RequestHead:
                 self.expects_continue = value.lower() == b"100-continue"
             elif lower == b"x-forwarded-proto":
                 self.has_forwarded_proto = True
+            elif lower == b"authorization":
+                self.authorization = True
             forwarded += (name, b": ", value, b"\r\n")
         if named and not {token.strip().lower() for token in named} <= _PLAIN_CONNECTION:
             self.forwarded = _connection_named(fields, named, _NOT_FORWARDED, _PROTECTED)
@@ -262,11 +277,14 @@ class ResponseHead:
     """
 
     __slots__ = (
+        "cache_control",
+        "cdn_cache_control",
         "chunked",
         "content_length",
         "content_type",
         "has_date",
         "relayed",
+        "set_cookie",
         "transfer_coding",
     )
 
@@ -276,6 +294,9 @@ class ResponseHead:
         self.chunked = False
         self.has_date = False
         self.transfer_coding = b""  # every Transfer-Encoding value, joined, lower-cased
+        self.cache_control = b""  # every Cache-Control value, joined, lower-cased
+        self.cdn_cache_control = False
+        self.set_cookie = False
         relayed: list[bytes] = []
         named: list[bytes] = []  # tokens of Connection fields
         for name, value in fields:
@@ -297,6 +318,13 @@ class ResponseHead:
                 self.content_type = value
             elif lower == b"date":
                 self.has_date = True
+            elif lower == b"cache-control":
+                control = value.lower()
+                self.cache_control += b", " + control if self.cache_control else control
+            elif lower == b"set-cookie":
+                self.set_cookie = True
+            elif lower == b"cdn-cache-control":
+                self.cdn_cache_control = True
             relayed += (name, b": ", value, b"\r\n")
         if named and not {token.strip().lower() for token in named} <= _PLAIN_CONNECTION:
             self.relayed = _connection_named(fields, named, _NOT_RELAYED)

@@ -654,3 +654,18 @@ async def test_ranges_are_served_from_a_whole_stored_response(start_sidecar, ups
         got = await get(client, url, headers={"Range": "bytes=0-1", "If-Range": '"r1"'})
         assert (got[0], got[2]) == (206, whole[:2])
     assert upstream.hits["/c/range"] == 1
+
+
+async def test_what_cannot_be_stored_is_not_waited_for(start_sidecar, upstream):
+    """Coalescing makes identical misses wait for the first one's answer; when that answer
+    may not be stored (no-store), the key is remembered for a while (Varnish's
+    hit-for-miss) and its requests go upstream at once, side by side."""
+    sidecar = start_sidecar({"cache": {}}, upstream.url)
+    url = sidecar.url + "/c/live?cc=no-store&ms=300"
+    async with aiohttp.ClientSession() as client:
+        assert (await get(client, url))[1] == "MISS"  # learns that it is never stored
+        upstream.shaped_peak = 0
+        answers = await asyncio.gather(*(get(client, url) for _ in range(10)))
+    assert {cache for _, cache, _, _ in answers} == {"MISS"}
+    assert upstream.shaped_peak == 10  # all at once: none waited behind a leader
+    assert upstream.hits["/c/live"] == 11

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,6 +44,7 @@ from ..messages import Request, Response, StreamResponse
 from ..metrics import Recorder
 from .entry import CacheEntry
 from .policy import (
+    NEVER_STORED,
     SAFE_METHODS,
     CacheControl,
     RequestPlan,
@@ -75,6 +77,11 @@ _NOT_MODIFIED_FIELDS = ("cache-control", "content-location", "date", "etag", "ex
 _NOT_UPDATED = frozenset({"content-length"})
 # How long an entry with a validator is kept once stale, to be revalidated rather than refetched.
 _REVALIDATION_KEEP = 600.0
+# After a response that may not be stored, requests for its key skip the lookup and
+# coalescing this long (Varnish's hit-for-miss): waiting on a leader whose answer
+# cannot be shared would only delay them. Remembered for this many keys at most.
+_PASS_FOR = 60.0
+_MAX_PASSES = 10_000
 # Per-response or per-hop fields that must not be replayed from the cache.
 _NOT_STORED = frozenset({"age", "x-request-id", "x-rampart-cache", "set-cookie"})
 _STATS_INTERVAL = 10.0
@@ -113,6 +120,7 @@ class ResponseCache:
         self._stats_task: asyncio.Task[None] | None = None
         self.fetch: Fetch | None = None  # set by the app: background revalidation
         self._revalidating: dict[str, asyncio.Task[None]] = {}
+        self._passes: OrderedDict[str, float] = OrderedDict()  # key -> until (clock)
 
     async def start(self) -> None:
         await self.tiers.start()
@@ -162,6 +170,12 @@ class ResponseCache:
             return await forward(request, exchange, None)
         target = request.target
         key = primary_key(request.method, request.host, target)
+        if self._passes and plan.store and not plan.only_if_cached and self._passing(key):
+            # Its last answer could not be stored: no lookup, no waiting on others.
+            exchange.cache_status = "MISS"
+            self._count(exchange, "MISS")
+            hook = _StoreHook(self, key, target, request, exchange, None)
+            return await forward(request, exchange, hook)
         stale: CacheEntry | None = None
         leading: asyncio.Future[_Shared | None] | None = None
         found = await self.tiers.find(key, lambda: request.headers)
@@ -217,6 +231,26 @@ class ResponseCache:
             return self._answer(request, exchange, stale, "STALE")
         self._count(exchange, "MISS")
         return response
+
+    def _passing(self, key: str) -> bool:
+        until = self._passes.get(key)
+        if until is None:
+            return False
+        if self.clock() < until:
+            return True
+        del self._passes[key]
+        return False
+
+    def mark_pass(self, key: str) -> None:
+        self._passes[key] = self.clock() + _PASS_FOR
+        self._passes.move_to_end(key)
+        if len(self._passes) > _MAX_PASSES:
+            self._passes.popitem(last=False)
+        self.tiers.memory.forget([key])  # a stored answer would now hide the new one's rules
+
+    def unmark_pass(self, key: str) -> None:
+        if self._passes:
+            self._passes.pop(key, None)
 
     def _usable(self, plan: RequestPlan, entry: CacheEntry) -> bool:
         now = self.clock()
@@ -365,9 +399,13 @@ class _InvalidationHook:
         return None
 
     def storable(self, upstream: UpstreamResponse) -> bool:
-        self.status = upstream.status
-        headers = upstream.headers
-        self.locations = headers.getall("Location", []) + headers.getall("Content-Location", [])
+        self.status = status = upstream.status
+        if 200 <= status < 400:  # only then does it invalidate: read the fields raw
+            self.locations = [
+                value.decode(*ENCODING)
+                for name, value in upstream.fields
+                if name.lower() in (b"location", b"content-location")
+            ]
         return False
 
     async def store(self, upstream: UpstreamResponse, body: bytes) -> None:
@@ -463,11 +501,22 @@ class _StoreHook:
         length = upstream.content_length
         if length is not None and length > self.max_body:
             return False
-        ttl = default_ttl_for(self.cache.settings, self.request.path)
-        now = self.cache.clock()
-        decided = storage(upstream.headers, self.request.headers, upstream.status, ttl, now)
+        authorized = self.request.head.authorization
+        if _never_stored(upstream.head, authorized):
+            decided = None  # decided from the raw fields, nothing decoded
+        else:
+            ttl = default_ttl_for(self.cache.settings, self.request.path)
+            now = self.cache.clock()
+            headers = upstream.headers
+            decided = storage(headers, self.request.headers, upstream.status, ttl, now)
         if decided is None:
+            # Remembered only for what the resource said, not this request (its
+            # credentials, its own conditionals' 304) nor a passing error.
+            status = upstream.status
+            if not authorized and 200 <= status < 500 and status not in NEVER_STORED:
+                self.cache.mark_pass(self.key)
             return False
+        self.cache.unmark_pass(self.key)
         self._storage = decided
         return True
 
@@ -514,6 +563,22 @@ class _StoreHook:
             error_until=error_until,
             stale_allowed=decided.stale_allowed,
         )
+
+
+def _never_stored(head: ResponseHead, authorization: bool) -> bool:
+    """The refusals a response's raw fields decide: ``Set-Cookie``, ``no-store``,
+    ``private``, an authorized request without permission to share. Errs only
+    towards "maybe": ``storage()`` has the last word on everything else."""
+    if head.set_cookie:
+        return True
+    if head.cdn_cache_control:
+        return False  # CDN-Cache-Control may override any of the below
+    control = head.cache_control
+    if b"private" in control or (b"no-store" in control and b"must-understand" not in control):
+        return True
+    return authorization and not (
+        b"public" in control or b"s-maxage" in control or b"must-revalidate" in control
+    )
 
 
 def _directive_seconds(entry: CacheEntry, name: str) -> int | None:

@@ -23,6 +23,7 @@ from yarl import URL
 from ..config import CacheSettings
 
 __all__ = [
+    "NEVER_STORED",
     "SAFE_METHODS",
     "CacheControl",
     "RequestPlan",
@@ -180,6 +181,8 @@ class CacheControl:
 
 def _split_directives(value: str) -> list[str]:
     """Split on commas that are not inside a quoted string."""
+    if '"' not in value:  # nearly always: no need to walk it character by character
+        return [part.strip() for part in value.split(",") if part.strip()]
     parts: list[str] = []
     current: list[str] = []
     quoted = escaped = False

@@ -171,6 +171,18 @@ class RedisBackend:
         except _FAILURES as error:
             self._fail(error)
 
+    def forget_soon(self, keys: list[str]) -> None:
+        """Delete, then tell every replica, in the background (dropped like writes)."""
+        if not self._up or len(self._writes) >= _MAX_PENDING_WRITES:
+            return
+        task = asyncio.get_running_loop().create_task(self._forget(keys))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _forget(self, keys: list[str]) -> None:
+        await self.delete(keys)
+        await self.publish({"keys": keys})
+
     async def publish(self, message: dict[str, object]) -> None:
         """Tell every replica (this one too, harmlessly) what was invalidated."""
         if not self._up:

@@ -141,8 +141,8 @@ class TieredCache:
         ``VaryMarker`` that leads to the variants) nothing stored under it is found."""
         self.memory.forget(primaries)
         if self.redis is not None:
-            await self.redis.delete(primaries)
-            await self.redis.publish({"keys": primaries})
+            # After the answer, as writes are: the request need not wait for two round trips.
+            self.redis.forget_soon(primaries)
 
     def _invalidated_elsewhere(self, message: dict[str, object] | None) -> None:
         """What another replica invalidated (None: anything may have been missed)."""
