@@ -129,6 +129,8 @@ def nginx_conf(
             "server {\n"
             f"        listen 127.0.0.1:{port} backlog=4096;\n"
             "        location / { return 200 'hello rampart'; }\n"
+            "        location /no-store { add_header Cache-Control no-store;"
+            " return 200 'hello rampart'; }\n"
             "    }"
         )
     user = "user root root;\n" if os.geteuid() == 0 else ""
@@ -325,17 +327,18 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
 
 def proxy_targets(
     workdir: Path, up_port: int, args: argparse.Namespace
-) -> list[tuple[str, list[str], int, bool]]:
-    """(name, command, port, is nginx) for every proxy measured, in table order."""
-    ports = [free_port() for _ in range(6)]
+) -> list[tuple[str, list[str], int, bool, str]]:
+    """(name, command, port, is nginx, path) for every proxy measured, in table order."""
+    ports = [free_port() for _ in range(8)]
     targets = [
-        ("nginx (1 worker)", nginx_conf(workdir, ports[0], up_port), ports[0], True),
-        ("HAProxy (1 thread)", haproxy_conf(workdir, ports[1], up_port), ports[1], False),
+        ("nginx (1 worker)", nginx_conf(workdir, ports[0], up_port), ports[0], True, "/"),
+        ("HAProxy (1 thread)", haproxy_conf(workdir, ports[1], up_port), ports[1], False, "/"),
         (
             "rampart-sidecar (all policies)",
             sidecar_conf(workdir, ports[2], free_port(), up_port),
             ports[2],
             False,
+            "/",
         ),
     ]
     if args.floor:
@@ -350,6 +353,7 @@ def proxy_targets(
                 ],
                 ports[5],
                 False,
+                "/",
             )
         )
     if not args.no_cache:
@@ -359,12 +363,30 @@ def proxy_targets(
                 nginx_conf(workdir, ports[3], up_port, cache=True),
                 ports[3],
                 True,
+                "/",
             ),
             (
                 "rampart-sidecar memory-cache hits",
                 sidecar_conf(workdir, ports[4], free_port(), up_port, cache=True),
                 ports[4],
                 False,
+                "/",
+            ),
+            # What the cache will not store must cost (nearly) nothing: a path the
+            # origin marks no-store, with the cache off and on.
+            (
+                "rampart-sidecar no-store path, cache off",
+                sidecar_conf(workdir, ports[6], free_port(), up_port),
+                ports[6],
+                False,
+                "/no-store",
+            ),
+            (
+                "rampart-sidecar no-store path, cache on",
+                sidecar_conf(workdir, ports[7], free_port(), up_port, cache=True),
+                ports[7],
+                False,
+                "/no-store",
             ),
         ]
     return targets
@@ -390,11 +412,12 @@ def main() -> None:
         up_port = free_port()
         with process(nginx_conf(workdir, up_port, None), up_port, LOAD_CORE):
             results.append(measure("direct", f"http://127.0.0.1:{up_port}/", None, args))
-            for name, command, port, is_nginx in proxy_targets(workdir, up_port, args):
+            for name, command, port, is_nginx, path in proxy_targets(workdir, up_port, args):
                 with process(command, port, PROXY_CORE) as proc:
                     pid = nginx_worker_pid(proc) if is_nginx else proc.pid
+                    url = f"http://127.0.0.1:{port}{path}"
                     try:
-                        results.append(measure(name, f"http://127.0.0.1:{port}/", pid, args))
+                        results.append(measure(name, url, pid, args))
                     except RuntimeError as error:
                         results.append(Result(name, failure=str(error).splitlines()[0]))
                     print(f"measured {name}", file=sys.stderr, flush=True)

@@ -77,9 +77,10 @@ _NOT_MODIFIED_FIELDS = ("cache-control", "content-location", "date", "etag", "ex
 _NOT_UPDATED = frozenset({"content-length"})
 # How long an entry with a validator is kept once stale, to be revalidated rather than refetched.
 _REVALIDATION_KEEP = 600.0
-# After a response that may not be stored, requests for its key skip the lookup and
-# coalescing this long (Varnish's hit-for-miss): waiting on a leader whose answer
-# cannot be shared would only delay them. Remembered for this many keys at most.
+# After a response that may not be stored, requests for its key go straight upstream
+# this long, no lookup, no coalescing, no storing (Varnish's hit-for-pass): waiting
+# on a leader whose answer cannot be shared would only delay them, and the work to
+# find that out again would cost every request. Remembered for this many keys at most.
 _PASS_FOR = 60.0
 _MAX_PASSES = 10_000
 # Per-response or per-hop fields that must not be replayed from the cache.
@@ -171,11 +172,10 @@ class ResponseCache:
         target = request.target
         key = primary_key(request.method, request.host, target)
         if self._passes and plan.store and not plan.only_if_cached and self._passing(key):
-            # Its last answer could not be stored: no lookup, no waiting on others.
-            exchange.cache_status = "MISS"
+            # Its last answer could not be stored: no lookup, no waiting on others, and
+            # for the marker's while, no storing either (Varnish's hit-for-pass).
             self._count(exchange, "MISS")
-            hook = _StoreHook(self, key, target, request, exchange, None)
-            return await forward(request, exchange, hook)
+            return await forward(request, exchange, None)
         stale: CacheEntry | None = None
         leading: asyncio.Future[_Shared | None] | None = None
         found = await self.tiers.find(key, lambda: request.headers)
@@ -242,10 +242,14 @@ class ResponseCache:
         return False
 
     def mark_pass(self, key: str) -> None:
-        self._passes[key] = self.clock() + _PASS_FOR
-        self._passes.move_to_end(key)
-        if len(self._passes) > _MAX_PASSES:
-            self._passes.popitem(last=False)
+        passes = self._passes
+        known = key in passes
+        passes[key] = self.clock() + _PASS_FOR
+        if known:
+            passes.move_to_end(key)
+            return
+        if len(passes) > _MAX_PASSES:
+            passes.popitem(last=False)
         self.tiers.memory.forget([key])  # a stored answer would now hide the new one's rules
 
     def unmark_pass(self, key: str) -> None:
