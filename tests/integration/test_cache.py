@@ -669,3 +669,38 @@ async def test_what_cannot_be_stored_is_not_waited_for(start_sidecar, upstream):
     assert {cache for _, cache, _, _ in answers} == {"MISS"}
     assert upstream.shaped_peak == 10  # all at once: none waited behind a leader
     assert upstream.hits["/c/live"] == 11
+
+
+async def test_a_revalidation_by_one_replica_serves_the_others(
+    start_sidecar, upstream, redis_server
+):
+    """The refreshed entry goes to Redis: a replica that had no copy of its own gets the
+    revalidated one, fresh, without asking the upstream."""
+    settings = {"cache": {"redis": {"url": redis_server.url}}}
+    first, second, third = (start_sidecar(settings, upstream.url) for _ in range(3))
+    host = {"Host": "shop.example"}
+    path = "/c/shared-rv?cc=max-age%3D0&etag=e1&cc304=max-age%3D600"
+    async with aiohttp.ClientSession() as client:
+        _, cache, body, _ = await get(client, first.url + path, headers=host)
+        assert cache == "MISS"  # stored stale at once: it has a validator
+
+        def in_redis() -> bool:
+            return redis_server.command("KEYS", "*").count(b"rampart:cache:") >= 1
+
+        await async_wait_until(in_redis)
+        status, cache, text, headers = await get(client, second.url + path, headers=host)
+        assert (status, cache, text) == (200, "REVALIDATED", body)
+        assert headers["Cache-Control"] == "max-age=600"
+
+        async def refreshed_in_redis() -> bool:
+            return b"max-age=600" in redis_server.command("GET", redis_key(redis_server))
+
+        def redis_key(server) -> str:  # the one entry's key
+            keys = server.command("KEYS", "*").split(b"\r\n")
+            return next(k.decode() for k in keys if k.startswith(b"rampart:cache:"))
+
+        await async_wait_until(refreshed_in_redis)
+        status, cache, text, headers = await get(client, third.url + path, headers=host)
+        assert (status, cache, text) == (200, "HIT", body)
+        assert headers["Cache-Control"] == "max-age=600"
+    assert upstream.hits["/c/shared-rv"] == 2  # the first fetch and one revalidation
