@@ -213,8 +213,8 @@ class Runtime:
     async def tick(self, namespace: str, name: str) -> None:
         """A rollout's periodic look: analysis if due (outside the lock), then a reconcile."""
         body = await self.client.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
-        if body is None or validate(body):
-            return
+        if body is None or validate(body, self.settings.analysis_urls):
+            return  # a refused analysis endpoint is never fetched
         spec = apply_defaults(body)["spec"]
         rollout = Rollout.from_status((body.get("status") or {}).get("canary"))
         analysis = None

@@ -216,7 +216,7 @@ async def reconcile(
     meta = resource["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     seen = Observation(generation=meta.get("generation"))
-    problems = validate(resource)
+    problems = validate(resource, settings.analysis_urls)
     if problems:
         seen.problems = [str(p) for p in problems]
         return seen

@@ -54,6 +54,10 @@ class OperatorSettings:
     # Alertmanager's URL, polled every alert_poll_interval seconds as a
     # fallback for lost webhooks; empty turns polling off.
     alertmanager_url: str = ""
+    # The Prometheus URLs a canary analysis may query (RAMPART_ANALYSIS_URLS): the
+    # operator fetches them with its own network position, so which ones is an
+    # administrator's choice. Empty: any (a cluster with one trusted Prometheus).
+    analysis_urls: tuple[str, ...] = field(default_factory=tuple)
     alert_poll_interval: float = 15.0
     # The admission webhook server (HTTPS): port (0 turns it off) and host.
     webhook_port: int = 9443
@@ -96,6 +100,14 @@ class OperatorSettings:
                 f"RAMPART_LOG_LEVEL: {log_level!r} is not {', '.join(LOG_LEVELS[:-1])} or error"
             )
         namespaces = tuple(n for n in env.get("RAMPART_NAMESPACES", "").split(",") if n.strip())
+        analysis_urls = tuple(
+            url.strip().rstrip("/")
+            for url in env.get("RAMPART_ANALYSIS_URLS", "").split(",")
+            if url.strip()
+        )
+        for url in analysis_urls:
+            if not url.startswith(("http://", "https://")):
+                raise SettingsError(f"RAMPART_ANALYSIS_URLS: {url!r} is not an http(s) URL")
         token = env.get("RAMPART_ALERT_TOKEN", "")
         if not token and env.get("RAMPART_ALERT_TOKEN_FILE"):
             try:
@@ -131,6 +143,7 @@ class OperatorSettings:
             alert_host=env.get("RAMPART_ALERT_HOST", defaults.alert_host),
             alert_token=token,
             alertmanager_url=env.get("RAMPART_ALERTMANAGER_URL", ""),
+            analysis_urls=analysis_urls,
             alert_poll_interval=number("RAMPART_ALERT_POLL_INTERVAL", defaults.alert_poll_interval),
             webhook_port=number("RAMPART_WEBHOOK_PORT", defaults.webhook_port, int),
             webhook_host=env.get("RAMPART_WEBHOOK_HOST", defaults.webhook_host),

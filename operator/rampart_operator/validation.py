@@ -33,12 +33,33 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
-def validate(resource: dict[str, Any]) -> list[Problem]:
+def validate(resource: dict[str, Any], analysis_urls: tuple[str, ...] = ()) -> list[Problem]:
+    """Every problem with the resource, each with its field. ``analysis_urls`` is the
+    operator's allowlist of analysis endpoints (its settings); empty allows any."""
     problems = [Problem(path, message) for path, message in schema_problems(resource)]
     if problems:
         return problems  # later rules assume the shape is right
     spec = apply_defaults(resource)["spec"]
-    return sorted(_spec_problems(spec))
+    problems = _spec_problems(spec)
+    if analysis_urls:
+        problems += _analysis_endpoint_problems(spec, analysis_urls)
+    return sorted(problems)
+
+
+def _analysis_endpoint_problems(spec: dict[str, Any], allowed: tuple[str, ...]) -> list[Problem]:
+    """#22: the operator fetches the analysis URL from inside the cluster, so a resource
+    may name only an endpoint an administrator allowed."""
+    prometheus = ((spec.get("canary") or {}).get("analysis") or {}).get("prometheus") or {}
+    url = str(prometheus.get("url", "")).rstrip("/")
+    if not url or url in allowed:
+        return []
+    return [
+        Problem(
+            "spec.canary.analysis.prometheus.url",
+            "not an analysis endpoint this operator allows (RAMPART_ANALYSIS_URLS, the "
+            f"chart's analysis.allowedUrls): {', '.join(allowed)}",
+        )
+    ]
 
 
 def _spec_problems(spec: dict[str, Any]) -> list[Problem]:

@@ -327,6 +327,8 @@ def test_every_chart_value_the_readme_documents_changes_the_output(path: str, de
         block = block[part]
     base = nested(f"{parent}.enabled", True) if leaf != "enabled" and "enabled" in block else {}
     value = "http://alertmanager.monitoring:9093" if path.endswith("Url") else changed(default)
+    if path.endswith("Urls"):
+        value = ["http://prometheus.monitoring:9090"]
     other_values = merged(merged(base, nested(path, value)), REQUIRES.get(path, {}))
     plain = helm_template(base)
     other = helm_template(other_values)

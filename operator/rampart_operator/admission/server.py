@@ -113,7 +113,7 @@ def admission_app(
 
     async def validate_hardened_service(request: dict[str, Any]) -> web.Response:
         resource = request["object"]
-        problems = validate(resource) if _spec_written(request) else []
+        problems = validate(resource, settings.analysis_urls) if _spec_written(request) else []
         metrics.admission.labels("validate", "denied" if problems else "allowed").inc()
         if not problems:
             return _review(request["uid"], allowed=True)
