@@ -41,7 +41,7 @@ from .rollout import Analysis
 from .schema import apply_defaults
 from .settings import OperatorSettings, mode_for_server
 from .status import Observation, compute_status, deployment_ready
-from .validation import validate
+from .validation import limits_of, validate
 
 __all__ = ["Runtime", "register"]
 
@@ -213,7 +213,7 @@ class Runtime:
     async def tick(self, namespace: str, name: str) -> None:
         """A rollout's periodic look: analysis if due (outside the lock), then a reconcile."""
         body = await self.client.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
-        if body is None or validate(body, self.settings.analysis_urls):
+        if body is None or validate(body, limits_of(self.settings)):
             return  # a refused analysis endpoint is never fetched
         spec = apply_defaults(body)["spec"]
         rollout = Rollout.from_status((body.get("status") or {}).get("canary"))

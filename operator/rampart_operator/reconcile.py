@@ -29,7 +29,7 @@ from .routers import router_for
 from .schema import apply_defaults
 from .settings import OperatorSettings
 from .status import Observation, backup_status, deployment_ready
-from .validation import validate
+from .validation import limits_of, validate
 
 __all__ = ["Action", "contains", "leave_scale", "reconcile", "scaled_by_others"]
 
@@ -216,7 +216,7 @@ async def reconcile(
     meta = resource["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     seen = Observation(generation=meta.get("generation"))
-    problems = validate(resource, settings.analysis_urls)
+    problems = validate(resource, limits_of(settings))
     if problems:
         seen.problems = [str(p) for p in problems]
         return seen

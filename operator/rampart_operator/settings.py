@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import __version__
+from .podsecurity import LEVELS as POD_SECURITY_LEVELS
 
 __all__ = ["OperatorSettings", "SettingsError", "mode_for_server"]
 
@@ -18,6 +19,9 @@ SidecarMode = Literal["auto", "native", "container"]
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+LEVELS = POD_SECURITY_LEVELS
 
 
 class SettingsError(ValueError):
@@ -58,6 +62,11 @@ class OperatorSettings:
     # operator fetches them with its own network position, so which ones is an
     # administrator's choice. Empty: any (a cluster with one trusted Prometheus).
     analysis_urls: tuple[str, ...] = field(default_factory=tuple)
+    # The Pod Security level every HardenedService template must meet once hardened
+    # (RAMPART_POD_SECURITY), and the serviceAccountNames one may use
+    # (RAMPART_SERVICE_ACCOUNTS; empty: any). The administrator's, never the resource's.
+    pod_security: str = "restricted"
+    service_accounts: tuple[str, ...] = field(default_factory=tuple)
     alert_poll_interval: float = 15.0
     # The admission webhook server (HTTPS): port (0 turns it off) and host.
     webhook_port: int = 9443
@@ -108,6 +117,14 @@ class OperatorSettings:
         for url in analysis_urls:
             if not url.startswith(("http://", "https://")):
                 raise SettingsError(f"RAMPART_ANALYSIS_URLS: {url!r} is not an http(s) URL")
+        pod_security = env.get("RAMPART_POD_SECURITY", defaults.pod_security)
+        if pod_security not in LEVELS:
+            raise SettingsError(
+                f"RAMPART_POD_SECURITY: {pod_security!r} is not {', '.join(LEVELS[:-1])} "
+                f"or {LEVELS[-1]}"
+            )
+        accounts = env.get("RAMPART_SERVICE_ACCOUNTS", "")
+        service_accounts = tuple(a.strip() for a in accounts.split(",") if a.strip())
         token = env.get("RAMPART_ALERT_TOKEN", "")
         if not token and env.get("RAMPART_ALERT_TOKEN_FILE"):
             try:
@@ -144,6 +161,8 @@ class OperatorSettings:
             alert_token=token,
             alertmanager_url=env.get("RAMPART_ALERTMANAGER_URL", ""),
             analysis_urls=analysis_urls,
+            pod_security=pod_security,
+            service_accounts=service_accounts,
             alert_poll_interval=number("RAMPART_ALERT_POLL_INTERVAL", defaults.alert_poll_interval),
             webhook_port=number("RAMPART_WEBHOOK_PORT", defaults.webhook_port, int),
             webhook_host=env.get("RAMPART_WEBHOOK_HOST", defaults.webhook_host),

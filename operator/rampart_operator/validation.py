@@ -16,10 +16,12 @@ from rampart_sidecar.config import parse_host_port, settings_from_mapping
 from rampart_sidecar.errors import ConfigError
 
 from .analysis.queries import BUILT_IN_CHECKS
+from .podsecurity import pod_security_problems
 from .render.alerts import OWN_LABELS
 from .render.cron import longest_gap
 from .render.sidecar import SIDECAR_NAME, sidecar_file
 from .schema import apply_defaults, schema_problems
+from .settings import OperatorSettings
 
 __all__ = ["Problem", "validate"]
 
@@ -33,17 +35,60 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
-def validate(resource: dict[str, Any], analysis_urls: tuple[str, ...] = ()) -> list[Problem]:
-    """Every problem with the resource, each with its field. ``analysis_urls`` is the
-    operator's allowlist of analysis endpoints (its settings); empty allows any."""
+@dataclass(frozen=True)
+class Limits:
+    """What the operator's administrator allows (its settings), beyond the API's own rules.
+
+    ``analysis_urls``: the Prometheus an analysis may query (empty: any);
+    ``pod_security``: the Pod Security level every template must meet once
+    hardened; ``service_accounts``: the ``serviceAccountName``s a template may
+    use (empty: any).
+    """
+
+    analysis_urls: tuple[str, ...] = ()
+    pod_security: str = "restricted"
+    service_accounts: tuple[str, ...] = ()
+
+
+def limits_of(settings: OperatorSettings) -> Limits:
+    return Limits(settings.analysis_urls, settings.pod_security, settings.service_accounts)
+
+
+def validate(resource: dict[str, Any], limits: Limits | None = None) -> list[Problem]:
+    """Every problem with the resource, each with its field; ``limits`` are the operator's
+    settings (without them, the strictest Pod Security level and no allowlists)."""
     problems = [Problem(path, message) for path, message in schema_problems(resource)]
     if problems:
         return problems  # later rules assume the shape is right
+    limits = limits or Limits()
     spec = apply_defaults(resource)["spec"]
     problems = _spec_problems(spec)
-    if analysis_urls:
-        problems += _analysis_endpoint_problems(spec, analysis_urls)
+    if limits.analysis_urls:
+        problems += _analysis_endpoint_problems(spec, limits.analysis_urls)
+    for template, path in (
+        (spec.get("template"), "spec.template"),
+        ((spec.get("canary") or {}).get("template"), "spec.canary.template"),
+    ):
+        if isinstance(template, dict):
+            problems += _pod_problems(template, path, limits)
     return sorted(problems)
+
+
+def _pod_problems(template: dict[str, Any], path: str, limits: Limits) -> list[Problem]:
+    problems = [
+        Problem(field, f"{message} (Pod Security {limits.pod_security!r}, the operator's setting)")
+        for field, message in pod_security_problems(template, path, limits.pod_security)
+    ]
+    account = (template.get("spec") or {}).get("serviceAccountName")
+    if account and limits.service_accounts and account not in limits.service_accounts:
+        problems.append(
+            Problem(
+                f"{path}.spec.serviceAccountName",
+                f"{account} is not a service account this operator allows "
+                f"(RAMPART_SERVICE_ACCOUNTS): {', '.join(limits.service_accounts)}",
+            )
+        )
+    return problems
 
 
 def _analysis_endpoint_problems(spec: dict[str, Any], allowed: tuple[str, ...]) -> list[Problem]:

@@ -292,6 +292,8 @@ def changed(default: str) -> Any:
         return "Ignore" if value == "Fail" else "Fail"
     if value == "info":
         return "debug"
+    if value == "restricted":
+        return "baseline"
     return "docs-check" if not value else value + "-docs-check"
 
 

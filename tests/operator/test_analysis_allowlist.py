@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from rampart_operator.admission.server import admission_app
 from rampart_operator.settings import OperatorSettings, SettingsError
-from rampart_operator.validation import validate
+from rampart_operator.validation import Limits, validate
 
 from .test_rollout_parts import service
 
@@ -49,7 +49,7 @@ def test_the_setting_is_a_list_of_http_urls():
     ],
 )
 def test_a_resource_naming_another_endpoint_is_refused_with_the_field(url, refused):
-    problems = [str(p) for p in validate(analysed(url), (ALLOWED,))]
+    problems = [str(p) for p in validate(analysed(url), Limits(analysis_urls=(ALLOWED,)))]
     assert bool(problems) == refused, problems
     if refused:
         assert problems[0].startswith(f"{FIELD}: not an analysis endpoint this operator allows")

@@ -27,7 +27,7 @@ from ..crd import KIND
 from ..kube import ApiError
 from ..metrics import OperatorMetrics
 from ..settings import OperatorSettings
-from ..validation import validate
+from ..validation import limits_of, validate
 from .injection import decide, injection_patch
 
 __all__ = ["NamespaceLookup", "admission_app", "serve"]
@@ -113,7 +113,8 @@ def admission_app(
 
     async def validate_hardened_service(request: dict[str, Any]) -> web.Response:
         resource = request["object"]
-        problems = validate(resource, settings.analysis_urls) if _spec_written(request) else []
+        written = _spec_written(request)
+        problems = validate(resource, limits_of(settings)) if written else []
         metrics.admission.labels("validate", "denied" if problems else "allowed").inc()
         if not problems:
             return _review(request["uid"], allowed=True)
