@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from .render.security import harden_container, harden_pod
+from .settings import LEVELS
 
 __all__ = ["LEVELS", "pod_security_problems"]
-
-LEVELS = ("restricted", "baseline", "privileged")
 
 _BASELINE_CAPABILITIES = frozenset(
     {

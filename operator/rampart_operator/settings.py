@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import __version__
-from .podsecurity import LEVELS as POD_SECURITY_LEVELS
 
 __all__ = ["OperatorSettings", "SettingsError", "mode_for_server"]
 
@@ -21,7 +20,8 @@ SidecarMode = Literal["auto", "native", "container"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-LEVELS = POD_SECURITY_LEVELS
+# Pod Security levels, strictest first (podsecurity.py applies them).
+LEVELS = ("restricted", "baseline", "privileged")
 
 
 class SettingsError(ValueError):

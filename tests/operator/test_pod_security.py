@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from rampart_operator.admission.server import admission_app
 from rampart_operator.settings import OperatorSettings, SettingsError
 from rampart_operator.validation import Limits, validate
+
+from .test_analysis_allowlist import review
 
 
 def with_template(pod: dict[str, Any], container: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -144,24 +144,8 @@ def test_the_level_is_a_setting_with_three_values():
 
 
 async def test_the_admission_webhook_refuses_a_privileged_template():
-    async def no_namespace(_: str) -> None:
-        return None
-
-    app = admission_app(OperatorSettings(), no_namespace)
     resource = with_template({"hostPID": True}, {"securityContext": {"privileged": True}})
-    review = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u2",
-            "kind": {"group": "rampart.dev", "version": "v1alpha1", "kind": "HardenedService"},
-            "namespace": "tenant-a",
-            "operation": "CREATE",
-            "object": resource,
-        },
-    }
-    async with TestClient(TestServer(app)) as client:
-        answer = (await (await client.post("/validate", json=review)).json())["response"]
+    answer = await review(OperatorSettings(), resource)
     assert answer["allowed"] is False
     fields = {cause["field"] for cause in answer["status"]["details"]["causes"]}
     assert {"spec.template.spec.hostPID", f"{C}.securityContext.privileged"} <= fields
