@@ -17,7 +17,6 @@ __all__ = [
     "end_to_end",
     "forwardable_trailers",
     "request_id",
-    "valid_host",
 ]
 
 # Header fields as llhttp hands them over: names in the sender's case, bytes both.
@@ -84,27 +83,23 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 # Fields a trailer section must not carry (RFC 9110 section 6.5.1): framing,
 # routing, request modifiers, authentication and content metadata, plus ours.
-_NOT_IN_TRAILERS = _NOT_FORWARDED | {
-    b"host",
-    b"authorization",
-    b"proxy-authorization",
-    b"cookie",
-    b"set-cookie",
-    b"cache-control",
-    b"pragma",
-    b"expect",
-    b"max-forwards",
-    b"range",
-    b"if-match",
-    b"if-none-match",
-    b"if-modified-since",
-    b"if-unmodified-since",
-    b"if-range",
-    b"content-encoding",
-    b"content-type",
-    b"content-range",
-    b"x-forwarded-proto",
-}
+_NOT_IN_TRAILERS = (
+    _NOT_FORWARDED
+    | _CACHE_FIELDS
+    | {
+        b"host",
+        b"authorization",
+        b"proxy-authorization",
+        b"cookie",
+        b"set-cookie",
+        b"expect",
+        b"max-forwards",
+        b"content-encoding",
+        b"content-type",
+        b"content-range",
+        b"x-forwarded-proto",
+    }
+)
 
 
 def end_to_end(
@@ -131,10 +126,6 @@ def decode_fields(fields: Fields) -> CIMultiDictProxy[str]:
     return CIMultiDictProxy(
         CIMultiDict([(name.decode(*ENCODING), value.decode(*ENCODING)) for name, value in fields])
     )
-
-
-def valid_host(value: bytes) -> bool:
-    return _HOST.fullmatch(value) is not None
 
 
 def forwardable_trailers(fields: Fields) -> bytes:
@@ -186,6 +177,7 @@ class RequestHead:
         "has_forwarded_proto",
         "host",
         "host_fields",
+        "host_valid",
         "request_id",
         "transfer_coding",
     )
@@ -200,6 +192,7 @@ class RequestHead:
         self.has_forwarded_proto = False
         self.host: str | None = None  # the first Host field
         self.host_fields = 0
+        self.host_valid = True  # the first Host is host[:port] (checked on its bytes)
         self.transfer_coding = b""  # every Transfer-Encoding value, joined, lower-cased
         self.authorization = False  # a shared cache stores its answer only if told it may
         self.cache_fields = False  # whether any field a cache must read is there
@@ -229,6 +222,7 @@ class RequestHead:
                 self.host_fields += 1
                 if self.host is None:
                     self.host = value.decode(*ENCODING)
+                    self.host_valid = _HOST.fullmatch(value) is not None
             elif lower in _CACHE_FIELDS:
                 self.cache_fields = True
             elif lower == b"expect":
@@ -256,7 +250,7 @@ class RequestHead:
         if self.host is None:
             if version == "1.1":
                 return "no Host field", 400, "bad-request"
-        elif not valid_host(self.host.encode(*ENCODING)):
+        elif not self.host_valid:
             return "a Host that is not host[:port]", 400, "bad-request"
         if self.chunked:
             if version == "1.0":

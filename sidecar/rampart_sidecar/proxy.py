@@ -273,11 +273,13 @@ class Proxy:
         route = self.routes.match(request.path)
         exchange = Exchange(request.method, request.path, route, request_id(None), monotonic())
         fields = self.upstream_fields(request, exchange) + extra_fields
+        started = monotonic()
         try:
             upstream = await self.pool.request(
                 request.method, request.target, fields, None, route.request_timeout
             )
         except (TimeoutError, OSError):
+            self.recorder.observe_upstream(0, monotonic() - started)
             if permit is not None:
                 self.breaker.record(permit, False)
             return None
@@ -285,6 +287,7 @@ class Proxy:
             if permit is not None:
                 self.breaker.release(permit)
             raise
+        self.recorder.observe_upstream(upstream.status, monotonic() - started)
         if permit is not None:
             self.breaker.record(permit, upstream.status < 500)
         return upstream
@@ -510,7 +513,7 @@ class Proxy:
                     body = await content.read(self.idle_timeout)
             elif storing and length is None:
                 # Unknown length: keep it whole if it turns out small enough to store.
-                prefix, complete = await self._read_up_to(upstream, whole_limit)
+                prefix, complete = await upstream.read_up_to(whole_limit, self.idle_timeout)
                 body = prefix if complete else None
             if body is not None:
                 if storing and hook is not None:
@@ -544,16 +547,6 @@ class Proxy:
             return self.local(exchange, 502, "upstream-reset")
         finally:
             upstream.release()
-
-    async def _read_up_to(self, upstream: UpstreamResponse, limit: int) -> tuple[bytes, bool]:
-        """Read until the end or past ``limit``; True when the end came first."""
-        buffer = bytearray()
-        while len(buffer) <= limit:
-            chunk = await upstream.content.readany(self.idle_timeout)
-            if not chunk:
-                return bytes(buffer), True
-            buffer += chunk
-        return bytes(buffer), False
 
     def local(
         self, exchange: Exchange, status: int, reason: str, retry_after: int | None = None

@@ -112,6 +112,16 @@ class UpstreamResponse:
     async def read(self, timeout: float | None = None) -> bytes:
         return await self.content.read(timeout)
 
+    async def read_up_to(self, limit: int, timeout: float | None) -> tuple[bytes, bool]:
+        """Read until the end or past ``limit``; True when the end came first."""
+        buffer = bytearray()
+        while len(buffer) <= limit:
+            chunk = await self.content.readany(timeout)
+            if not chunk:
+                return bytes(buffer), True
+            buffer += chunk
+        return bytes(buffer), False
+
     def release(self) -> None:
         if self._released:
             return

@@ -217,3 +217,48 @@ async def test_request_trailers_go_upstream_only_with_a_chunked_body(start_sidec
     assert b"content-length: 8192" in buffered_request.lower()
     assert b"X-Checksum" not in buffered_request
     assert b"evil" not in buffered_request
+
+
+async def test_a_background_revalidation_reads_no_more_than_it_could_store(start_sidecar):
+    """stale-while-revalidate refreshes behind the client's back; an upstream that answers
+    that refresh with a body without end must be cut off at cache.maxBodyBytes, not read
+    into memory for as long as it keeps sending."""
+    first = (
+        b'HTTP/1.1 200 OK\r\nCache-Control: max-age=0, stale-while-revalidate=60\r\nETag: "a"\r\n'
+        b"Content-Length: 2\r\n\r\nok"
+    )
+    endless = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+    written = 0
+    stopped = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b"If-None-Match" not in head:
+                writer.write(first)
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(endless)
+            while True:  # until the sidecar stops reading and closes
+                writer.write(chunk)
+                await writer.drain()
+                written += len(chunk)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            stopped.set()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        sidecar = start_sidecar({"cache": {"maxBodyBytes": 100_000}}, f"http://127.0.0.1:{port}")
+        assert b"X-Rampart-Cache: MISS" in await raw_exchange(sidecar.port, GET)
+        assert b"X-Rampart-Cache: STALE" in await raw_exchange(sidecar.port, GET)
+        async with asyncio.timeout(10):
+            await stopped.wait()
+    finally:
+        server.close()
+    assert written < 20 * 1024 * 1024  # socket buffers, not the stream's whole length
+    assert sidecar.proc.poll() is None

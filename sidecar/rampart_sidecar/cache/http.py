@@ -121,7 +121,7 @@ class ResponseCache:
         self._stats_task: asyncio.Task[None] | None = None
         self.fetch: Fetch | None = None  # set by the app: background revalidation
         self._revalidating: dict[str, asyncio.Task[None]] = {}
-        self._passes: OrderedDict[str, float] = OrderedDict()  # key -> until (clock)
+        self._passes: OrderedDict[int, float] = OrderedDict()  # hash(key) -> until (clock)
 
     async def start(self) -> None:
         await self.tiers.start()
@@ -146,8 +146,6 @@ class ResponseCache:
     async def serve(
         self, request: Request, exchange: Exchange, forward: Forward
     ) -> Response | StreamResponse:
-        # Without a Cache-Control, Pragma or Range field the fields need no decoding.
-        fields = request.headers if request.head.cache_fields else _NO_FIELDS
         if request.method not in SAFE_METHODS:
             self._count(exchange, "BYPASS")
             watcher = _InvalidationHook()
@@ -165,13 +163,15 @@ class ResponseCache:
                     ]
                 )
             return response
+        # Without a Cache-Control, Pragma, Range or conditional field, nothing to decode.
+        fields = request.headers if request.head.cache_fields else _NO_FIELDS
         plan = plan_request(request.method, fields)
         if not plan.store and not plan.lookup:
             self._count(exchange, "BYPASS")
             return await forward(request, exchange, None)
         target = request.target
         key = primary_key(request.method, request.host, target)
-        if self._passes and plan.store and not plan.only_if_cached and self._passing(key):
+        if self._passes and plan.store and not plan.only_if_cached and self._passing(hash(key)):
             # Its last answer could not be stored: no lookup, no waiting on others, and
             # for the marker's while, no storing either (Varnish's hit-for-pass).
             self._count(exchange, "MISS")
@@ -232,21 +232,24 @@ class ResponseCache:
         self._count(exchange, "MISS")
         return response
 
-    def _passing(self, key: str) -> bool:
-        until = self._passes.get(key)
+    def _passing(self, marker: int) -> bool:
+        until = self._passes.get(marker)
         if until is None:
             return False
         if self.clock() < until:
             return True
-        del self._passes[key]
+        del self._passes[marker]
         return False
 
     def mark_pass(self, key: str) -> None:
+        # Kept by the key's hash, not the key (a client chooses keys, up to 8 KiB each):
+        # 10,000 markers stay small, and a collision only sends a request upstream.
         passes = self._passes
-        known = key in passes
-        passes[key] = self.clock() + _PASS_FOR
+        marker = hash(key)
+        known = marker in passes
+        passes[marker] = self.clock() + _PASS_FOR
         if known:
-            passes.move_to_end(key)
+            passes.move_to_end(marker)
             return
         if len(passes) > _MAX_PASSES:
             passes.popitem(last=False)
@@ -254,7 +257,7 @@ class ResponseCache:
 
     def unmark_pass(self, key: str) -> None:
         if self._passes:
-            self._passes.pop(key, None)
+            self._passes.pop(hash(key), None)
 
     def _usable(self, plan: RequestPlan, entry: CacheEntry) -> bool:
         now = self.clock()
@@ -296,8 +299,11 @@ class ResponseCache:
             if upstream.status == 304 and hook.extra_fields:
                 await hook.keep(hook.refreshed_by(upstream))
             elif hook.storable(upstream):
-                body = await upstream.read(self.settings.coalesce_timeout)
-                await hook.store(upstream, body)
+                # Bounded: an upstream streaming without end must not fill memory here.
+                limit, timeout = self.settings.max_body_bytes, self.settings.coalesce_timeout
+                body, complete = await upstream.read_up_to(limit, timeout)
+                if complete:
+                    await hook.store(upstream, body)
         except (TimeoutError, OSError):
             pass  # the stale entry stays until its window ends
         finally:
