@@ -22,9 +22,9 @@ also when the body raised. No container ever runs: a Pod's containers are
 simulated by kwok, so nothing inside a Pod (a sidecar, a probe) is exercised.
 
 Ports: the API server and etcd cannot be told to bind port 0 and report it,
-so each start picks ports below the kernel's ephemeral range (where port-0
-binds and outgoing connections never land) at random, and a component that
-finds its port taken makes the whole start try again with other ports.
+so each start takes them from ``tests.ports`` (outside the kernel's ephemeral
+range, never the same port twice in a run), and a component that finds its
+port taken by something outside the run makes the whole start try again.
 
 Run it by hand: ``.venv/bin/python -m e2e.localcluster`` starts one and
 prints the kubeconfig path until Ctrl-C.
@@ -38,7 +38,6 @@ import datetime
 import ipaddress
 import json
 import os
-import random
 import shutil
 import signal
 import ssl
@@ -58,6 +57,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from tests.ports import free_ports
 
 __all__ = [
     "BIN",
@@ -76,9 +76,6 @@ KWOK_STAGES = ROOT / ".tools" / "kwok" / "stages.yaml"
 THIRD_PARTY_CRDS = ROOT / ".tools" / "crds"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"  # room for a benchmark fleet of Services
-# Linux hands out 32768-60999 for port-0 binds and outgoing connections; below
-# that, only programs that choose a port themselves can collide with us.
-PORTS = (20000, 32000)
 START_ATTEMPTS = 4
 READY_TIMEOUT = 120.0
 
@@ -484,10 +481,6 @@ class _Processes:
         self.running.clear()
 
 
-def _free_looking_ports(count: int) -> list[int]:
-    return random.sample(range(*PORTS), count)
-
-
 def _get(url: str, context: ssl.SSLContext, timeout: float = 2.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, context=context, timeout=timeout) as answer:  # noqa: S310
@@ -525,7 +518,7 @@ def _start(workdir: Path, processes: _Processes, nodes: int, log: Callable[[str]
     ca = _Authority.create()
     ca_file = workdir / "ca.crt"
     ca_file.write_bytes(ca.pem())
-    etcd_client, etcd_peer, api_port = _free_looking_ports(3)
+    etcd_client, etcd_peer, api_port = free_ports(3)
     server = f"https://127.0.0.1:{api_port}"
     hosts = [
         "127.0.0.1",

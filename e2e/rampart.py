@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import ssl
 import subprocess
@@ -25,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from tests.ports import free_port, free_ports
 
-from .localcluster import PORTS, Cluster
+from .localcluster import Cluster
 
 __all__ = [
     "ALERT_TOKEN",
@@ -104,7 +104,7 @@ def start_operator(
     """
     kubeconfig = cluster.kubeconfig_for(RELEASE, OPERATOR_NAMESPACE)
     port = webhook_url.rsplit(":", 1)[1]
-    alert_port, metrics_port, liveness_port = random.sample(range(*PORTS), 3)
+    alert_port, metrics_port, liveness_port = free_ports(3)
     liveness_url = f"http://127.0.0.1:{liveness_port}/healthz"
     log = workdir / f"operator-{port}-{alert_port}.log"
     with log.open("wb") as out:
@@ -184,7 +184,7 @@ def install_rampart(
     cluster.install_third_party_crds()
     verb = "install"
     for _ in range(4):
-        url = f"https://127.0.0.1:{random.randrange(*PORTS)}"
+        url = f"https://127.0.0.1:{free_port()}"
         chart_values = {**(values or {}), "outOfCluster": {"enabled": True, "webhookUrl": url}}
         cluster.run(
             "helm",

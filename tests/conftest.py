@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -21,46 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.ports import free_port
 from tests.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-_EPHEMERAL_LOW = _ephemeral_low()
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port for a server that cannot bind port 0 and say which it got (Redis,
-    PostgreSQL, Prometheus, Alertmanager, the Pushgateway).
-
-    Chosen below the kernel's ephemeral range (``net.ipv4.ip_local_port_range``),
-    where nothing binding port 0 (sidecars, upstreams) and no outgoing connection
-    gets a port: between this check and the server's own bind, no other part of
-    the run can take it. Never the same port twice in one run.
-    """
-    if _EPHEMERAL_LOW > 11024:
-        for _ in range(200):
-            port = random.randrange(_EPHEMERAL_LOW - 10000, _EPHEMERAL_LOW)
-            if port in _handed_out:
-                continue
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue  # a service of the machine's own
-            _handed_out.add(port)
-            return port
-    with socket.socket() as sock:  # no such range known: the kernel's choice
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(
