@@ -25,7 +25,6 @@ import asyncio
 import datetime
 import os
 import platform
-import random
 import statistics
 import sys
 import tempfile
@@ -37,8 +36,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.operator_bench import admin_session, percentile, timestamp
-from e2e.localcluster import PORTS, AuditReader, Cluster, local_cluster
+from e2e.localcluster import AuditReader, Cluster, local_cluster
 from e2e.rampart import ALERT_TOKEN, OPERATOR_USER, install_rampart
+from tests.ports import free_port
+
+from rampart_operator.alertproof import PROOF_LABEL, proof, proof_key
 
 NS = "bench"
 NAME = "checkout"
@@ -72,6 +74,8 @@ def webhook_body(status: str, run: int) -> dict[str, Any]:
                     "namespace": NS,
                     "hardenedservice": NAME,
                     "severity": "critical",
+                    # What the operator renders on the service's rules (alertproof.py).
+                    PROOF_LABEL: proof(proof_key(ALERT_TOKEN) or b"", NS, NAME),
                 },
                 "fingerprint": f"run-{run}",
             }
@@ -135,7 +139,7 @@ async def operator_histogram(url: str) -> tuple[float, float]:
 
 
 async def measure(cluster: Cluster, workdir: Path, runs: int) -> tuple[list[float], float, float]:
-    metrics_port = random.randrange(*PORTS)
+    metrics_port = free_port()
     operator = await asyncio.to_thread(
         install_rampart,
         cluster,

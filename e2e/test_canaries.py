@@ -5,6 +5,8 @@ kwok. No container runs, so the canary's "pods" are a real sidecar process in
 front of a test upstream whose error rate the test sets; a real Prometheus
 scrapes that sidecar with the labels the rendered PodMonitor gives a canary
 pod, and a real Alertmanager sends its alerts to the operator's receiver.
+Alerts count only with the ``rampart_proof`` label the operator rendered on
+the service's PrometheusRule, which the tests copy the way a user does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tests.monitoring import CANARY_SERVER_ERRORS, Alertmanager, Prometheus, pod
 from tests.traffic import Traffic
 from tests.upstream import Upstream
 
+from rampart_operator.alertproof import PROOF_LABEL
 from rampart_operator.render import render
 from rampart_operator.settings import OperatorSettings
 
@@ -57,13 +60,22 @@ def scraped_as_canary(sidecar: Sidecar, namespace: str) -> list[dict[str, Any]]:
     return [pod_monitor_job(monitor, pods["spec"]["template"], f"{NAME}-canary-0", address)]
 
 
-def service(namespace: str, canary: dict[str, Any]) -> dict[str, Any]:
+def service(namespace: str, canary: dict[str, Any], alerts: bool = False) -> dict[str, Any]:
+    spec = {"image": "ghcr.io/acme/checkout:1", "replicas": 4, "canary": canary}
     return {
         "apiVersion": "rampart.dev/v1alpha1",
         "kind": "HardenedService",
         "metadata": {"name": NAME, "namespace": namespace, "uid": "uid"},
-        "spec": {"image": "ghcr.io/acme/checkout:1", "replicas": 4, "canary": canary},
+        "spec": {**spec, "alerts": {}} if alerts else spec,
     }
+
+
+def alert_labels(local: Cluster, namespace: str) -> dict[str, str]:
+    """What a user copies from the rendered PrometheusRule onto an alert of their own
+    so that it may roll their canary back."""
+    rule = local.get("prometheusrule", NAME, namespace) or {}
+    labels = rule["spec"]["groups"][0]["rules"][0]["labels"]
+    return {key: labels[key] for key in ("namespace", "hardenedservice", PROOF_LABEL)}
 
 
 def rollout(local: Cluster, namespace: str) -> dict[str, Any]:
@@ -71,9 +83,11 @@ def rollout(local: Cluster, namespace: str) -> dict[str, Any]:
     return dict((found.get("status") or {}).get("canary") or {})
 
 
-def start_rollout(local: Cluster, namespace: str, canary: dict[str, Any]) -> None:
+def start_rollout(
+    local: Cluster, namespace: str, canary: dict[str, Any], alerts: bool = False
+) -> None:
     """Version 1 up and Ready through the real controllers, then version 2 asked for."""
-    resource = service(namespace, canary)
+    resource = service(namespace, canary, alerts)
     del resource["metadata"]["uid"]
     local.apply(resource)
     local.wait_for(
@@ -238,21 +252,29 @@ def test_a_firing_alert_rolls_the_canary_back_within_a_second_of_the_webhook(
     tmp_path: Path,
 ) -> None:
     upstream, sidecar = canary_pod
+    # Only an alert can end a 10-minute pause.
+    canary = {"steps": [{"weight": 25, "pause": "10m"}, {"weight": 100}], "bakeWindow": "0s"}
+    timed = "rampart_operator_alert_to_rollback_seconds_count"
+    rollbacks_before = operator.metric(timed) or 0
+    start_rollout(local, namespace, canary, alerts=True)
+    # The user's own rule, labelled as the operator labelled the rendered ones.
+    own_rule = {
+        **CANARY_SERVER_ERRORS,
+        "labels": {
+            **CANARY_SERVER_ERRORS["labels"],
+            PROOF_LABEL: alert_labels(local, namespace)[PROOF_LABEL],
+        },
+    }
     alertmanager = Alertmanager(tmp_path, operator.alert_url, ALERT_TOKEN)
     prometheus = Prometheus(
         tmp_path,
         {},
         jobs=scraped_as_canary(sidecar, namespace),
-        rules=[{"name": "test", "rules": [CANARY_SERVER_ERRORS]}],
+        rules=[{"name": "test", "rules": [own_rule]}],
         alertmanager=alertmanager.url,
     )
-    # Only an alert can end a 10-minute pause.
-    canary = {"steps": [{"weight": 25, "pause": "10m"}, {"weight": 100}], "bakeWindow": "0s"}
-    timed = "rampart_operator_alert_to_rollback_seconds_count"
-    rollbacks_before = operator.metric(timed) or 0
     try:
         with Traffic(sidecar.url, ["/app"], pause=0.005):
-            start_rollout(local, namespace, canary)
             local.wait_for("weight 25", lambda: rollout(local, namespace).get("weight") == 25)
             canary_live = local.get("deployment", f"{NAME}-canary", namespace) or {}
             assert canary_live["spec"]["replicas"] == 1

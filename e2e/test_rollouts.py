@@ -20,9 +20,11 @@ import pytest
 from tests.monitoring import Alertmanager
 from tests.operator.test_rollout_parts import PRIMARY_INGRESS
 
+from rampart_operator.alertproof import PROOF_LABEL
+
 from .conftest import OPERATOR_USER, Operator
 from .localcluster import Cluster
-from .test_canaries import NAME, app_image, rollout, start_rollout
+from .test_canaries import NAME, alert_labels, app_image, rollout, start_rollout
 from .test_control_plane import condition
 
 pytestmark = pytest.mark.integration
@@ -226,22 +228,26 @@ def test_polling_alertmanager_catches_alerts_whose_webhook_was_lost(
                 "RAMPART_ALERT_POLL_INTERVAL": "0.3",
             }
         )
-        start_rollout(local, namespace, {**steps((50, "10m")), "bakeWindow": "0s"})
+        start_rollout(local, namespace, {**steps((50, "10m")), "bakeWindow": "0s"}, alerts=True)
         local.wait_for("weight 50", lambda: rollout(local, namespace).get("weight") == 50)
-        # Someone else's alert and one for another service change nothing.
+        ours = alert_labels(local, namespace)
+        # Someone else's alert changes nothing, and so does one that names this
+        # service without its proof (another namespace's rule), or with the proof
+        # of another service.
         alertmanager.post_alert({"alertname": "DiskFull", "namespace": namespace})
-        alertmanager.post_alert(
-            {"alertname": "Other", "namespace": namespace, "hardenedservice": "cart"}
-        )
-        # Once a poll has seen them: one service (cart) with a newly firing alert.
+        forged = {"namespace": namespace, "hardenedservice": NAME}
+        alertmanager.post_alert({"alertname": "Forged", **forged})
+        alertmanager.post_alert({"alertname": "Borrowed", **forged, PROOF_LABEL: "0" * 32})
         local.wait_for(
-            "a poll saw cart's alert",
-            lambda: restarts.metric("rampart_operator_alert_notifications_total") == 1,
+            "a poll saw the forged alerts",
+            lambda: all(
+                f"alert {name} names {namespace}/{NAME} without" in restarts.log_text()
+                for name in ("Forged", "Borrowed")
+            ),
         )
+        assert restarts.metric("rampart_operator_alert_notifications_total") in (None, 0)
         assert rollout(local, namespace)["phase"] == "Progressing"
-        alertmanager.post_alert(
-            {"alertname": "RampartHighErrorRate", "namespace": namespace, "hardenedservice": NAME}
-        )
+        alertmanager.post_alert({"alertname": "RampartHighErrorRate", **ours})
         local.wait_for(
             "rolled back", lambda: rollout(local, namespace).get("phase") == "RolledBack"
         )

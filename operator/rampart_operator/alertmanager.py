@@ -1,8 +1,12 @@
 """Alerts from Alertmanager: a webhook receiver for speed, polling for what webhooks lose.
 
 An alert is for a HardenedService when it carries ``namespace`` and
-``hardenedservice`` labels (every alert Rampart renders does; users label
-their own the same way). ``AlertStore`` keeps the firing ones per service.
+``hardenedservice`` labels and, once the operator has a token, the
+``rampart_proof`` label the operator rendered for that service (every alert
+Rampart renders does; users copy all three from their PrometheusRule onto
+their own). An alert naming a service without its proof changes nothing: it
+is another namespace's rule trying to roll this one back (alertproof.py).
+``AlertStore`` keeps the firing ones per service.
 
 - The receiver (``POST /alertmanager``) is what makes a rollback happen
   within a second: Alertmanager calls it as soon as a group fires, and it
@@ -35,6 +39,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .alertproof import PROOF_LABEL, proven
+
 __all__ = ["AlertPoller", "AlertStore", "receiver_app"]
 
 log = logging.getLogger("rampart.alerts")
@@ -44,7 +50,9 @@ OnFiring = Callable[[set[Key], float], Awaitable[None]]
 MAX_BODY = 4 * 1024 * 1024
 
 
-def _key(labels: dict[str, Any]) -> Key | None:
+def _claimed(labels: object) -> Key | None:
+    if not isinstance(labels, dict):
+        return None
     namespace, name = labels.get("namespace"), labels.get("hardenedservice")
     if isinstance(namespace, str) and isinstance(name, str) and namespace and name:
         return namespace, name
@@ -57,10 +65,31 @@ def _identity(alert: dict[str, Any]) -> str:
 
 
 class AlertStore:
-    """Firing alerts per HardenedService: alert identity → alert name."""
+    """Firing alerts per HardenedService: alert identity → alert name.
 
-    def __init__(self) -> None:
+    ``proof_key``: alerts count only with the proof this key gives their service.
+    """
+
+    def __init__(self, proof_key: bytes | None = None) -> None:
         self._firing: dict[Key, dict[str, str]] = {}
+        self._proof_key = proof_key
+        self._unproven: set[str] = set()  # identities already logged
+
+    def _key(self, alert: dict[str, Any], labels: dict[str, Any]) -> Key | None:
+        key = _claimed(labels)
+        if key is None or proven(self._proof_key, *key, labels.get(PROOF_LABEL)):
+            return key
+        identity = _identity(alert)
+        if identity not in self._unproven and len(self._unproven) < 10_000:
+            self._unproven.add(identity)
+            log.warning(
+                "alert %s names %s/%s without that service's %s label: ignored",
+                str(labels.get("alertname", "unnamed"))[:100],
+                key[0][:63],
+                key[1][:253],
+                PROOF_LABEL,
+            )
+        return None
 
     def firing(self, namespace: str, name: str) -> tuple[str, ...]:
         return tuple(sorted(set(self._firing.get((namespace, name), {}).values())))
@@ -70,7 +99,7 @@ class AlertStore:
         fresh: set[Key] = set()
         for alert in alerts:
             labels = alert.get("labels") or {}
-            key = _key(labels)
+            key = self._key(alert, labels)
             if key is None:
                 continue
             identity = _identity(alert)
@@ -88,7 +117,7 @@ class AlertStore:
         snapshot: dict[Key, dict[str, str]] = {}
         for alert in active:
             labels = alert.get("labels") or {}
-            key = _key(labels)
+            key = self._key(alert, labels)
             if key is not None:
                 name = str(labels.get("alertname", "unnamed"))
                 snapshot.setdefault(key, {})[_identity(alert)] = name

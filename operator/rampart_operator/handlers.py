@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .admission.service import Admission
 from .alertmanager import AlertPoller, AlertStore, receiver_app
+from .alertproof import proof_key
 from .analysis import analyze
 from .analysis.prometheus import PrometheusProvider
 from .analysis.queries import checks_for
@@ -84,7 +85,7 @@ class Runtime:
         self.settings = settings
         self.metrics = metrics or OperatorMetrics()
         self.clock = clock
-        self.alerts = AlertStore()
+        self.alerts = AlertStore(proof_key(settings.alert_token))
         self.connection: kopf.ConnectionInfo | None = None
         self._client: KubeClient | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -164,6 +165,11 @@ class Runtime:
             log.info("Alertmanager webhook receiver on port %d", settings.alert_port)
         elif settings.alert_port:
             log.warning("no RAMPART_ALERT_TOKEN: the Alertmanager webhook receiver is off")
+        if not settings.alert_token:
+            log.warning(
+                "no RAMPART_ALERT_TOKEN: alerts are matched to HardenedServices by their "
+                "namespace and hardenedservice labels alone, which any rule can set"
+            )
         if settings.alertmanager_url:
             poller = AlertPoller(
                 self.alerts,

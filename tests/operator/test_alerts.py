@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from rampart_operator.alertproof import PROOF_LABEL, proof, proof_key
 from rampart_operator.render import render
 from rampart_operator.render.alerts import RULE_NAMES, BurnWindow, burn_factor
 from rampart_operator.schema import to_json_schema
@@ -482,7 +483,7 @@ def rule_of(groups: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return next(r for g in groups for r in g["rules"] if r.get("alert") == name)
 
 
-@pytest.mark.parametrize("label", ["namespace", "hardenedservice", "severity"])
+@pytest.mark.parametrize("label", ["namespace", "hardenedservice", "severity", PROOF_LABEL])
 def test_the_labels_routing_and_rollback_match_on_are_the_operators(label):
     # Another tenant's namespace in alerts.labels would roll back that tenant's canary.
     hostile = copy.deepcopy(SERVICE)
@@ -492,7 +493,7 @@ def test_the_labels_routing_and_rollback_match_on_are_the_operators(label):
     # Rendered anyway (as by an operator whose webhook was down): ours win on every rule.
     rules = [
         r
-        for m in render(hostile, OperatorSettings())
+        for m in render(hostile, OperatorSettings(alert_token="s3cret"))
         if m["kind"] == "PrometheusRule"
         for g in m["spec"]["groups"]
         for r in g["rules"]
@@ -504,3 +505,24 @@ def test_the_labels_routing_and_rollback_match_on_are_the_operators(label):
         assert rule["labels"]["hardenedservice"] == "checkout"
         assert rule["labels"]["severity"] in ("critical", "warning")
         assert rule["labels"]["team"] == "payments"
+        assert rule["labels"][PROOF_LABEL] == proof(proof_key("s3cret") or b"", "shop", "checkout")
+
+
+def test_every_alert_carries_the_proof_of_its_service_only_with_a_token():
+    def proofs(resource: dict[str, Any], token: str) -> set[str | None]:
+        return {
+            r["labels"].get(PROOF_LABEL)
+            for m in render(resource, OperatorSettings(alert_token=token))
+            if m["kind"] == "PrometheusRule"
+            for g in m["spec"]["groups"]
+            for r in g["rules"]
+            if "alert" in r
+        }
+
+    elsewhere = copy.deepcopy(SERVICE)
+    elsewhere["metadata"]["namespace"] = "tenant-b"
+    ours, theirs = proofs(SERVICE, "s3cret"), proofs(elsewhere, "s3cret")
+    assert len(ours) == len(theirs) == 1
+    assert ours != theirs
+    assert proofs(SERVICE, "another token") != ours  # a new token, new proofs
+    assert proofs(SERVICE, "") == {None}  # no key: nothing to prove with

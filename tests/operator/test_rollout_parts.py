@@ -13,6 +13,7 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from rampart_operator.alertmanager import AlertStore, receiver_app
+from rampart_operator.alertproof import PROOF_LABEL, proof, proof_key
 from rampart_operator.analysis import checks_for, judge
 from rampart_operator.canary import Rollout
 from rampart_operator.render import render
@@ -402,6 +403,26 @@ def test_polling_replaces_the_picture_and_reports_only_new_alerts():
     assert fresh == {(NS, NAME), (NS, "cart")}
     assert store.firing(NS, NAME) == ("A",)  # "Lost" resolved while no webhook came
     assert store.replace([alert("firing", "A")]) == set()
+
+
+def test_an_alert_counts_only_with_the_proof_rendered_for_its_service():
+    key = proof_key("s3cret")
+    assert key is not None
+    store = AlertStore(key)
+    forged = alert("firing", "Forged")  # another namespace's rule, naming this service
+    borrowed = alert("firing", "Borrowed")  # with the proof of another service
+    borrowed["labels"][PROOF_LABEL] = proof(key, "tenant-b", NAME)
+    truncated = alert("firing", "Truncated")
+    truncated["labels"][PROOF_LABEL] = proof(key, NS, NAME)[:-1]
+    assert store.record([forged, borrowed, truncated]) == set()
+    assert store.replace([forged, borrowed, truncated]) == set()
+    assert store.firing(NS, NAME) == ()
+    proven = alert("firing", "Proven")
+    proven["labels"][PROOF_LABEL] = proof(key, NS, NAME)
+    assert store.record([proven]) == {(NS, NAME)}
+    assert store.firing(NS, NAME) == ("Proven",)
+    # Labels that are not a mapping are nobody's.
+    assert store.record([{"labels": ["namespace", NS], "status": "firing"}]) == set()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..alertproof import proof_key
 from ..routers import router_for
 from ..schema import apply_defaults
 from ..settings import OperatorSettings
@@ -48,7 +49,7 @@ def render(
         metrics_service(owner, spec),
         pod_monitor(owner, spec),
         service_monitor(owner, spec),
-        prometheus_rule(owner, spec),
+        prometheus_rule(owner, spec, proof_key(settings.alert_token)),
         *backup_cron_jobs(owner, spec, settings),
         *drill_cron_jobs(owner, spec, settings),
     ]

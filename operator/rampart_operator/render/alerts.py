@@ -22,6 +22,7 @@ from typing import Any
 
 from rampart_sidecar.durations import format_duration, parse_duration
 
+from ..alertproof import PROOF_LABEL
 from .cron import longest_gap
 
 __all__ = [
@@ -39,7 +40,7 @@ CIRCUIT = "rampart_circuit_state"
 CACHE = "rampart_cache_requests_total"
 BY = "namespace, hardenedservice"
 # Set by the operator on every rule: what Alertmanager routes on and the rollback matches.
-OWN_LABELS = ("namespace", "hardenedservice", "severity")
+OWN_LABELS = ("namespace", "hardenedservice", "severity", PROOF_LABEL)
 DEFAULT_RUNBOOK = "https://github.com/rampart-dev/rampart/blob/main/docs/alerts.md"
 
 
@@ -99,14 +100,21 @@ def _ratio(selector: str, numerator: str, denominator: str, window: str, offset:
     )
 
 
-def rule_groups(namespace: str, name: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The PrometheusRule's ``spec.groups`` (also a file for ``promtool``)."""
+def rule_groups(
+    namespace: str, name: str, spec: dict[str, Any], proof: str = ""
+) -> list[dict[str, Any]]:
+    """The PrometheusRule's ``spec.groups`` (also a file for ``promtool``).
+
+    ``proof``: the ``rampart_proof`` label every alert carries (see alertproof).
+    """
     alerts = spec.get("alerts") or {}
     sel = f'namespace="{namespace}", hardenedservice="{name}"'
     runbook = alerts.get("runbookBaseURL", DEFAULT_RUNBOOK)
     # The labels routing and the automatic rollback match on come last: a user's
     # alerts.labels can add to them, never replace them (validation refuses it too).
     static = {**(alerts.get("labels") or {}), "namespace": namespace, "hardenedservice": name}
+    if proof:
+        static[PROOF_LABEL] = proof
     what = f"{namespace}/{name}"
 
     def alert(

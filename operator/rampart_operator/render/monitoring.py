@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..alertproof import proof
 from .alerts import rule_groups
 from .names import OWNER_LABEL, TRACK_LABEL, child_metadata
 from .sidecar import ADMIN_PORT_NAME
@@ -57,16 +58,20 @@ def _metadata(owner: Manifest, name: str, component: str, extra: dict[str, str] 
     return meta
 
 
-def prometheus_rule(owner: Manifest, spec: dict[str, Any]) -> Manifest | None:
+def prometheus_rule(
+    owner: Manifest, spec: dict[str, Any], proof_key: bytes | None
+) -> Manifest | None:
     if not alerts_enabled(spec):
         return None
     meta = owner["metadata"]
+    namespace = meta.get("namespace", "default")
+    signed = proof(proof_key, namespace, meta["name"]) if proof_key else ""
     return {
         "apiVersion": API,
         "kind": "PrometheusRule",
         # kube-prometheus picks rules by label: the user's labels go on the object.
         "metadata": _metadata(owner, meta["name"], "alerts", spec["alerts"].get("labels")),
-        "spec": {"groups": rule_groups(meta.get("namespace", "default"), meta["name"], spec)},
+        "spec": {"groups": rule_groups(namespace, meta["name"], spec, signed)},
     }
 
 
