@@ -208,7 +208,7 @@ def test_cert_manager_provides_the_certificate_and_the_ca_bundle() -> None:
         )
     # The operator writes neither the Secret nor caBundle then: it is not allowed to.
     assert not [o for o in objects if o["kind"] == "Role"]
-    rules = find(objects, "ClusterRole")["rules"]
+    rules = cluster_wide_rules(objects)
     assert not [
         r
         for r in rules
@@ -234,8 +234,19 @@ def granted(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
     return verbs
 
 
+def cluster_wide_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules of every ClusterRole a ClusterRoleBinding grants cluster-wide."""
+    bound = {o["roleRef"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
+    return [
+        rule
+        for o in objects
+        if o["kind"] == "ClusterRole" and o["metadata"]["name"] in bound
+        for rule in o["rules"]
+    ]
+
+
 def test_rbac_grants_what_the_operator_touches_and_no_more() -> None:
-    rules = find(manifests(), "ClusterRole")["rules"]
+    rules = cluster_wide_rules(manifests())
     for rule in rules:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
     managed = {"get", "list", "watch", "create", "patch", "delete"}
@@ -259,6 +270,48 @@ def test_rbac_grants_what_the_operator_touches_and_no_more() -> None:
             "verbs": ["patch"],
         }
     ]
+
+
+def test_with_watch_namespaces_nothing_is_written_or_read_outside_them() -> None:
+    objects = manifests(VALUE_SETS["namespaced-ha"])
+    cluster_wide = cluster_wide_rules(objects)
+    writes = {"create", "update", "patch", "delete", "deletecollection"}
+    for rule in cluster_wide:
+        if writes & set(rule["verbs"]):  # only the webhook configurations, by name
+            assert rule["resourceNames"] == [OperatorSettings().webhook_configuration], rule
+            assert rule["apiGroups"] == ["admissionregistration.k8s.io"]
+    assert not any("secrets" in rule["resources"] for rule in cluster_wide)
+    bindings = [
+        o for o in objects if o["kind"] == "RoleBinding" and "workloads" in o["roleRef"]["name"]
+    ]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["billing", "shop"]
+    (workloads,) = {b["roleRef"]["name"] for b in bindings}
+    granted_there = find(objects, "ClusterRole", workloads)["rules"]
+    managed = {"get", "list", "watch", "create", "patch", "delete"}
+    for group, _, plural in CHILD_RESOURCES:
+        assert granted(granted_there, group, plural) == managed, plural
+    assert granted(granted_there, "", "secrets") == {"get"}
+    assert granted(granted_there, "kopf.dev", "kopfpeerings") >= {"get", "patch"}
+
+
+def test_the_operator_may_change_only_its_webhooks_ca_bundle_and_certificate_secret() -> None:
+    objects = manifests()
+    policy = find(objects, "ValidatingAdmissionPolicy")
+    binding = find(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    (condition,) = policy["spec"]["matchConditions"]
+    account = find(objects, "ServiceAccount")["metadata"]["name"]
+    assert f'"system:serviceaccount:{NAMESPACE}:{account}"' in condition["expression"]
+    assert (
+        f'"{OperatorSettings().webhook_secret}"' in policy["spec"]["validations"][0]["expression"]
+    )
+    # The API server proves the rest (e2e/test_admission.py); with cert-manager the
+    # operator writes neither, so nothing is there to limit.
+    kinds = {o["kind"] for o in manifests(VALUE_SETS["cert-manager"])}
+    assert "ValidatingAdmissionPolicy" not in kinds
 
 
 def test_the_injector_never_sees_the_control_plane_or_the_operator_and_never_blocks_pods() -> None:
