@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -317,7 +318,7 @@ def test_backups_become_cron_jobs_and_report_their_runs(local: Cluster, namespac
             "-n",
             namespace,
             "--from-literal=url=postgres://db/shop",
-            "--from-literal=key=0123456789abcdef0123456789abcdef",
+            f"--from-literal=key={os.urandom(32).hex()}",  # a weak key is refused
         )
     ready(local, "saved", namespace)
     for source in ("db", "files"):

@@ -1,20 +1,26 @@
 """``rampart-backup``: back up, list, verify, restore, drill and prune.
 
     rampart-backup run --source URL --dest DIR --key-file FILE [--keep-last N ...]
-    rampart-backup list --dest DIR
-    rampart-backup verify --dest DIR [--backup ID] --key-file FILE
-    rampart-backup restore --from BACKUP --target URL --key-file FILE
+    rampart-backup list --dest DIR [--key-file FILE]
+    rampart-backup verify --dest DIR [--backup ID] --key-file FILE [--allow-format-1]
+    rampart-backup restore --from BACKUP --target URL --key-file FILE [--allow-format-1]
     rampart-backup drill --dest DIR --key-file FILE --target URL [--name NAME]
         [--pushgateway URL] [--metrics-file FILE] [--label KEY=VALUE]...
         [--rto-seconds N] [--rpo-seconds N] [--check-sql SQL]...
         [--check-command CMD]... [--wait-seconds N]
-    rampart-backup prune --dest DIR --keep-... N
+    rampart-backup prune --dest DIR --key-file FILE --keep-... N
 
 Source and target URLs may come from RAMPART_BACKUP_SOURCE and
 RAMPART_BACKUP_TARGET instead, so credentials never show in a process list.
 ``drill`` restores the newest backup into a throwaway target and checks it
 (drill.py); it never reads RAMPART_BACKUP_SOURCE. Each kind of failure has its
 own exit status (see errors.py).
+
+Retention (``run``, ``prune``) and ``drill`` trust only backups whose manifest
+authenticates with the key (store.py); the others are kept, and named in a
+warning on stderr (``drill``: in its report). A format-1 backup, from before
+backups were authenticated, is verified or restored only with
+``--allow-format-1``.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from .errors import BackupError, UsageError
 from .metrics import check_labels, record
 from .retention import Policy
 from .sources import open_source, redact
-from .store import find, list_backups, prune, restore, run_backup, verify
+from .store import Untrusted, authenticated, find, list_backups, prune, restore, run_backup, verify
 
 __all__ = ["main"]
 
@@ -96,6 +102,23 @@ def _drill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
 
 
+def _allow_format_1(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-format-1",
+        action="store_true",
+        help="accept a format-1 backup, whose name and times are not authenticated",
+    )
+
+
+def _warn(text: str) -> None:
+    print(f"rampart-backup: warning: {' '.join(text.split())}", file=sys.stderr)
+
+
+def _warn_untrusted(untrusted: list[Untrusted]) -> None:
+    for item in untrusted:
+        _warn(f"{item.backup.name}: kept, and not counted by retention: {item.reason}")
+
+
 def _url(value: str | None, env: str, what: str) -> str:
     url = value or os.environ.get(env)
     if not url:
@@ -114,17 +137,23 @@ def main(argv: list[str] | None = None) -> None:
     _policy(run)
     listing = commands.add_parser("list", help="the backups in DEST, oldest first (JSON lines)")
     listing.add_argument("--dest", type=Path, required=True)
+    listing.add_argument(
+        "--key-file", type=Path, help="also say whether each manifest authenticates"
+    )
     check = commands.add_parser("verify", help="authenticate every chunk, restore nothing")
     check.add_argument("--dest", type=Path, required=True)
     check.add_argument("--backup", help="one backup (default: all)")
     check.add_argument("--key-file", type=Path, required=True)
+    _allow_format_1(check)
     back = commands.add_parser("restore", help="replace the target's data with a backup")
     back.add_argument("--from", dest="source_backup", required=True, help="a backup folder")
     back.add_argument("--target")
     back.add_argument("--key-file", type=Path, required=True)
+    _allow_format_1(back)
     _drill_parser(commands)
     trim = commands.add_parser("prune", help="apply a retention policy")
     trim.add_argument("--dest", type=Path, required=True)
+    trim.add_argument("--key-file", type=Path, required=True)
     _policy(trim)
     args = parser.parse_args(argv)
     try:
@@ -162,7 +191,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
         started = time.monotonic()
         try:
-            backup = run_backup(source, args.dest, key, policy)
+            backup, pruned = run_backup(source, args.dest, key, policy)
         except BackupError:
             record(
                 args.name,
@@ -185,26 +214,57 @@ def _dispatch(args: argparse.Namespace) -> None:
             args.pushgateway,
             labels,
         )
-        print(json.dumps({"backup": backup.path.name, **backup.manifest}))
+        _warn_untrusted(pruned.untrusted)
+        print(json.dumps({"backup": backup.name, **backup.manifest}))
     elif args.command == "list":
-        for backup in list_backups(args.dest):
-            print(json.dumps({"backup": backup.path.name, **backup.manifest}))
+        _list(args.dest, args.key_file)
     elif args.command == "verify":
-        key = load_key(args.key_file)
-        backups = [find(args.backup, args.dest)] if args.backup else list_backups(args.dest)
-        for backup in backups:
-            size = verify(backup, key)
-            print(f"{backup.path.name}: ok, {size} bytes")
+        _verify(args.dest, args.backup, load_key(args.key_file), args.allow_format_1)
     elif args.command == "restore":
         target = _url(args.target, "RAMPART_BACKUP_TARGET", "target")
-        restore(find(args.source_backup), target, load_key(args.key_file))
-        print(f"restored {args.source_backup} into {redact(target)}")
+        key = load_key(args.key_file)
+        backup = find(args.source_backup)
+        if args.allow_format_1 and backup.manifest.get("format") == 1:
+            _warn(f"{backup.name} is a format-1 backup: nothing proves which backup it is")
+        restore(backup, target, key, allow_format_1=args.allow_format_1)
+        source = backup.manifest["source"]
+        print(
+            f"restored {args.source_backup} ({source['kind']} from {source.get('url')}, "
+            f"started {backup.manifest['started']}) into {redact(target)}"
+        )
     elif args.command == "drill":
         print(json.dumps(run_drill(_drill_options(args))))
     elif args.command == "prune":
+        key = load_key(args.key_file)
         policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
-        for backup in prune(args.dest, policy):
-            print(f"deleted {backup.path.name}")
+        pruned = prune(args.dest, policy, key)
+        _warn_untrusted(pruned.untrusted)
+        for backup in pruned.deleted:
+            print(f"deleted {backup.name}")
+
+
+def _list(dest: Path, key_file: Path | None) -> None:
+    if key_file is None:
+        for backup in list_backups(dest):
+            print(json.dumps({"backup": backup.name, **backup.manifest}))
+        return
+    trusted, untrusted = authenticated(dest, load_key(key_file))
+    lines = [(b, {"authenticated": True}) for b in trusted] + [
+        (u.backup, {"authenticated": False, "problem": u.reason}) for u in untrusted
+    ]
+    for backup, status in sorted(lines, key=lambda line: line[0].name):
+        print(json.dumps({"backup": backup.name, **backup.manifest, **status}))
+
+
+def _verify(dest: Path, one: str | None, key: bytes, allow_format_1: bool) -> None:
+    """One backup, or all in DEST; a format-1 backup of all is skipped unless allowed."""
+    for backup in [find(one, dest)] if one else list_backups(dest, strict=True):
+        legacy = backup.manifest.get("format") == 1
+        if legacy and not allow_format_1 and not one:
+            print(f"{backup.name}: skipped: format 1, not authenticated (--allow-format-1)")
+            continue
+        size = verify(backup, key, allow_format_1)
+        print(f"{backup.name}: ok, {size} bytes" + (" (format 1)" if legacy else ""))
 
 
 def _drill_options(args: argparse.Namespace) -> DrillOptions:

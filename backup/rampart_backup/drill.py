@@ -4,13 +4,17 @@ A drill runs in a Job next to a throwaway server, never the production one: it
 reads only its target (``--target`` or RAMPART_BACKUP_TARGET), never
 RAMPART_BACKUP_SOURCE. In order, it
 
-1. picks the newest complete backup in DEST (NoBackup when there is none);
+1. picks the newest complete backup in DEST whose manifest authenticates with
+   the key and names its folder (NoBackup when there is none): a forged or
+   renamed backup, one made with another key or a format-1 one is never
+   drilled, and the report names it under ``untrusted``;
 2. checks that the target is of the backup's kind (UsageError);
 3. waits for the target to accept connections: its server container may still
    be starting (SourceUnreachable after ``--wait-seconds``);
 4. refuses a server of another major version than the one backed up
    (DrillFailed): that restore would prove nothing about production's;
-5. verifies and restores the backup, timed: the measured RTO;
+5. verifies and restores the backup, timed: the measured RTO (its data file
+   must be its own: Misplaced otherwise);
 6. counts what was restored; nothing at all fails the drill (DrillFailed);
 7. runs the user's checks, ``--check-sql`` (PostgreSQL) and ``--check-command``;
 8. takes the backup's age: the measured RPO;
@@ -33,11 +37,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .crypto import load_key
-from .errors import BackupError, DrillFailed, NoBackup, SourceUnreachable, UsageError
+from .errors import BackupError, DrillFailed, NoBackup, SourceUnreachable, UsageError, WrongKey
 from .metrics import record_drill
 from .sources import BackupSource, open_source, redact
 from .sources.postgres import PostgresSource
-from .store import Backup, check_kind, list_backups, restore
+from .store import Backup, Untrusted, authenticated, check_kind, restore
 
 __all__ = ["DrillOptions", "run_drill"]
 
@@ -108,7 +112,7 @@ def run_drill(options: DrillOptions) -> dict[str, Any]:
 def _drill(options: DrillOptions, target: BackupSource, progress: _Progress) -> dict[str, Any]:
     key = load_key(options.key_file)
     sql_target = _sql_target(target, options.check_sql)
-    backup = _newest(options.dest)
+    backup, untrusted = _newest(options.dest, key)
     progress.backup, progress.kind = backup, backup.manifest["source"]["kind"]
     check_kind(backup, target)
     _wait_for(target, options.target, options.wait_seconds)
@@ -122,7 +126,8 @@ def _drill(options: DrillOptions, target: BackupSource, progress: _Progress) -> 
     passed += _command_checks(options.target, options.check_commands)
     age = progress.backup_age() or 0.0
     return {
-        "backup": backup.path.name,
+        "backup": backup.name,
+        "source": backup.manifest["source"].get("url"),  # authenticated, credentials removed
         "kind": target.kind,
         "restoreSeconds": round(restore_seconds, 3),
         "backupAgeSeconds": round(age, 3),
@@ -131,16 +136,30 @@ def _drill(options: DrillOptions, target: BackupSource, progress: _Progress) -> 
         "checks": passed,
         "rtoExceeded": options.rto_seconds is not None and restore_seconds > options.rto_seconds,
         "rpoExceeded": options.rpo_seconds is not None and age > options.rpo_seconds,
+        "untrusted": [{"backup": u.backup.name, "reason": u.reason} for u in untrusted],
     }
 
 
-def _newest(dest: Path) -> Backup:
-    # list_backups lists complete backups only: a run renames its folder into
-    # place when done, so a run still going (or one that died) is not drilled.
-    backups = list_backups(dest)
+def _newest(dest: Path, key: bytes) -> tuple[Backup, list[Untrusted]]:
+    # Complete backups only: a run renames its folder into place when done, so
+    # a run still going (or one that died) is not drilled. Authenticated only:
+    # a manifest that claims to be the newest proves it.
+    backups, untrusted = authenticated(dest, key)
     if not backups:
+        other_key = [u for u in untrusted if isinstance(u.error, WrongKey)]
+        if other_key:  # the key in the cluster is not the backups': say so, not "none"
+            raise WrongKey(
+                f"the key does not match the one the backups in {dest} were made with "
+                f"({len(other_key)} of {len(untrusted)})"
+            )
+        if untrusted:
+            reasons = "; ".join(u.reason for u in untrusted[-3:])
+            raise NoBackup(
+                f"no authenticated backup in {dest} to drill: {len(untrusted)} "
+                f"not authenticated ({reasons})"
+            )
         raise NoBackup(f"no backup in {dest} to drill")
-    return max(backups, key=lambda backup: backup.started)
+    return max(backups, key=lambda backup: backup.started), untrusted
 
 
 def _sql_target(target: BackupSource, statements: tuple[str, ...]) -> PostgresSource | None:

@@ -90,3 +90,28 @@ def test_an_unreachable_database_is_one_line_and_status_3(key: Path, tmp_path: P
     line = one_line(done)
     assert line.startswith("rampart-backup: SourceUnreachable: ")
     assert "s3cret" not in line
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"correct horse battery staple!!!!", "all printable characters"),
+        (b"0123456789abcdef0123456789abcdef", "a 16-byte key written as hex"),
+        (b"00" * 32, "hex text has no letter"),
+        (bytes(32), "only 1 distinct byte value"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "verify", "prune"])
+def test_a_weak_key_is_refused_before_any_work(
+    tmp_path: Path, content: bytes, says: str, command: str
+) -> None:
+    weak = tmp_path / "weak-key"
+    weak.write_bytes(content)
+    dest = tmp_path / "dest"
+    extra = ["--source", f"file://{tmp_path}"] if command == "run" else []
+    done = agent(command, "--dest", str(dest), "--key-file", str(weak), *extra)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done)
+    assert line.startswith(f"rampart-backup: UsageError: {weak}: weak key: ")
+    assert says in line
+    assert not dest.exists()  # nothing backed up, nothing pruned

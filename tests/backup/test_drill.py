@@ -8,10 +8,12 @@ Pushgateway, read back over HTTP.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from typing import Any
 import pytest
 import redis
 
+from rampart_backup.crypto import load_key, manifest_mac
 from rampart_backup.errors import RestoreFailed
 from rampart_backup.sources.filesystem import PathSource
 from tests.conftest import PostgresServer, RedisServer
@@ -340,7 +343,9 @@ def test_a_damaged_backup_or_the_wrong_key_fails_the_drill_with_its_own_status(
         samples = textfile(metrics)
         labels = '{backup="backup",kind="postgresql"}'
         assert samples[f"rampart_restore_drill_last_run_success{labels}"] == 0, case
-        assert f"rampart_restore_drill_backup_age_seconds{labels}" in samples
+        # The backup's age, from its manifest, only when the manifest authenticates.
+        aged = f"rampart_restore_drill_backup_age_seconds{labels}" in samples
+        assert aged == (case != "wrong key"), case
         assert f"rampart_restore_drill_restore_duration_seconds{labels}" not in samples
         assert f"rampart_restore_drill_last_success_timestamp_seconds{labels}" not in samples
 
@@ -442,7 +447,7 @@ def test_an_unreachable_target_is_waited_for_then_reported_without_its_password(
     assert 2 <= waited < 60
 
 
-def test_a_server_of_another_major_version_is_refused_and_an_old_manifest_still_drills(
+def test_a_server_of_another_major_version_is_refused_and_a_manifest_without_one_drills(
     drill_server: PostgresServer, shop: str, tmp_path: Path, key_file: Path
 ) -> None:
     dest = tmp_path / "dest"
@@ -451,8 +456,10 @@ def test_a_server_of_another_major_version_is_refused_and_an_old_manifest_still_
     manifest = json.loads(manifest_file.read_text())
     running = drill_server.sql("show server_version").split()[0]
     older = f"{int(running.split('.')[0]) - 1}.4"
-    # The checksum covers data.rbk only: the manifest says the backup came from older.
+    key = load_key(key_file)
+    # The manifest says the backup came from older; signed with the key, as a run would.
     manifest["source"]["serverVersion"] = older
+    manifest["mac"] = manifest_mac(manifest, key)
     manifest_file.write_text(json.dumps(manifest))
     first = fresh_database(drill_server, "drill_version_other")
     done = drill(dest, key_file, first)
@@ -463,8 +470,9 @@ def test_a_server_of_another_major_version_is_refused_and_an_old_manifest_still_
     )
     assert tables(drill_server, first) == 0
 
-    # A manifest written before versions were recorded: nothing to compare, it drills.
+    # A manifest with no version recorded: nothing to compare, it drills.
     del manifest["source"]["serverVersion"]
+    manifest["mac"] = manifest_mac(manifest, key)
     manifest_file.write_text(json.dumps(manifest))
     second = fresh_database(drill_server, "drill_version_unknown")
     done = drill(dest, key_file, second)
@@ -472,23 +480,48 @@ def test_a_server_of_another_major_version_is_refused_and_an_old_manifest_still_
     assert json.loads(done.stdout)["inventory"] == {"tables": 2, "rows": ORDERS + CUSTOMERS}
 
 
-def test_the_newest_backup_is_the_one_drilled(
-    postgres: PostgresServer, shop: str, target: str, tmp_path: Path, key_file: Path
+def test_the_newest_authenticated_backup_is_the_one_drilled_and_must_be_its_own(
+    postgres: PostgresServer,
+    drill_server: PostgresServer,
+    shop: str,
+    tmp_path: Path,
+    key_file: Path,
 ) -> None:
     dest = tmp_path / "dest"
     older = backup(shop, dest, key_file)
-    newer_folder = dest / "29990101T000000Z-postgresql"  # sorted last by name and date
     postgres.sql("insert into customers values (4, 'dee')", shop.rsplit("/", 1)[1])
-    newer = backup(shop, tmp_path / "other", key_file)
-    (tmp_path / "other" / newer["backup"]).rename(newer_folder)
-    manifest = json.loads((newer_folder / "manifest.json").read_text())
+    started = datetime.datetime.fromisoformat(older["started"])
+    while datetime.datetime.now(datetime.UTC) < started + datetime.timedelta(seconds=1):
+        time.sleep(0.05)  # the next backup gets a name of its own
+    newer = backup(shop, dest, key_file)
+    # A copy of the older backup that claims to be the newest: renamed, its time edited.
+    forged = dest / "29990101T000000Z-postgresql"  # sorted last by name and date
+    shutil.copytree(dest / older["backup"], forged)
+    manifest = json.loads((forged / "manifest.json").read_text())
     manifest["started"] = "2999-01-01T00:00:00+00:00"
-    (newer_folder / "manifest.json").write_text(json.dumps(manifest))
+    manifest["name"] = forged.name
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+
+    target = fresh_database(drill_server, "drill_newest")
     done = drill(dest, key_file, target)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["backup"] == newer_folder.name != older["backup"]
+    assert report["backup"] == newer["backup"] != older["backup"]
     assert report["inventory"]["rows"] == ORDERS + CUSTOMERS + 1
+    (untrusted,) = report["untrusted"]
+    assert untrusted["backup"] == forged.name
+    assert "does not authenticate" in untrusted["reason"]
+
+    # The older data file swapped into the newest backup: the drill refuses it.
+    shutil.copy(dest / older["backup"] / "data.rbk", dest / newer["backup"] / "data.rbk")
+    target = fresh_database(drill_server, "drill_newest_swapped")
+    done = drill(dest, key_file, target, "--metrics-file", str(tmp_path / "m.prom"))
+    assert done.returncode == 10, done.stderr
+    line = one_line_error(done, "Misplaced")
+    assert f"data.rbk in {newer['backup']} belongs to backup {older['backup']}" in line
+    assert tables(drill_server, target) == 0
+    samples = textfile(tmp_path / "m.prom")
+    assert samples['rampart_restore_drill_last_run_success{backup="backup",kind="postgresql"}'] == 0
 
 
 def redis_snapshot(client: redis.Redis) -> dict[bytes, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from rampart_backup import store
+from rampart_backup.crypto import load_key
+from rampart_backup.retention import Policy
 
 pytestmark = pytest.mark.integration
 
@@ -233,22 +238,16 @@ def test_path_round_trip(tmp_path, key_file):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data")]
 
 
-def test_retention_applies_after_each_run(tmp_path, key_file):
+def test_retention_applies_after_each_run(tmp_path, key_file, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     (data / "f").write_text("x")
     dest = tmp_path / "dest"
-    for i in range(3):
-        (dest / f"2026010{i + 1}T020000Z-path").mkdir(parents=True)
-        (dest / f"2026010{i + 1}T020000Z-path" / "manifest.json").write_text(
-            json.dumps(
-                {
-                    "format": 1,
-                    "started": f"2026-01-0{i + 1}T02:00:00+00:00",
-                    "source": {"kind": "path"},
-                }
-            )
-        )
+    key = load_key(key_file)
+    for day in (1, 2, 3):  # three earlier nights' backups, made as a run makes them
+        night = datetime.datetime(2026, 1, day, 2, tzinfo=datetime.UTC)
+        monkeypatch.setattr(store, "_now", lambda night=night: night)
+        store.run_backup(f"file://{data}", dest, key, Policy())
     made = backup(f"file://{data}", dest, key_file, "--keep-last", "2")
     names = sorted(p.name for p in dest.iterdir())
     assert names == ["20260103T020000Z-path", made["backup"]]
@@ -263,8 +262,11 @@ def test_manifest_says_what_was_backed_up_without_credentials(
     assert manifest["source"]["url"].endswith(f"@127.0.0.1:{postgres.port}/{shop_db}")
     assert "pw-secret" not in json.dumps(manifest)
     assert manifest["size"] == (tmp_path / "dest" / made["backup"] / "data.rbk").stat().st_size
-    assert manifest["format"] == 1
+    assert manifest["format"] == 2
+    assert manifest["name"] == made["backup"]
     assert len(manifest["sha256"]) == 64
+    assert len(manifest["keyCheck"]) == 32
+    assert len(manifest["mac"]) == 64
     assert manifest["started"] <= manifest["finished"]
 
 
