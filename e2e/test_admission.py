@@ -39,7 +39,7 @@ from tests.chart import find
 from tests.chart import manifests as chart_manifests
 
 from rampart_operator.admission.certs import (
-    CA_LIFETIME,
+    PROMOTE_AFTER,
     SERVING_LIFETIME,
     Material,
     issue,
@@ -397,7 +397,7 @@ async def test_anything_but_an_admission_review_gets_400_and_the_server_lives_on
             )
 
 
-async def test_renewal_is_served_at_once_and_a_new_ca_is_trusted_beside_the_old(
+async def test_a_renewal_is_trusted_before_it_is_served_and_no_ca_key_is_kept(
     home: Home,
 ) -> None:
     clock = Clock()
@@ -413,31 +413,39 @@ async def test_renewal_is_served_at_once_and_a_new_ca_is_trusted_beside_the_old(
         assert (await served_certificate(home, port_b, context)) == original
         (bundle,) = set(await ca_bundles(home.client, home.configuration))
 
-        # Two thirds of the serving certificate's life later: renewed by the same CA.
+        async def stored() -> dict[str, str]:
+            secret = await home.client.get("v1", "Secret", home.namespace, settings.webhook_secret)
+            assert secret is not None
+            return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+        # Whoever reads the Secret cannot sign a certificate the API server trusts.
+        assert not [key for key in await stored() if key.startswith("ca") and "key" in key]
+
+        # Two thirds of the certificate's life later: a new CA and certificate. The
+        # API server is given the new CA first, beside the old; nothing changes
+        # in what is served yet.
         clock.now = T0 + SERVING_LIFETIME * 0.7
         await replica_a.keeper.check()
-        renewed = await served_certificate(home, port_a)
-        assert renewed.serial_number != original.serial_number
-        assert trusted(home, renewed, bundle, clock.now)
-        # Nothing new for the API server.
-        assert set(await ca_bundles(home.client, home.configuration)) == {bundle}
-        secret = await home.client.get("v1", "Secret", home.namespace, settings.webhook_secret)
-        assert secret is not None
-        stored = base64.b64decode(secret["data"]["tls.crt"]).decode()
-        assert x509.load_pem_x509_certificate(stored.encode()) == renewed
+        (staged_bundle,) = set(await ca_bundles(home.client, home.configuration))
+        assert staged_bundle != bundle
+        assert (await served_certificate(home, port_a)) == original
+        assert trusted(home, original, staged_bundle, clock.now)
+        assert not [key for key in await stored() if key.startswith("ca") and "key" in key]
 
-        # The CA's own renewal. Replica B has not looked yet: it still serves the
-        # certificate of the old CA, which the new bundle still trusts.
-        clock.now = T0 + CA_LIFETIME * 0.67
+        # PROMOTE_AFTER later the new certificate is served, trusted by that bundle.
+        clock.now += PROMOTE_AFTER
         await replica_a.keeper.check()
-        (new_bundle,) = set(await ca_bundles(home.client, home.configuration))
-        assert new_bundle != bundle
         current = await served_certificate(home, port_a)
-        assert trusted(home, current, new_bundle, clock.now)
-        assert not trusted(home, current, bundle, clock.now)
+        assert current.serial_number != original.serial_number
+        assert trusted(home, current, staged_bundle, clock.now)
+        assert not trusted(home, current, bundle, clock.now)  # a CA of its own
+        assert x509.load_pem_x509_certificate((await stored())["tls.crt"].encode()) == current
+        # Replica B has not looked yet: it still serves the old certificate, which
+        # the bundle still trusts, so the API server can call either replica.
+        (live_bundle,) = set(await ca_bundles(home.client, home.configuration))
         lagging = await served_certificate(home, port_b)
         assert lagging == original
-        assert trusted(home, lagging, new_bundle, T0)
+        assert trusted(home, lagging, live_bundle, clock.now)
         await replica_b.keeper.check()
         assert (await served_certificate(home, port_b)) == current
 

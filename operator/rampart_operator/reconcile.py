@@ -238,7 +238,14 @@ async def reconcile(
         if seen.problems:
             return seen
         plan = await plan_rollout(
-            client, resource, spec, reads, time.time() if now is None else now, firing, analysis
+            client,
+            resource,
+            spec,
+            reads,
+            time.time() if now is None else now,
+            firing,
+            analysis,
+            checksum_secret=settings.alert_token,
         )
         seen.rollout = plan
         if (rollout_only or probe) and not plan.changed and not plan.acted_on:

@@ -5,6 +5,15 @@ together with a checksum of every ConfigMap and Secret it reads: changing
 either starts a canary, as in Flagger. The sidecar's own settings are not
 part of it; they apply to stable and canary pods alike.
 
+The checksum is an HMAC-SHA256 (128 bits shown) under a key of the
+HardenedService's own (``checksum_key``): it shows in the status and, through
+the revision id, on the Deployment's pod template, and an unkeyed hash of a
+weak Secret value could be checked against guesses by anyone who reads either.
+The key comes from the operator's secret (the alert receiver's token) and the
+HardenedService's uid; without a token, from the uid alone, which keeps one
+service's checksums from being compared with another's but is readable by
+whoever reads the Deployment's ownerReferences: set RAMPART_ALERT_TOKEN.
+
 ``spec.template`` (or ``spec.image``) is the version the service starts
 from. ``spec.canary.template`` replaces it, and ``spec.canary.image``
 replaces the image of its first container: either way that is the version
@@ -15,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +34,7 @@ __all__ = [
     "Revision",
     "app_template",
     "checksum",
+    "checksum_key",
     "config_references",
     "revision",
     "target_template",
@@ -102,16 +114,37 @@ def config_references(template: dict[str, Any]) -> list[Reference]:
     return sorted(ref for ref in found if ref[1])
 
 
-def checksum(objects: dict[Reference, dict[str, Any] | None]) -> str:
-    """One hash over the data of the referenced objects (a missing one counts too).
+def checksum_key(owner_uid: str, operator_secret: str = "") -> bytes:
+    """The HMAC key of one HardenedService's config checksums.
 
-    Only the hash leaves this function: Secret values never reach the status.
+    Derived from ``operator_secret`` (the alert token; never shown anywhere)
+    and the HardenedService's uid, so one service's checksums say nothing about
+    another's. The same inputs give the same key: an operator restart changes
+    no checksum, hence no revision and no pod. A new token changes them all.
+
+    >>> checksum_key("u1", "s3cret") == checksum_key("u1", "s3cret")
+    True
+    >>> len({checksum_key("u1", "s3cret"), checksum_key("u2", "s3cret"), checksum_key("u1")})
+    3
     """
-    digest = hashlib.sha256()
+    operator_key = hmac.new(
+        operator_secret.encode(), b"rampart config checksum v1", hashlib.sha256
+    ).digest()
+    return hmac.new(operator_key, owner_uid.encode(), hashlib.sha256).digest()
+
+
+def checksum(objects: Mapping[Reference, dict[str, Any] | None], key: bytes) -> str:
+    """One keyed hash over the data of the referenced objects (a missing one counts too).
+
+    Only the hash leaves this function: Secret values never reach the status,
+    and without ``key`` the hash cannot be checked against guessed values.
+    """
+    mac = hmac.new(key, digestmod=hashlib.sha256)
     for (kind, name), live in sorted(objects.items()):
         data = None if live is None else [live.get("data"), live.get("binaryData")]
-        digest.update(json.dumps([kind, name, data], sort_keys=True).encode())
-    return digest.hexdigest()[:16]
+        mac.update(json.dumps([kind, name, data], sort_keys=True).encode())
+        mac.update(b"\n")  # one object's JSON never runs into the next's
+    return mac.hexdigest()[:32]
 
 
 def revision(template: dict[str, Any], config: str) -> Revision:

@@ -20,6 +20,7 @@ from .revisions import (
     Revision,
     app_template,
     checksum,
+    checksum_key,
     config_references,
     revision,
     target_template,
@@ -69,10 +70,12 @@ class RolloutPlan:
         }
 
 
-async def _revision_of(client: KubeClient, namespace: str, template: dict[str, Any]) -> Revision:
+async def _revision_of(
+    client: KubeClient, namespace: str, template: dict[str, Any], key: bytes
+) -> Revision:
     refs = config_references(template)
     objects = {ref: await client.get("v1", ref[0], namespace, ref[1]) for ref in refs}
-    return revision(template, checksum(objects))
+    return revision(template, checksum(objects, key))
 
 
 def _pods_match(live: dict[str, Any] | None, revision_id: str, replicas: int) -> bool:
@@ -108,20 +111,24 @@ async def plan_rollout(
     now: float,
     firing: tuple[str, ...] = (),
     analysis: Analysis | None = None,
+    *,
+    checksum_secret: str,
 ) -> RolloutPlan:
+    """``checksum_secret`` keys the config checksums (the alert token; see ``revisions``)."""
     meta = resource["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
+    key = checksum_key(meta.get("uid") or "", checksum_secret)
     status = resource.get("status") or {}
     policy = Policy.from_spec(spec["canary"])
     stored = status.get("revisions") or []
     known = {r["revision"]: Revision.from_status(r) for r in stored}
     order = [r["revision"] for r in stored]
 
-    target = await _revision_of(client, namespace, target_template(spec))
+    target = await _revision_of(client, namespace, target_template(spec), key)
     before = Rollout.from_status(status.get("canary"))
     state = before
     if state is None or state.stable not in known:
-        start = await _revision_of(client, namespace, app_template(spec))
+        start = await _revision_of(client, namespace, app_template(spec), key)
         known[start.id] = start
         state = initial(start.id)
     known.setdefault(target.id, target)

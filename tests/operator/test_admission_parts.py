@@ -15,6 +15,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from rampart_operator.admission.certs import (
     CA_LIFETIME,
+    PROMOTE_AFTER,
     SERVING_LIFETIME,
     Material,
     issue,
@@ -64,7 +65,7 @@ def test_a_new_certificate_names_the_service_and_is_signed_by_the_bundle() -> No
         "rampart-webhook.rampart.svc",
     ]
     assert trusted_by(material, material.ca_bundle)
-    ca = certificate(material.ca_cert)
+    (ca,) = x509.load_pem_x509_certificates(material.ca_bundle.encode())
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert leaf.not_valid_after_utc - T0 <= SERVING_LIFETIME
@@ -89,45 +90,66 @@ def test_out_of_cluster_the_certificate_names_the_urls_host_as_an_ip_address() -
     ).value.get_values_for_type(x509.DNSName)
 
 
-def test_a_certificate_is_kept_until_two_thirds_of_its_life_then_renewed_by_the_same_ca() -> None:
+def served(material: Material) -> Material:
+    """What a replica that loaded ``material`` serves, as a Material of its own."""
+    return Material(material.ca_bundle, material.cert, material.key)
+
+
+def test_a_certificate_is_kept_until_two_thirds_of_its_life_then_renewed_in_two_steps() -> None:
     material = issue(NAMES, T0)
     assert plan(material, NAMES, T0 + SERVING_LIFETIME * 0.6) is None
-    renewed = plan(material, NAMES, T0 + SERVING_LIFETIME * 0.7)
-    assert renewed is not None
-    assert renewed.cert != material.cert
-    assert renewed.ca_bundle == material.ca_bundle  # nothing for the API server to learn
-    assert trusted_by(renewed, material.ca_bundle, T0 + SERVING_LIFETIME * 0.7)
+    when = T0 + SERVING_LIFETIME * 0.7
+    staged = plan(material, NAMES, when)
+    assert staged is not None
+    # First the new CA joins the bundle; the current certificate is still served.
+    assert staged.cert == material.cert
+    assert staged.next_cert
+    assert len(x509.load_pem_x509_certificates(staged.ca_bundle.encode())) == 2
+    successor = Material(staged.ca_bundle, staged.next_cert, staged.next_key)
+    assert trusted_by(successor, staged.ca_bundle, when)
+    assert not trusted_by(successor, material.ca_bundle, when)  # why it must wait
+    assert plan(staged, NAMES, when + PROMOTE_AFTER / 2) is None
+    # At the first check PROMOTE_AFTER later, the new certificate is served.
+    promoted = plan(staged, NAMES, when + PROMOTE_AFTER)
+    assert promoted is not None
+    assert (promoted.cert, promoted.key) == (staged.next_cert, staged.next_key)
+    assert not promoted.next_cert
+    assert promoted.ca_bundle == staged.ca_bundle  # nothing new for the API server
+    assert plan(promoted, NAMES, when + PROMOTE_AFTER * 3) is None
 
 
 def test_a_renewed_ca_is_trusted_beside_the_old_one_until_the_old_one_expires() -> None:
     material = issue(NAMES, T0)
-    when = T0 + CA_LIFETIME * 0.67  # just past two thirds of the CA's life
-    renewed = plan(material, NAMES, when)
+    when = T0 + CA_LIFETIME * 0.67  # just past two thirds of the pair's life
+    staged = plan(material, NAMES, when)
+    assert staged is not None
+    renewed = plan(staged, NAMES, when + PROMOTE_AFTER)
     assert renewed is not None
-    assert renewed.ca_cert != material.ca_cert
     bundle = x509.load_pem_x509_certificates(renewed.ca_bundle.encode())
     assert len(bundle) == 2
-    # A replica that has not caught up yet still serves a certificate of the old CA.
-    old_leaf = plan(material, NAMES, T0 + CA_LIFETIME * 0.6)  # its last renewal
-    assert old_leaf is not None
-    assert old_leaf.ca_cert == material.ca_cert
-    assert trusted_by(old_leaf, renewed.ca_bundle, when)
-    assert trusted_by(renewed, renewed.ca_bundle, when)
-    assert not trusted_by(renewed, material.ca_bundle, when)  # why the bundle must carry both
+    # A replica that has not caught up yet still serves the old CA's certificate.
+    assert trusted_by(material, renewed.ca_bundle, when + PROMOTE_AFTER)
+    assert trusted_by(renewed, renewed.ca_bundle, when + PROMOTE_AFTER)
+    assert not trusted_by(renewed, material.ca_bundle, when + PROMOTE_AFTER)
     # No renewal is due again right after; once the old CA has expired it leaves the bundle.
     assert plan(renewed, NAMES, when + datetime.timedelta(days=1)) is None
     later = plan(renewed, NAMES, T0 + CA_LIFETIME + datetime.timedelta(days=1))
     assert later is not None
     assert len(x509.load_pem_x509_certificates(later.ca_bundle.encode())) == 1
-    assert later.ca_cert == renewed.ca_cert
+    assert later.cert == renewed.cert
+    assert trusted_by(served(later), later.ca_bundle, T0 + CA_LIFETIME + datetime.timedelta(days=1))
 
 
-def test_a_certificate_for_other_names_is_replaced() -> None:
+def test_a_certificate_for_other_names_is_replaced_at_once() -> None:
     material = issue(NAMES, T0)
-    moved = plan(material, serving_names("webhook", "ops"), T0 + datetime.timedelta(days=1))
+    other = serving_names("webhook", "ops")
+    moved = plan(material, other, T0 + datetime.timedelta(days=1))
     assert moved is not None
-    assert moved.ca_cert == material.ca_cert
     assert "webhook.ops.svc" in certificate(moved.cert).subject.rfc4514_string()
+    assert not moved.next_cert
+    # By a new CA (no CA key is kept to sign with), beside the old one.
+    assert len(x509.load_pem_x509_certificates(moved.ca_bundle.encode())) == 2
+    assert moved.ca_bundle.endswith(material.ca_bundle)
 
 
 @pytest.mark.parametrize("broken", ["missing", "garbage"])

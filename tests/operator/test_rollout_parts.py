@@ -21,6 +21,7 @@ from rampart_operator.render.placement import place
 from rampart_operator.revisions import (
     Revision,
     checksum,
+    checksum_key,
     config_references,
     revision,
     target_template,
@@ -111,9 +112,10 @@ def test_config_references_cover_volumes_projections_and_environment():
 
 def test_a_changed_config_map_or_secret_is_a_new_revision_without_its_values_showing():
     template = {"spec": {"containers": [{"name": "app", "image": "x"}]}}
-    before = checksum({("Secret", "db"): {"data": {"password": "aHVudGVyMg=="}}})
-    after = checksum({("Secret", "db"): {"data": {"password": "c2VjcmV0"}}})
-    missing = checksum({("Secret", "db"): None})
+    key = checksum_key("u1", "token")
+    before = checksum({("Secret", "db"): {"data": {"password": "aHVudGVyMg=="}}}, key)
+    after = checksum({("Secret", "db"): {"data": {"password": "c2VjcmV0"}}}, key)
+    missing = checksum({("Secret", "db"): None}, key)
     assert len({before, after, missing}) == 3
     old, new = revision(template, before), revision(template, after)
     assert old.id != new.id

@@ -3,7 +3,10 @@
 The Linkerd and Istio model: ``rampart.dev/inject: "true"`` as a label or an
 annotation on a Pod or its Namespace asks for the sidecar; ``"false"`` on the
 Pod opts it out of a namespace-wide ``"true"``. Pure: the webhook server
-passes in the Namespace's metadata it looked up.
+passes in the Namespace's metadata it looked up, and only when
+``namespace_matters`` and ``namespace_readable`` both say so: the namespace
+comes from the AdmissionReview, which anyone who reaches the webhook's port
+can write.
 
 The injected sidecar reads its settings from flags (upstream = the app's
 port on loopback), or from a ConfigMap named by ``rampart.dev/config`` with a
@@ -12,6 +15,7 @@ port on loopback), or from a ConfigMap named by ``rampart.dev/config`` with a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +39,9 @@ __all__ = [
     "Decision",
     "decide",
     "injection_patch",
+    "is_namespace_name",
+    "namespace_matters",
+    "namespace_readable",
 ]
 
 INJECT = f"{GROUP}/inject"
@@ -50,6 +57,8 @@ DEFAULT_ADMIN_PORT = 9901
 ALWAYS_EXCLUDED = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 YES = frozenset({"true", "enabled"})
 NO = frozenset({"false", "disabled"})
+# A namespace's name: an RFC 1123 label, as the API server requires.
+NAMESPACE_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,43 @@ def _has_sidecar(pod: dict[str, Any]) -> bool:
     spec = pod.get("spec") or {}
     containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
     return any(c.get("name") == SIDECAR_NAME for c in containers if isinstance(c, dict))
+
+
+def is_namespace_name(name: object) -> bool:
+    """Whether ``name`` could name a namespace: nothing else may go into an API path.
+
+    >>> is_namespace_name("shop"), is_namespace_name("kube-system/secrets/x")
+    (True, False)
+    """
+    return isinstance(name, str) and NAMESPACE_NAME.fullmatch(name) is not None
+
+
+def namespace_matters(pod: dict[str, Any], namespace: str, excluded: frozenset[str]) -> bool:
+    """Whether the namespace's labels could change ``decide``'s answer for ``pod``.
+
+    Not in a namespace never injected, nor for a pod with the sidecar, nor for
+    one that says yes or no itself: then nothing needs to be read.
+    """
+    if namespace in ALWAYS_EXCLUDED or namespace in excluded or _has_sidecar(pod):
+        return False
+    pod_says = _asked(pod.get("metadata") or {})
+    return pod_says not in YES and pod_says not in NO
+
+
+def namespace_readable(
+    namespace: str, served: tuple[str, ...], excluded: frozenset[str] = frozenset()
+) -> bool:
+    """Whether the webhook may read this Namespace with the operator's credentials.
+
+    A valid name, never the control plane's namespaces or ``excluded`` (the
+    operator's own), and one of ``served`` (RAMPART_NAMESPACES) when set.
+    """
+    return (
+        is_namespace_name(namespace)
+        and namespace not in ALWAYS_EXCLUDED
+        and namespace not in excluded
+        and (not served or namespace in served)
+    )
 
 
 def decide(

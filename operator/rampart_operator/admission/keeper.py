@@ -4,11 +4,15 @@ Every replica runs one keeper. The first to find no Secret creates it; the
 others read it (a create that loses the race gets 409 and reads). Renewal
 writes with the Secret's resourceVersion, so of two replicas renewing at once
 one wins and the other reads the winner's. After any change, each replica
-loads the Secret's certificate into its live ``SSLContext`` (new handshakes
-use it; open connections finish on the old one) and sets ``caBundle`` on
-every webhook of the configurations named in the settings, which it also does
-whenever those configurations change (a ``helm upgrade`` re-applies them
-without a bundle).
+sets ``caBundle`` on every webhook of the configurations named in the
+settings, then loads the Secret's certificate into its live ``SSLContext``
+(new handshakes use it; open connections finish on the old one): a
+certificate is never served before the bundle that trusts it was written.
+It sets ``caBundle`` again whenever those configurations change (a ``helm
+upgrade`` re-applies them without a bundle).
+
+The Secret holds no CA private key (``certs.py``); one written by an older
+version that stored one (``ca.key``) has that key removed at the first check.
 
 With cert-manager (``webhook_cert_dir``), the keeper only reloads the mounted
 files when they change; cert-manager's CA injector owns ``caBundle``.
@@ -68,6 +72,18 @@ def _encode(data: dict[str, str]) -> dict[str, str]:
     return {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
 
 
+def _what_changed(current: Material | None, wanted: Material) -> str:
+    if current is None:
+        return "issued"
+    if wanted.cert == current.next_cert:
+        return "renewed: the staged certificate is served now"
+    if wanted.cert != current.cert:
+        return "replaced"
+    if wanted.next_cert and wanted.next_cert != current.next_cert:
+        return "renewal staged: its CA joins caBundle, the certificate is served later"
+    return "stored again without a CA key or a retired CA"
+
+
 class CertKeeper:
     def __init__(
         self,
@@ -104,9 +120,10 @@ class CertKeeper:
             self._reload_files()
             return
         material = await self._stored_material()
-        self._load(material.cert, material.key)
         self.ca_bundle = material.ca_bundle
+        # The bundle first: a new certificate is served only once the API server may trust it.
         await self.sync_ca_bundle()
+        self._load(material.cert, material.key)
 
     async def _stored_material(self) -> Material:
         """The Secret's certificate, renewed (and written) first if it is due."""
@@ -116,18 +133,21 @@ class CertKeeper:
             secret = await self.client.get(
                 "v1", "Secret", settings.namespace, settings.webhook_secret
             )
-            current = Material.from_secret(_decode(secret)) if secret else None
+            stored = _decode(secret) if secret else {}
+            current = Material.from_secret(stored) if secret else None
             wanted = plan(current, names, self.clock())
             if wanted is None:
                 assert current is not None
-                return current
+                if stored == current.to_secret():
+                    return current
+                wanted = current  # rewritten without what it should not hold (ca.key)
             try:
                 await self._write(secret, wanted)
             except ApiError as error:
                 if error.status == 409:
                     continue  # another replica wrote first: use what it wrote
                 raise
-            log.info("webhook certificate %s", "renewed" if current else "issued")
+            log.info("webhook certificate %s", _what_changed(current, wanted))
             return wanted
         raise ApiError(409, f"Secret {settings.webhook_secret} keeps changing under the keeper")
 
@@ -150,13 +170,20 @@ class CertKeeper:
             )
             return
         version = secret["metadata"].get("resourceVersion")
+        # A merge patch keeps keys it does not name: null removes them (ca.key, next.*).
+        removed: dict[str, str | None] = {
+            k: None for k in secret.get("data") or {} if k not in data
+        }
         await self.client.merge_patch(
             "v1",
             "Secret",
             settings.namespace,
             settings.webhook_secret,
             # The resourceVersion makes the API server refuse a write over a newer one.
-            {"metadata": {"resourceVersion": version} if version else {}, "data": data},
+            {
+                "metadata": {"resourceVersion": version} if version else {},
+                "data": {**removed, **data},
+            },
         )
 
     def _load(self, cert: str, key: str) -> None:

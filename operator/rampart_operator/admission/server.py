@@ -8,6 +8,14 @@ Both answer AdmissionReview ``admission.k8s.io/v1``:
   (``injection.py``). It never denies a Pod: a Pod it cannot inject is let
   through unchanged, with a warning saying why.
 
+Nothing authenticates the caller: anyone who reaches the port can post any
+AdmissionReview. So nothing in one is trusted with the operator's
+credentials: the only read, a Namespace's labels for ``/inject``, is made
+only for a valid namespace name (``request.namespace``, which
+``object.metadata.namespace`` must match when given), only when the Pod does
+not decide for itself, never for the control plane's or the operator's
+namespace, and with ``RAMPART_NAMESPACES`` set only for one of those.
+
 A body that is not an AdmissionReview gets 400; the API server treats that
 like an unreachable webhook and applies the configuration's failure policy.
 """
@@ -28,7 +36,13 @@ from ..kube import ApiError
 from ..metrics import OperatorMetrics
 from ..settings import OperatorSettings
 from ..validation import limits_of, validate
-from .injection import decide, injection_patch
+from .injection import (
+    decide,
+    injection_patch,
+    is_namespace_name,
+    namespace_matters,
+    namespace_readable,
+)
 
 __all__ = ["NamespaceLookup", "admission_app", "serve"]
 
@@ -54,6 +68,26 @@ def _request(body: Any) -> dict[str, Any]:
     if not isinstance(request.get("object"), dict):
         raise MalformedReview("request.object is missing")
     return request
+
+
+def _pod_namespace(request: dict[str, Any]) -> str:
+    """The Pod's namespace: ``request.namespace``, which the object's must not contradict.
+
+    The API server always sends it for a Pod and refuses an object whose own
+    namespace differs before any webhook is called; a review that does
+    otherwise was not written by it.
+    """
+    namespace = request.get("namespace")
+    meta = request["object"].get("metadata")
+    stated = meta.get("namespace") if isinstance(meta, dict) else None
+    if not is_namespace_name(namespace):
+        raise MalformedReview(f"request.namespace {namespace!r} is not a namespace's name")
+    if stated not in (None, "", namespace):
+        raise MalformedReview(
+            f"object.metadata.namespace {stated!r} is not request.namespace {namespace!r}"
+        )
+    assert isinstance(namespace, str)
+    return namespace
 
 
 def _review(uid: str, **response: Any) -> web.Response:
@@ -110,6 +144,8 @@ def admission_app(
     excluded: frozenset[str] = frozenset(),
 ) -> web.Application:
     metrics = metrics or OperatorMetrics()
+    # Never injected, and never read: the operator's own namespace.
+    excluded = excluded | {settings.namespace}
 
     async def validate_hardened_service(request: dict[str, Any]) -> web.Response:
         resource = request["object"]
@@ -123,12 +159,15 @@ def admission_app(
     async def inject_pod(request: dict[str, Any]) -> web.Response:
         pod = request["object"]
         uid = request["uid"]
-        namespace = request.get("namespace") or (pod.get("metadata") or {}).get("namespace", "")
+        namespace = _pod_namespace(request)
         namespace_meta = None
-        try:
-            namespace_meta = await namespace_lookup(namespace)
-        except ApiError as error:  # the pod may still ask for itself
-            log.warning("namespace %s: could not read its labels (%s)", namespace, error)
+        if namespace_matters(pod, namespace, excluded) and namespace_readable(
+            namespace, settings.namespaces, excluded
+        ):
+            try:
+                namespace_meta = await namespace_lookup(namespace)
+            except ApiError as error:  # the pod may still ask for itself
+                log.warning("namespace %s: could not read its labels (%s)", namespace, error)
         decision = decide(pod, namespace, namespace_meta, excluded)
         if not decision.inject:
             metrics.admission.labels("inject", "skipped").inc()

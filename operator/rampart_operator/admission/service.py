@@ -13,6 +13,7 @@ from aiohttp import web
 from ..kube import ApiError, KubeClient
 from ..metrics import OperatorMetrics
 from ..settings import OperatorSettings
+from .injection import is_namespace_name
 from .keeper import CertKeeper, Clock, server_context
 from .server import admission_app, serve
 
@@ -29,23 +30,36 @@ class NamespaceCache:
 
     A namespace labelled for injection a moment ago may be seen unlabelled for
     up to ``ttl`` seconds; that is the price of not reading it for every Pod.
+    At most ``size`` namespaces are kept (the oldest read goes first), so
+    made-up names cannot grow it without end. A name that is not a
+    namespace's is refused with ValueError, never put into an API path.
     """
 
     def __init__(
-        self, client: KubeClient, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self,
+        client: KubeClient,
+        ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        size: int = 1024,
     ) -> None:
         self.client = client
         self.ttl = ttl
         self.clock = clock
+        self.size = size
         self._seen: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     async def __call__(self, name: str) -> dict[str, Any] | None:
+        if not is_namespace_name(name):
+            raise ValueError(f"{name!r} is not a namespace's name")
         seen = self._seen.get(name)
         if seen is not None and self.clock() - seen[0] < self.ttl:
             return seen[1]
         namespace = await self.client.get("v1", "Namespace", None, name)
         meta = namespace.get("metadata") if namespace else None
+        self._seen.pop(name, None)
         self._seen[name] = (self.clock(), meta)
+        while len(self._seen) > self.size:
+            del self._seen[next(iter(self._seen))]
         return meta
 
 
