@@ -151,7 +151,11 @@ async def measure(cluster: Cluster, workdir: Path, runs: int) -> tuple[list[floa
     audit = AuditReader(cluster.audit_log)
     headers = {"Authorization": f"Bearer {ALERT_TOKEN}"}
     try:
-        async with admin_session(cluster) as session, aiohttp.ClientSession() as plain:
+        receiver = aiohttp.TCPConnector(ssl=operator.alert_context())  # HTTPS, by default
+        async with (
+            admin_session(cluster) as session,
+            aiohttp.ClientSession(connector=receiver) as plain,
+        ):
             async with session.post(HSVC.rsplit("/", 1)[0], json=service()) as answer:
                 assert answer.status == 201, await answer.text()
 

@@ -365,19 +365,21 @@ def tour(workdir: Path, narrator: Narrator, until: str, stack: contextlib.ExitSt
     cluster = stack.enter_context(local_cluster(workdir, nodes=3, log=narrator.detail))
     # Alertmanager calls the operator's receiver, and the operator also polls it
     # (what a lost webhook costs is one poll), as docs/canary.md sets them up.
-    alert_port = free_port()
-    alertmanager = Alertmanager(workdir, f"http://127.0.0.1:{alert_port}/alertmanager", ALERT_TOKEN)
-    stack.callback(alertmanager.stop)
+    alertmanager_port = free_port()
     operator = install_rampart(
         cluster,
         workdir,
         env={
-            "RAMPART_ALERT_PORT": str(alert_port),
-            "RAMPART_ALERTMANAGER_URL": alertmanager.url,
+            "RAMPART_ALERTMANAGER_URL": f"http://127.0.0.1:{alertmanager_port}",
             "RAMPART_ALERT_POLL_INTERVAL": "2",
         },
     )
     stack.callback(operator.stop)
+    # The receiver serves HTTPS with the webhook server's certificate.
+    alertmanager = Alertmanager(
+        workdir, operator.alert_url, ALERT_TOKEN, operator.alert_ca(), alertmanager_port
+    )
+    stack.callback(alertmanager.stop)
     prometheus = Prometheus(workdir, {}, [], alertmanager.url)
     stack.callback(prometheus.stop)
     narrator.detail(

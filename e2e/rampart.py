@@ -10,6 +10,7 @@ the e2e tests and the operator benchmarks.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -82,6 +83,19 @@ class Operator:
                     return float(sample.value)
         return None
 
+    def alert_ca(self) -> Path:
+        """The CA the receiver's certificate chains to, as a file for Alertmanager's
+        ``tls_config.ca_file``: what the API server trusts for the webhooks."""
+        found = self.cluster.get("validatingwebhookconfiguration", RELEASE) or {}
+        bundle = found["webhooks"][0]["clientConfig"]["caBundle"]
+        path = self.log.parent / "alert-ca.crt"
+        path.write_bytes(base64.b64decode(bundle))
+        return path
+
+    def alert_context(self) -> ssl.SSLContext:
+        """A client context that trusts the receiver's certificate."""
+        return ssl.create_default_context(cafile=str(self.alert_ca()))
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -137,7 +151,7 @@ def start_operator(
         process,
         log,
         webhook_url,
-        f"http://127.0.0.1:{alert_port}/alertmanager",
+        f"https://127.0.0.1:{alert_port}/alertmanager",
         f"http://127.0.0.1:{metrics_port}/metrics",
         liveness_url,
         kubeconfig,

@@ -11,6 +11,7 @@ the service's PrometheusRule, which the tests copy the way a user does.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,11 @@ def test_a_firing_alert_rolls_the_canary_back_within_a_second_of_the_webhook(
             PROOF_LABEL: alert_labels(local, namespace)[PROOF_LABEL],
         },
     }
-    alertmanager = Alertmanager(tmp_path, operator.alert_url, ALERT_TOKEN)
+    # The receiver is HTTPS only: the bearer token never crosses the network in the clear.
+    plain = operator.alert_url.replace("https://", "http://")
+    with pytest.raises(OSError, match=r"Connection|closed|reset"):
+        urllib.request.urlopen(plain, b"{}", timeout=5)  # noqa: S310
+    alertmanager = Alertmanager(tmp_path, operator.alert_url, ALERT_TOKEN, operator.alert_ca())
     prometheus = Prometheus(
         tmp_path,
         {},

@@ -191,18 +191,25 @@ class Prometheus(Process):
 class Alertmanager(Process):
     """Routes every alert at once to a webhook (with a bearer token), if one is given."""
 
-    def __init__(self, tmp: Path, webhook: str | None = None, token: str = "") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        webhook: str | None = None,
+        token: str = "",
+        ca_file: Path | None = None,
+        port: int | None = None,
+    ) -> None:
+        """``ca_file``: what the webhook's HTTPS certificate chains to."""
         assert ALERTMANAGER, "alertmanager is not installed (scripts/install installs it)"
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         receiver: dict[str, Any] = {"name": "rampart"}
         if webhook:
+            http_config: dict[str, Any] = {"authorization": {"credentials": token}}
+            if ca_file is not None:
+                http_config["tls_config"] = {"ca_file": str(ca_file)}
             receiver["webhook_configs"] = [
-                {
-                    "url": webhook,
-                    "send_resolved": True,
-                    "http_config": {"authorization": {"credentials": token}},
-                }
+                {"url": webhook, "send_resolved": True, "http_config": http_config}
             ]
         config = {
             "route": {

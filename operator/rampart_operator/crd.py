@@ -183,10 +183,11 @@ def _spec() -> Schema:
             },
             "networkPolicy": {
                 "type": "object",
-                "description": "When enabled, only these peers reach the service port, "
-                "and only Prometheus' peers the admin port.",
+                "description": "On by default: only `from` peers (default: any) reach "
+                "the sidecar's port, only `metricsFrom` peers (default: the operator's "
+                "monitoring namespace) its admin port, and nobody the application's own port.",
                 "properties": {
-                    "enabled": {"type": "boolean", "default": False},
+                    "enabled": {"type": "boolean", "default": True},
                     "from": {
                         "type": "array",
                         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from time import monotonic
@@ -96,6 +97,7 @@ class Runtime:
         self._receiver: web.AppRunner | None = None
         self.logged_in = asyncio.Event()
         self.admission: Admission | None = None
+        self.admission_started = asyncio.Event()
 
     @property
     def client(self) -> KubeClient:
@@ -157,12 +159,10 @@ class Runtime:
     async def start_alerts(self) -> None:
         """The webhook receiver (with a token) and the Alertmanager poller (with a URL)."""
         settings = self.settings
-        if settings.alert_port and settings.alert_token:
-            app = receiver_app(self.alerts, settings.alert_token, self.on_firing, monotonic)
-            self._receiver = web.AppRunner(app, access_log=None)
-            await self._receiver.setup()
-            await web.TCPSite(self._receiver, settings.alert_host, settings.alert_port).start()
-            log.info("Alertmanager webhook receiver on port %d", settings.alert_port)
+        if settings.alert_port and settings.alert_token and settings.alert_tls:
+            self.spawn(self._serve_receiver_over_tls())
+        elif settings.alert_port and settings.alert_token:
+            await self._serve_receiver(None)
         elif settings.alert_port:
             log.warning("no RAMPART_ALERT_TOKEN: the Alertmanager webhook receiver is off")
         if not settings.alert_token:
@@ -179,6 +179,35 @@ class Runtime:
                 monotonic,
             )
             self.spawn(poller.run())
+
+    async def _serve_receiver(self, context: ssl.SSLContext | None) -> None:
+        settings = self.settings
+        app = receiver_app(self.alerts, settings.alert_token, self.on_firing, monotonic)
+        self._receiver = web.AppRunner(app, access_log=None)
+        await self._receiver.setup()
+        site = web.TCPSite(
+            self._receiver, settings.alert_host, settings.alert_port, ssl_context=context
+        )
+        await site.start()
+        log.info(
+            "Alertmanager webhook receiver on port %d (%s)",
+            settings.alert_port,
+            "HTTPS, the webhook server's certificate" if context else "plain HTTP",
+        )
+
+    async def _serve_receiver_over_tls(self) -> None:
+        """The receiver behind the webhook server's certificate, once it has one."""
+        if not self.settings.webhook_port:
+            log.error(
+                "the Alertmanager webhook receiver is off: it serves HTTPS with the webhook "
+                "server's certificate, and the webhook server is off "
+                "(RAMPART_ALERT_TLS=false serves it over plain HTTP)"
+            )
+            return
+        await self.admission_started.wait()
+        assert self.admission is not None
+        await self.admission.serving.wait()
+        await self._serve_receiver(self.admission.context)
 
     async def stop_alerts(self) -> None:
         if self._receiver is not None:
@@ -205,6 +234,7 @@ class Runtime:
                 await asyncio.sleep(5)
         self.admission = Admission(self.settings, self.client, self.metrics)
         self.admission.start()
+        self.admission_started.set()
 
     async def stop_admission(self) -> None:
         if self.admission is not None:

@@ -68,6 +68,13 @@ class OperatorSettings:
     pod_security: str = "restricted"
     service_accounts: tuple[str, ...] = field(default_factory=tuple)
     alert_poll_interval: float = 15.0
+    # Serve the receiver over HTTPS with the webhook server's certificate
+    # (RAMPART_ALERT_TLS=false opts out: a bearer token over plain HTTP).
+    alert_tls: bool = True
+    # Where Prometheus runs (RAMPART_MONITORING_NAMESPACE): a HardenedService's
+    # NetworkPolicy lets only that namespace reach the sidecar's admin port
+    # unless the resource names its own metricsFrom peers. Empty: nobody.
+    monitoring_namespace: str = "monitoring"
     # The admission webhook server (HTTPS): port (0 turns it off) and host.
     webhook_port: int = 9443
     webhook_host: str = "0.0.0.0"
@@ -148,6 +155,16 @@ class OperatorSettings:
                 raise SettingsError(f"{name}: {text!r} is negative")
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            text = env.get(name)
+            if text is None:
+                return default
+            if text.strip().lower() in ("true", "1", "yes"):
+                return True
+            if text.strip().lower() in ("false", "0", "no"):
+                return False
+            raise SettingsError(f"{name}: {text!r} is not true or false")
+
         return cls(
             sidecar_image=env.get("RAMPART_SIDECAR_IMAGE", defaults.sidecar_image),
             sidecar_mode=mode,  # type: ignore[arg-type]
@@ -164,6 +181,10 @@ class OperatorSettings:
             pod_security=pod_security,
             service_accounts=service_accounts,
             alert_poll_interval=number("RAMPART_ALERT_POLL_INTERVAL", defaults.alert_poll_interval),
+            alert_tls=flag("RAMPART_ALERT_TLS", defaults.alert_tls),
+            monitoring_namespace=env.get(
+                "RAMPART_MONITORING_NAMESPACE", defaults.monitoring_namespace
+            ).strip(),
             webhook_port=number("RAMPART_WEBHOOK_PORT", defaults.webhook_port, int),
             webhook_host=env.get("RAMPART_WEBHOOK_HOST", defaults.webhook_host),
             webhook_url=env.get("RAMPART_WEBHOOK_URL", ""),

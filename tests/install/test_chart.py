@@ -375,3 +375,37 @@ def test_the_notes_name_what_the_release_created() -> None:
     receiver = f"http://{service['metadata']['name']}.{NAMESPACE}:{alerts['port']}/alertmanager"
     assert receiver in notes
     assert f"get secret {find(objects, 'Secret')['metadata']['name']} " in notes
+
+
+def test_the_network_is_closed_by_default_around_the_operator_and_its_services() -> None:
+    objects = manifests()
+    settings = operator_settings(objects)
+    assert settings.alert_tls is True
+    assert settings.monitoring_namespace == "monitoring"
+    ports = {
+        p["name"]
+        for p in find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    policy = find(objects, "NetworkPolicy")["spec"]
+    assert (
+        policy["podSelector"]["matchLabels"]
+        == find(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    assert policy["policyTypes"] == ["Ingress"]
+    webhooks, monitored = policy["ingress"]
+    assert webhooks == {"ports": [{"port": "webhooks", "protocol": "TCP"}]}  # the API server
+    assert {p["port"] for p in monitored["ports"]} == {"metrics", "alerts"}
+    assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} <= ports
+    assert "health" not in {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    (namespace, helm_test) = monitored["from"]
+    assert namespace["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    hook = next(o for o in objects if o["kind"] == "Pod")
+    assert helm_test["podSelector"]["matchLabels"].items() <= hook["metadata"]["labels"].items()
+    opted_out = manifests({"alerts": {"tls": False}, "policy": {"monitoringNamespace": "obs"}})
+    assert operator_settings(opted_out).alert_tls is False
+    assert operator_settings(opted_out).monitoring_namespace == "obs"
+    assert "NetworkPolicy" not in {
+        o["kind"] for o in manifests({"networkPolicy": {"enabled": False}})
+    }

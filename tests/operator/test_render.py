@@ -236,7 +236,31 @@ def test_service_goes_through_the_sidecar_and_policies_follow_the_spec():
     }
     assert manifests["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
     minimal = by_kind(render(load("minimal.yaml"), OperatorSettings()))
-    assert "NetworkPolicy" not in minimal
+    # On by default: the sidecar's port from anyone, the admin port from the
+    # administrator's monitoring namespace only, the app's port from nobody.
+    default = minimal["NetworkPolicy"]["spec"]
+    assert default["ingress"] == [
+        {"ports": [{"port": 8000, "protocol": "TCP"}]},
+        {
+            "ports": [{"port": 9901, "protocol": "TCP"}],
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ],
+        },
+    ]
+    elsewhere = by_kind(render(load("minimal.yaml"), OperatorSettings(monitoring_namespace="obs")))
+    assert elsewhere["NetworkPolicy"]["spec"]["ingress"][1]["from"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "obs"}
+    }
+    nobody = by_kind(render(load("minimal.yaml"), OperatorSettings(monitoring_namespace="")))
+    assert nobody["NetworkPolicy"]["spec"]["ingress"] == default["ingress"][:1]
+    opted_out = load("minimal.yaml")
+    opted_out["spec"]["networkPolicy"] = {"enabled": False}
+    assert "NetworkPolicy" not in by_kind(render(opted_out, OperatorSettings()))
     assert minimal["Deployment"]["spec"]["replicas"] == 2  # the CRD's default
     no_pdb = load("minimal.yaml")
     no_pdb["spec"]["podDisruptionBudget"] = {"enabled": False}

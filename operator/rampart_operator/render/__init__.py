@@ -45,7 +45,7 @@ def render(
         deployment(owner, spec, settings, placement),
         canary_deployment(owner, spec, settings, placement),
         pod_disruption_budget(owner, spec),
-        network_policy(owner, spec),
+        network_policy(owner, spec, settings.monitoring_namespace),
         metrics_service(owner, spec),
         pod_monitor(owner, spec),
         service_monitor(owner, spec),

@@ -1,4 +1,4 @@
-"""The Service in front of the sidecar, and the optional NetworkPolicy."""
+"""The Service in front of the sidecar, and the NetworkPolicy (on by default)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .sidecar import PROXY_PORT_NAME, sidecar_ports
 __all__ = ["network_policy", "service"]
 
 Manifest = dict[str, Any]
+NAMESPACE_NAME = "kubernetes.io/metadata.name"  # set by the API server on every namespace
 
 
 def service(owner: Manifest, spec: dict[str, Any], stable_only: bool = False) -> Manifest:
@@ -41,18 +42,26 @@ def service(owner: Manifest, spec: dict[str, Any], stable_only: bool = False) ->
     }
 
 
-def network_policy(owner: Manifest, spec: dict[str, Any]) -> Manifest | None:
+def network_policy(
+    owner: Manifest, spec: dict[str, Any], monitoring_namespace: str
+) -> Manifest | None:
+    """On unless ``networkPolicy.enabled: false``: the sidecar's port from ``from``
+    (anyone by default), its admin port (metrics, cache and detailed health, no
+    authentication) from ``metricsFrom``, by default only the administrator's
+    monitoring namespace, and the application's own port from nobody."""
     policy = spec.get("networkPolicy") or {}
-    if not policy.get("enabled"):
+    if policy.get("enabled", True) is False:
         return None
     name = owner["metadata"]["name"]
     proxy_port, admin_port = sidecar_ports(spec)
     proxy_rule: dict[str, Any] = {"ports": [{"port": proxy_port, "protocol": "TCP"}]}
     if policy.get("from"):
         proxy_rule["from"] = policy["from"]
-    admin_rule: dict[str, Any] = {"ports": [{"port": admin_port, "protocol": "TCP"}]}
-    if policy.get("metricsFrom"):
-        admin_rule["from"] = policy["metricsFrom"]
+    monitoring = [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME: monitoring_namespace}}}]
+    admin_peers = policy.get("metricsFrom") or (monitoring if monitoring_namespace else [])
+    rules = [proxy_rule]
+    if admin_peers:  # none: no rule, so nobody (the kubelet's probes are not policed)
+        rules.append({"ports": [{"port": admin_port, "protocol": "TCP"}], "from": admin_peers})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -61,6 +70,6 @@ def network_policy(owner: Manifest, spec: dict[str, Any]) -> Manifest | None:
             "podSelector": {"matchLabels": {OWNER_LABEL: name}},
             "policyTypes": ["Ingress"],
             # The application's own port is not listed: only the sidecar is reachable.
-            "ingress": [proxy_rule, admin_rule],
+            "ingress": rules,
         },
     }
