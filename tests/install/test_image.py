@@ -15,10 +15,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from rampart_operator.render.sidecar import DEFAULT_ADMIN, DEFAULT_LISTEN
 from rampart_operator.settings import OperatorSettings
@@ -93,7 +96,15 @@ def test_docker_pattern_rules_match_the_documented_examples() -> None:
 def test_the_context_holds_the_packages_and_nothing_else() -> None:
     files = build_context()
     top = {f.split("/")[0] for f in files}
-    assert top == {"pyproject.toml", "setup.py", "README.md", "operator", "sidecar", "backup"}
+    assert top == {
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "operator",
+        "sidecar",
+        "backup",
+        "requirements",
+    }
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     # What a local install compiled: built for this machine, not the image's.
     assert not [f for f in files if f.endswith(".so")]
@@ -144,10 +155,13 @@ def stages() -> list[list[tuple[str, str]]]:
 
 
 def test_the_image_is_multi_stage_slim_and_runs_as_a_numeric_non_root_user() -> None:
-    _build, runtime = stages()
+    build, runtime = stages()
     base = runtime[0][1]
     assert "slim" in base
     assert base.startswith("python:3.11")
+    # Pinned by digest: a tag moves under the build; both stages on the one base.
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base), base
+    assert build[0][1] == f"{base} AS build"
     users = [argument for instruction, argument in runtime if instruction == "USER"]
     assert users, "the runtime stage sets no USER"
     uid, _, gid = users[-1].partition(":")
@@ -189,3 +203,63 @@ def test_every_package_the_build_stage_copies_is_in_the_context(path: str) -> No
     copied = [argument.split()[0] for instruction, argument in build if instruction == "COPY"]
     assert path in copied
     assert any(f.startswith(path) for f in build_context())
+
+
+def locked(path: Path) -> dict[str, tuple[str, int]]:
+    """A pip-compile lock: each package's pinned version and how many hashes it has."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    found = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        assert "==" in line, f"{path.name}: {line!r} is not pinned"
+        requirement = line.split(";", 1)[0].split()[0]
+        name, version = requirement.split("==")
+        found[canonicalize_name(name)] = (version, line.count("--hash=sha256:"))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("lock", "wanted"),
+    [
+        ("image.txt", "project.dependencies"),
+        ("build.txt", "build-system.requires"),
+    ],
+)
+def test_the_locks_pin_what_pyproject_asks_for_each_with_its_hashes(lock: str, wanted: str) -> None:
+    pins = locked(ROOT / "requirements" / lock)
+    table, key = wanted.split(".")
+    for text in tomllib.loads((ROOT / "pyproject.toml").read_text())[table][key]:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate(
+            {"sys_platform": "linux", "platform_system": "Linux"}
+        ):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{lock} does not pin {name}: run scripts/lock"
+        version, _ = pins[name]
+        assert requirement.specifier.contains(version), f"{lock}: {name}=={version} is not {text}"
+    for name, (version, hashes) in pins.items():
+        assert hashes >= 1, f"{lock}: {name}=={version} has no hash"
+
+
+def test_pip_installs_nothing_in_the_image_that_is_not_hash_locked() -> None:
+    build, _ = stages()
+    installs = [
+        argument
+        for instruction, argument in build
+        if instruction == "RUN" and "pip install" in argument
+    ]
+    assert installs
+    for argument in installs:
+        for command in argument.split("&&"):
+            if "pip install" not in command:
+                continue
+            words = command.split()
+            if "-r" in words:  # a lock: every file checked against its hash
+                assert "--require-hashes" in words, command
+                assert words[words.index("-r") + 1].startswith("requirements/"), command
+            else:  # only the wheel just built here, none of its dependencies fetched
+                assert "--no-deps" in words, command
+                assert words[-1] == "/tmp/wheel/*.whl", command
