@@ -249,6 +249,17 @@ def operator(local: LocalCluster, local_rampart: tuple[LocalCluster, Operator]) 
     return local_rampart[1]
 
 
+@pytest.fixture
+def restarts(operator: Operator) -> Iterator[Operator]:
+    """The session's operator, put back as it was after the test restarted it."""
+    original = dict(operator.env)
+    try:
+        yield operator
+    finally:
+        if operator.env != original or operator.process.poll() is not None:
+            operator.restart(env=original)
+
+
 @pytest.fixture(scope="session")
 def kind(cluster: Any) -> Cluster:
     """A kind cluster, where containers really run."""

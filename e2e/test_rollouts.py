@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,17 +158,6 @@ def test_the_cli_names_a_missing_service(local: Cluster, namespace: str) -> None
     done = cli(local, "abort", "nothing-here", "-n", namespace)
     assert done.returncode == 1, done.stderr
     assert f"HardenedService {namespace}/nothing-here: not found" in done.stderr
-
-
-@pytest.fixture
-def restarts(operator: Operator) -> Iterator[Operator]:
-    """The session's operator, put back as it was after the test restarted it."""
-    original = dict(operator.env)
-    try:
-        yield operator
-    finally:
-        if operator.env != original or operator.process.poll() is not None:
-            operator.restart(env=original)
 
 
 def test_a_restarted_operator_carries_on_and_the_cli_promotes(

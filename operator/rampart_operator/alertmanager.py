@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from .alertproof import PROOF_LABEL, proven
 
@@ -157,6 +158,15 @@ def receiver_app(
     return app
 
 
+def _reason(error: Exception) -> str:
+    """Why a poll failed, without the URL aiohttp puts in some errors (and its credentials)."""
+    if isinstance(error, aiohttp.ClientResponseError):
+        return f"HTTP {error.status} {error.message}"[:200]
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"cannot connect ({error.os_error.strerror or type(error.os_error).__name__})"
+    return type(error).__name__
+
+
 class AlertPoller:
     def __init__(
         self,
@@ -168,6 +178,8 @@ class AlertPoller:
     ) -> None:
         self._store = store
         self._url = url.rstrip("/") + "/api/v2/alerts"
+        # What logs show: the URL without credentials (user:password@, query).
+        self._shown = str(URL(self._url).with_user(None).with_query(None).with_fragment(None))
         self._interval = interval
         self._on_firing = on_firing
         self._clock = clock
@@ -183,11 +195,11 @@ class AlertPoller:
                 alerts = await response.json()
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             if not self._failing:
-                log.warning("cannot poll Alertmanager at %s: %s", self._url, error)
+                log.warning("cannot poll Alertmanager at %s: %s", self._shown, _reason(error))
             self._failing = True
             return
         if self._failing:
-            log.info("polling Alertmanager at %s again", self._url)
+            log.info("polling Alertmanager at %s again", self._shown)
         self._failing = False
         fresh = self._store.replace(a for a in alerts if isinstance(a, dict))
         if fresh:
