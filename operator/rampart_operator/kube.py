@@ -99,6 +99,11 @@ def resource_path(
     name: str | None = None,
     subresource: str | None = None,
 ) -> str:
+    # Names come from resources and requests others wrote: one with "/", "?", "#"
+    # or ".." would address another object than the one named.
+    for part in (namespace, name):
+        if part and (part in (".", "..") or set(part) & set("/?#%\\")):
+            raise ValueError(f"{part!r} cannot be part of an API path")
     plural = PLURALS[(api_version, kind)]
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"

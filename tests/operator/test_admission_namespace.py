@@ -169,3 +169,21 @@ async def test_the_cache_refuses_names_that_are_not_a_namespaces_and_stays_bound
     assert len(cache._seen) == 3
     assert list(cache._seen) == ["c", "d", "e"]
     assert await cache("shop") == LABELLED["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [
+        ("kube-system/secrets", "x"),
+        ("shop", "db/../../kube-system/secrets/x"),
+        ("shop", "x?watch=true"),
+        ("shop", "x#y"),
+        ("shop", "%2e%2e"),
+        ("..", "x"),
+        ("shop", "."),
+    ],
+)
+def test_no_name_can_address_another_object_than_the_one_named(namespace, name):
+    with pytest.raises(ValueError, match="cannot be part of an API path"):
+        resource_path("v1", "Secret", namespace, name)
+    assert resource_path("v1", "Secret", "shop", "db") == "/api/v1/namespaces/shop/secrets/db"
