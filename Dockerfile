@@ -23,6 +23,7 @@ RUN python -m venv /opt/build \
 RUN python -m venv /opt/rampart \
  && /opt/rampart/bin/pip install --require-hashes --no-deps --no-compile -r requirements/image.txt
 COPY pyproject.toml setup.py README.md ./
+COPY common/ common/
 COPY operator/ operator/
 COPY sidecar/ sidecar/
 COPY backup/ backup/

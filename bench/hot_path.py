@@ -39,9 +39,9 @@ from typing import Any
 
 import uvloop
 
+from rampart_common.sidecar_settings import SidecarSettings
 from rampart_sidecar import upstream
 from rampart_sidecar.cache import ResponseCache
-from rampart_sidecar.config import SidecarSettings
 from rampart_sidecar.metrics import Recorder
 from rampart_sidecar.proxy import Proxy
 from rampart_sidecar.server import ProxyServer

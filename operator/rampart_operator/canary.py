@@ -32,7 +32,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rampart_sidecar.durations import format_duration, parse_duration
+from rampart_common.durations import format_duration, parse_duration
 
 __all__ = [
     "ACTIVE",

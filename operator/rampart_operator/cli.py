@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import aiohttp
 import yaml
 
-from rampart_sidecar.config import load_yaml_all
+from rampart_common.sidecar_settings import load_yaml_all
 
 from .crd import GROUP, KIND, VERSION, crd
 from .render import render

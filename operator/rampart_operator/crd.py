@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from rampart_sidecar.config import SidecarSettings
-from rampart_sidecar.durations import format_duration
+from rampart_common.durations import format_duration
+from rampart_common.sidecar_settings import SidecarSettings
 
 __all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "crd", "sidecar_schema"]
 

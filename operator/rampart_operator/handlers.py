@@ -35,14 +35,14 @@ from .crd import GROUP, KIND, PLURAL, VERSION
 from .events import post_event
 from .kube import ApiError, KubeClient
 from .metrics import OperatorMetrics
+from .readiness import deployment_ready
 from .reconcile import Action, contains, leave_scale, reconcile
 from .render import render
 from .render.names import MANAGED_BY, OWNER_LABEL
-from .render.placement import placement_from_status
-from .rollout import Analysis
+from .rollout import Analysis, placement_from_status
 from .schema import apply_defaults
 from .settings import OperatorSettings, mode_for_server
-from .status import Observation, compute_status, deployment_ready
+from .status import Observation, compute_status
 from .validation import limits_of, validate
 
 __all__ = ["Runtime", "register"]

@@ -18,17 +18,18 @@ from typing import Any
 
 from .crd import GROUP, KIND, VERSION
 from .kube import ApiError, KubeClient, NotOwnedError
+from .readiness import deployment_ready
 from .render import render
 from .render.backup import backup_job_name, backup_secret_names
 from .render.drill import drill_job_name
 from .render.names import OWNER_LABEL
 from .render.placement import initial_placement
+from .render.routers import router_for
 from .render.sidecar import secret_names
 from .rollout import Analysis, plan_rollout
-from .routers import router_for
 from .schema import apply_defaults
 from .settings import OperatorSettings
-from .status import Observation, backup_status, deployment_ready
+from .status import Observation, backup_status
 from .validation import limits_of, validate
 
 __all__ = ["Action", "contains", "leave_scale", "reconcile", "scaled_by_others"]

@@ -14,7 +14,9 @@ from typing import Any
 
 from .canary import Note, Observed, Policy, Rollout, Verdict, advance, initial
 from .kube import KubeClient
-from .render.placement import Placement, place
+from .readiness import deployment_ready
+from .render.placement import Placement, initial_placement
+from .render.routers import Reference, router_for
 from .render.workload import REVISION_ANNOTATION
 from .revisions import (
     Revision,
@@ -25,10 +27,16 @@ from .revisions import (
     revision,
     target_template,
 )
-from .routers import Reference
-from .status import deployment_ready
 
-__all__ = ["ABORT", "PROMOTE", "Analysis", "RolloutPlan", "plan_rollout"]
+__all__ = [
+    "ABORT",
+    "PROMOTE",
+    "Analysis",
+    "RolloutPlan",
+    "place",
+    "placement_from_status",
+    "plan_rollout",
+]
 
 PROMOTE = "rampart.dev/promote"
 ABORT = "rampart.dev/abort"
@@ -169,4 +177,52 @@ async def plan_rollout(
         placement=place(spec, after, known, live),
         notes=notes,
         acted_on=acted_on,
+    )
+
+
+def placement_from_status(
+    spec: dict[str, Any],
+    status: dict[str, Any] | None,
+    live: dict[Reference, dict[str, Any] | None] | None = None,
+) -> Placement:
+    """The placement a stored rollout stands for (``initial_placement`` when none is)."""
+    status = status or {}
+    rollout = Rollout.from_status(status.get("canary"))
+    known = {r["revision"]: Revision.from_status(r) for r in status.get("revisions") or []}
+    if not spec.get("canary") or rollout is None or rollout.stable not in known:
+        return Placement(**{**initial_placement(spec).__dict__, "live": live})
+    return place(spec, rollout, known, live)
+
+
+def place(
+    spec: dict[str, Any],
+    rollout: Rollout,
+    known: dict[str, Revision],
+    live: dict[Reference, dict[str, Any] | None] | None = None,
+) -> Placement:
+    router = router_for(spec)
+    total = spec["replicas"]
+    stable = known[rollout.stable]
+    canary = known.get(rollout.revision, stable)
+    if not rollout.active:
+        return Placement(stable, canary, total, 0, 0, live)
+    policy = Policy.from_spec(spec["canary"])
+    step_weight = policy.steps[min(rollout.step, len(policy.steps) - 1)].weight
+    if rollout.phase == "Promoting":
+        # The stable pods take the new template at full strength before the canary goes.
+        return Placement(
+            stable,
+            canary,
+            total,
+            router.canary_replicas(total, rollout.weight),
+            rollout.weight,
+            live,
+        )
+    return Placement(
+        stable,
+        canary,
+        router.stable_replicas(total, rollout.weight),
+        router.canary_replicas(total, max(step_weight, rollout.weight)),
+        rollout.weight,
+        live,
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonschema
 
-from rampart_sidecar.durations import parse_duration
+from rampart_common.durations import parse_duration
 
 from .crd import crd
 

@@ -12,10 +12,10 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the plan's type only: status stays pure, the rollout does I/O
     from .rollout import RolloutPlan
 
-__all__ = ["Observation", "backup_status", "compute_status", "deployment_ready"]
+__all__ = ["Observation", "backup_status", "compute_status"]
 
 
 @dataclass
@@ -29,22 +29,6 @@ class Observation:
     rollout: RolloutPlan | None = None  # with spec.canary
     traffic_applied: float | None = None  # monotonic time the weights reached the API
     skipped: bool = False  # a rollout tick that found nothing to do
-
-
-def deployment_ready(live: dict[str, Any] | None) -> tuple[bool, str]:
-    """Whether a Deployment has rolled out its current spec to every replica."""
-    if live is None:
-        return False, "the Deployment does not exist yet"
-    wanted = live.get("spec", {}).get("replicas", 1)
-    status = live.get("status") or {}
-    generation = live.get("metadata", {}).get("generation")
-    if generation is not None and status.get("observedGeneration", 0) < generation:
-        return False, "the Deployment controller has not seen the latest spec"
-    updated = status.get("updatedReplicas", 0)
-    available = status.get("availableReplicas", 0)
-    if updated < wanted or available < wanted:
-        return False, f"{available} of {wanted} replicas available, {updated} updated"
-    return True, f"{available} of {wanted} replicas available"
 
 
 def backup_status(cron_job: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rampart_sidecar.config import parse_host_port, settings_from_mapping
-from rampart_sidecar.errors import ConfigError
+from rampart_common.errors import ConfigError
+from rampart_common.sidecar_settings import parse_host_port, settings_from_mapping
 
 from .analysis.queries import BUILT_IN_CHECKS
 from .podsecurity import pod_security_problems

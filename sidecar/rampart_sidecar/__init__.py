@@ -1,6 +1,7 @@
 """Rampart's sidecar: a resilience proxy in front of one application container."""
 
-from .config import SidecarSettings, load_settings
+from rampart_common.sidecar_settings import SidecarSettings, load_settings
+
 from .errors import ConfigError, RampartError
 
 __all__ = ["ConfigError", "RampartError", "SidecarSettings", "load_settings"]

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from rampart_common.sidecar_settings import SidecarSettings, parse_host_port
+
 from .admin import build_admin_app
 from .cache import ResponseCache
-from .config import SidecarSettings, parse_host_port
 from .metrics import Recorder
 from .proxy import Proxy
 from .server import ProxyServer

@@ -13,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from rampart_common.sidecar_settings import load_settings
+
 from .app import ListenError, run
-from .config import load_settings
 from .errors import ConfigError
 from .logs import configure_logging
 

@@ -1,7 +1,8 @@
 """Every exception the sidecar raises on purpose.
 
+    ConfigError              the settings file or a flag is invalid (exit status 2;
+                             rampart_common's: the operator raises it too)
     RampartError
-    ├── ConfigError          the settings file or a flag is invalid (exit status 2)
     └── UpstreamError        one attempt to reach the upstream failed
         ├── ConnectFailure   no connection could be made (nothing was sent)
         ├── UpstreamReset    the connection broke after the request was sent
@@ -18,6 +19,8 @@ than beside the code that raises them: those modules are compiled by mypyc
 """
 
 from __future__ import annotations
+
+from rampart_common.errors import ConfigError
 
 __all__ = [
     "BadMessage",
@@ -38,14 +41,6 @@ __all__ = [
 
 class RampartError(Exception):
     """Base of every error the sidecar raises on purpose."""
-
-
-class ConfigError(RampartError):
-    """Invalid settings; ``problems`` holds one ``field.path: reason`` line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 class UpstreamError(RampartError):

@@ -24,7 +24,8 @@ import aiohttp
 from multidict import CIMultiDict
 from prometheus_client import Counter
 
-from .config import SidecarSettings
+from rampart_common.sidecar_settings import SidecarSettings
+
 from .errors import (
     BadMessage,
     BadResponse,

@@ -40,7 +40,8 @@ from typing import Any, cast
 import httptools
 from multidict import CIMultiDict
 
-from .config import ServerSettings
+from rampart_common.sidecar_settings import ServerSettings
+
 from .errors import BadMessage, HeadTooLarge
 from .flow import BodyBuffer, WriteFlow
 from .headers import Fields, RequestHead, ResponseHead, forwardable_trailers, request_id

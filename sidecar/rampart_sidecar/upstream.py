@@ -39,7 +39,8 @@ import httptools
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from .config import UpstreamSettings
+from rampart_common.sidecar_settings import UpstreamSettings
+
 from .errors import UpstreamClosed, UpstreamConnectError, UpstreamUnreadable
 from .flow import BodyBuffer, WriteFlow
 from .headers import ENCODING, Fields, ResponseHead, decode_fields

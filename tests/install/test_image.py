@@ -100,6 +100,7 @@ def test_the_context_holds_the_packages_and_nothing_else() -> None:
         "pyproject.toml",
         "setup.py",
         "README.md",
+        "common",
         "operator",
         "sidecar",
         "backup",
@@ -128,7 +129,7 @@ def test_the_project_builds_from_the_context_alone(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (wheel,) = (tmp_path / "dist").glob("rampart-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for package in ("rampart_operator", "rampart_sidecar", "rampart_backup"):
+    for package in ("rampart_common", "rampart_operator", "rampart_sidecar", "rampart_backup"):
         assert f"{package}/__init__.py" in names
     # The request path is compiled (setup.py), so the image runs it as C.
     compiled = {n.split(".")[0] for n in names if n.endswith(".so")}
@@ -197,7 +198,7 @@ def test_the_image_holds_the_backup_agents_tools_and_exposes_the_default_ports()
     assert shlex.split(command.strip("[]").replace(",", " "))[0] == "rampart-operator"
 
 
-@pytest.mark.parametrize("path", ["operator/", "sidecar/", "backup/"])
+@pytest.mark.parametrize("path", ["common/", "operator/", "sidecar/", "backup/"])
 def test_every_package_the_build_stage_copies_is_in_the_context(path: str) -> None:
     build, _ = stages()
     copied = [argument.split()[0] for instruction, argument in build if instruction == "COPY"]

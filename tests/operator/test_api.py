@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 import yaml
 
+from rampart_common.sidecar_settings import SidecarSettings
 from rampart_operator.crd import crd
+from rampart_operator.readiness import deployment_ready
 from rampart_operator.reconcile import contains, leave_scale
 from rampart_operator.schema import apply_defaults
-from rampart_operator.status import Observation, compute_status, deployment_ready
+from rampart_operator.status import Observation, compute_status
 from rampart_operator.validation import validate
-from rampart_sidecar.config import SidecarSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 INVALID = sorted((ROOT / "examples" / "invalid").glob("*.yaml"))

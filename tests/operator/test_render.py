@@ -11,11 +11,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from rampart_common.sidecar_settings import settings_from_mapping
 from rampart_operator.render import render
 from rampart_operator.render.sidecar import SIDECAR_NAME
 from rampart_operator.schema import to_json_schema
 from rampart_operator.settings import OperatorSettings, mode_for_server
-from rampart_sidecar.config import settings_from_mapping
 
 from .test_alerts import crd_schema
 

@@ -17,7 +17,7 @@ from rampart_operator.alertproof import PROOF_LABEL, proof, proof_key
 from rampart_operator.analysis import checks_for, judge
 from rampart_operator.canary import Rollout
 from rampart_operator.render import render
-from rampart_operator.render.placement import place
+from rampart_operator.render.routers import ROUTERS
 from rampart_operator.revisions import (
     Revision,
     checksum,
@@ -26,7 +26,7 @@ from rampart_operator.revisions import (
     revision,
     target_template,
 )
-from rampart_operator.routers import ROUTERS
+from rampart_operator.rollout import place
 from rampart_operator.schema import apply_defaults, to_json_schema
 from rampart_operator.settings import OperatorSettings
 from rampart_operator.validation import validate

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rampart_sidecar.config import CircuitBreakerSettings
+from rampart_common.sidecar_settings import CircuitBreakerSettings
 from rampart_sidecar.policies import BreakerState, CircuitBreaker
 
 

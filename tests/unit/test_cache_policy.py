@@ -7,6 +7,7 @@ from email.utils import formatdate
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from rampart_common.sidecar_settings import CacheSettings, MemoryCacheSettings
 from rampart_sidecar.cache.entry import CacheEntry, VaryMarker
 from rampart_sidecar.cache.memory import MemoryBackend
 from rampart_sidecar.cache.policy import (
@@ -25,7 +26,6 @@ from rampart_sidecar.cache.policy import (
     storage,
     variant_key,
 )
-from rampart_sidecar.config import CacheSettings, MemoryCacheSettings
 
 
 def headers(**fields: str) -> CIMultiDictProxy[str]:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from rampart_sidecar.config import load_settings, parse_host_port, settings_from_mapping
-from rampart_sidecar.durations import format_duration, parse_duration
-from rampart_sidecar.errors import ConfigError
+from rampart_common.durations import format_duration, parse_duration
+from rampart_common.errors import ConfigError
+from rampart_common.sidecar_settings import load_settings, parse_host_port, settings_from_mapping
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sidecar.yaml"
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from rampart_sidecar.config import ServerSettings
+from rampart_common.sidecar_settings import ServerSettings
 from rampart_sidecar.flow import HIGH_WATER, BodyBuffer
 from rampart_sidecar.headers import ResponseHead
 from rampart_sidecar.messages import Request, Response, StreamResponse

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from rampart_sidecar.config import ConcurrencySettings, RateLimitSettings
+from rampart_common.sidecar_settings import ConcurrencySettings, RateLimitSettings
 from rampart_sidecar.policies import ConcurrencyLimiter, RateLimiter
 
 

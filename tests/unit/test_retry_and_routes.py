@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rampart_sidecar.config import RetrySettings, TimeoutSettings
+from rampart_common.sidecar_settings import RetrySettings, TimeoutSettings
 from rampart_sidecar.policies import RetryBudget, RetryPolicy, RouteTable
 
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from rampart_sidecar.config import UpstreamSettings
+from rampart_common.sidecar_settings import UpstreamSettings
 from rampart_sidecar.upstream import UpstreamClosed, UpstreamConnectError, UpstreamPool
 from tests.conftest import async_wait_until, free_port
 

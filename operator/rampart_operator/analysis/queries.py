@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rampart_sidecar.durations import parse_duration
+from rampart_common.durations import parse_duration
 
 from ..canary import Verdict, show_value
 from ..render.alerts import BUCKETS, REQUESTS

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..alertproof import proof_key
-from ..routers import router_for
 from ..schema import apply_defaults
 from ..settings import OperatorSettings
 from .backup import backup_cron_jobs
@@ -20,6 +19,7 @@ from .monitoring import metrics_service, pod_monitor, prometheus_rule, service_m
 from .network import network_policy, service
 from .pdb import pod_disruption_budget
 from .placement import Placement, initial_placement
+from .routers import router_for
 from .workload import canary_deployment, config_map, deployment
 
 __all__ = ["Placement", "render"]

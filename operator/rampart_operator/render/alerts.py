@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rampart_sidecar.durations import format_duration, parse_duration
+from rampart_common.durations import format_duration, parse_duration
 
 from ..alertproof import PROOF_LABEL
 from .cron import longest_gap

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rampart_sidecar.durations import parse_duration
+from rampart_common.durations import parse_duration
 
 from ..settings import OperatorSettings
 from .alerts import seconds_text

@@ -11,8 +11,8 @@ import hashlib
 import json
 from typing import Any
 
-from rampart_sidecar.config import parse_host_port
-from rampart_sidecar.durations import parse_duration
+from rampart_common.durations import parse_duration
+from rampart_common.sidecar_settings import parse_host_port
 
 from ..settings import OperatorSettings
 from .security import harden_container

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ..config import CacheSettings
+from rampart_common.sidecar_settings import CacheSettings
+
 from ..headers import ENCODING, ResponseHead, end_to_end
 from ..messages import Request, Response, StreamResponse
 from ..metrics import Recorder

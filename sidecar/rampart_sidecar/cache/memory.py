@@ -6,7 +6,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..config import MemoryCacheSettings
+from rampart_common.sidecar_settings import MemoryCacheSettings
+
 from .backend import Stored
 from .policy import path_of_key
 

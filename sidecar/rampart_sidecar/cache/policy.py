@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ..config import CacheSettings
+from rampart_common.sidecar_settings import CacheSettings
 
 __all__ = [
     "NEVER_STORED",

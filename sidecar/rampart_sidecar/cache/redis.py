@@ -27,7 +27,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from ..config import RedisCacheSettings
+from rampart_common.sidecar_settings import RedisCacheSettings
+
 from .backend import Stored
 from .entry import CacheEntry
 from .memory import _matches

@@ -17,7 +17,8 @@ from secrets import token_hex
 
 from multidict import CIMultiDictProxy
 
-from ..config import CacheSettings
+from rampart_common.sidecar_settings import CacheSettings
+
 from ..metrics import Recorder
 from .entry import CacheEntry, VaryMarker
 from .memory import MemoryBackend

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import CircuitBreakerSettings
+from rampart_common.sidecar_settings import CircuitBreakerSettings
 
 __all__ = ["BreakerState", "CircuitBreaker", "Permit"]
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from ..config import ConcurrencySettings
+from rampart_common.sidecar_settings import ConcurrencySettings
 
 __all__ = ["ConcurrencyLimiter"]
 

@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..config import RateLimitSettings
+from rampart_common.sidecar_settings import RateLimitSettings
 
 __all__ = ["RateLimiter"]
 
@@ -15,7 +15,7 @@ __all__ = ["RateLimiter"]
 class RateLimiter:
     """``check(key)`` returns 0 when the request may pass, else seconds until it could.
 
-    >>> from rampart_sidecar.config import RateLimitSettings
+    >>> from rampart_common.sidecar_settings import RateLimitSettings
     >>> now = [0.0]
     >>> limiter = RateLimiter(RateLimitSettings(requests_per_second=1, burst=2), lambda: now[0])
     >>> [limiter.check("a"), limiter.check("a"), limiter.check("a") > 0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from ..config import RetrySettings
+from rampart_common.sidecar_settings import RetrySettings
 
 __all__ = ["RetryBudget", "RetryPolicy"]
 
@@ -15,7 +15,7 @@ _GATEWAY_ERRORS = frozenset({502, 503, 504})
 class RetryPolicy:
     """Pure decisions; the proxy owns the loop.
 
-    >>> from rampart_sidecar.config import RetrySettings
+    >>> from rampart_common.sidecar_settings import RetrySettings
     >>> policy = RetrySettings(attempts=2, retry_on=["gateway-error"])
     >>> p = RetryPolicy(policy)
     >>> p.retries_method("GET"), p.retries_method("POST")

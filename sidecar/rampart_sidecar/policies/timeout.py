@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import TimeoutSettings
+from rampart_common.sidecar_settings import TimeoutSettings
 
 __all__ = ["Route", "RouteTable"]
 
@@ -20,7 +20,7 @@ class Route:
 class RouteTable:
     """Maps a request path to its ``Route``.
 
-    >>> from rampart_sidecar.config import TimeoutSettings
+    >>> from rampart_common.sidecar_settings import TimeoutSettings
     >>> table = RouteTable(TimeoutSettings.model_validate(
     ...     {"request": "30s", "routes": [{"pathPrefix": "/search", "request": "5s"}]}))
     >>> table.match("/search/books")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..render.names import child_metadata
+from ..names import child_metadata
 from .base import Manifest, Reference, WeighingRouter, canary_service
 
 __all__ = ["GatewayAPIRouter"]

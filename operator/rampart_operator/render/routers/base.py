@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-from ..render.names import TRACK_LABEL, child_metadata, selector_labels
-from ..render.sidecar import PROXY_PORT_NAME
+from ..names import TRACK_LABEL, child_metadata, selector_labels
+from ..sidecar import PROXY_PORT_NAME
 
 __all__ = ["Reference", "TrafficRouter", "WeighingRouter", "canary_service", "scaled"]
 
