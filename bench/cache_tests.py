@@ -49,7 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import yaml
+from tests.waiting import wait_until
 
 MIRROR = Path("/work/.mirror/http-tests+cache-tests/repo")
 KINDS = ("required", "optimal", "check")
@@ -119,17 +121,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(
+def started(
     ready: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], logs: Path
 ) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    """``ready`` within 30 s, unless the process exits first (its log tells why)."""
+
+    def up() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}:\n{logs.read_text()}")
-        if ready():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not come up in 30 s:\n{logs.read_text()}")
+        return ready()
+
+    try:
+        wait_until(up, 30, 0.1, what)
+    except AssertionError:
+        raise RuntimeError(f"{what} did not come up in 30 s:\n{logs.read_text()}") from None
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -210,7 +215,7 @@ def origin(suite: Path, workdir: Path) -> Iterator[str]:
                 return answers(f"http://127.0.0.1:{port}/")
             return False
 
-        wait_until(listening, "the origin (npm run server)", proc, logs)
+        started(listening, "the origin (npm run server)", proc, logs)
         yield f"http://127.0.0.1:{port}"
 
 
@@ -228,7 +233,7 @@ def redis_server(workdir: Path) -> Iterator[str]:
                 return True
             return False
 
-        wait_until(up, "redis-server", proc, logs)
+        started(up, "redis-server", proc, logs)
         yield f"redis://127.0.0.1:{port}/0"
 
 
@@ -272,7 +277,7 @@ def sidecar(
                 addresses["proxy"] + "/state/rampart-probe"
             )
 
-        wait_until(ready, "the sidecar", proc, logs)
+        started(ready, "the sidecar", proc, logs)
         yield addresses
 
 

@@ -39,6 +39,7 @@ from bench.operator_bench import admin_session, percentile, timestamp
 from e2e.localcluster import AuditReader, Cluster, local_cluster
 from e2e.rampart import ALERT_TOKEN, OPERATOR_USER, install_rampart
 from tests.ports import free_port
+from tests.waiting import async_wait_until
 
 from rampart_operator.alertproof import PROOF_LABEL, proof, proof_key
 
@@ -91,12 +92,7 @@ async def get(session: aiohttp.ClientSession, path: str) -> dict[str, Any]:
 
 
 async def eventually(what: str, check: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+    await async_wait_until(check, timeout, 0.05, what)
 
 
 async def settled_at_half(session: aiohttp.ClientSession) -> bool:

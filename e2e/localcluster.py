@@ -58,6 +58,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from tests.ports import free_ports
+from tests.waiting import wait_until
 
 __all__ = [
     "BIN",
@@ -281,14 +282,7 @@ class Cluster:
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float, every: float) -> Any:
     """What ``condition`` returns once it is truthy; fails the test if it never is."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
+    return wait_until(condition, timeout, every, what)
 
 
 class AuditReader:
@@ -683,14 +677,16 @@ def _start(workdir: Path, processes: _Processes, nodes: int, log: Callable[[str]
 
 
 def _wait(processes: _Processes, what: str, condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        processes.check()
+    def met() -> bool:
+        processes.check()  # a component that exited fails the start at once
         with contextlib.suppress(OSError):
-            if condition():
-                return
-        time.sleep(0.1)
-    raise ClusterError(f"{what}: not within {READY_TIMEOUT:.0f} s")
+            return condition()
+        return False
+
+    try:
+        wait_until(met, READY_TIMEOUT, 0.1, what)
+    except AssertionError as error:
+        raise ClusterError(str(error)) from None
 
 
 @contextlib.contextmanager

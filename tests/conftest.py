@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -11,7 +10,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,34 +20,10 @@ import yaml
 
 from tests.ports import free_port
 from tests.upstream import Upstream
+from tests.waiting import async_wait_until as async_wait_until  # re-exported for the tests
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
-) -> None:
-    """Poll ``condition`` until it holds; fail the test if it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
-async def async_wait_until(
-    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class Sidecar:

@@ -210,7 +210,8 @@ async def _reachable(info: Any) -> None:
 def _run(args: argparse.Namespace) -> None:
     import kopf
 
-    from .handlers import Runtime, register
+    from .controller import Runtime
+    from .handlers import register
 
     settings = _settings()
     # kopf's own lines (a handler per event) only when debugging: at a fleet's scale

@@ -192,7 +192,7 @@ async def apply(
     return Action("updated", desired["kind"], meta["name"]), patched
 
 
-async def reconcile(
+async def reconcile(  # noqa: C901 - observe, decide and apply in one pass; #20 item 2 splits it
     client: KubeClient,
     resource: dict[str, Any],
     settings: OperatorSettings,

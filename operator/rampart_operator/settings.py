@@ -32,7 +32,7 @@ class SettingsError(ValueError):
 class OperatorSettings:
     # The sidecar image; pinned to the operator's own version so both move together.
     sidecar_image: str = f"ghcr.io/rampart-dev/rampart:{__version__}"
-    # "native": an init container with restartPolicy Always (Kubernetes >= 1.29),
+    # native: an init container with restartPolicy Always (Kubernetes >= 1.29),
     # started before and stopped after the app. "container": a plain container.
     # "auto": native when the API server is 1.29 or newer (and when rendering offline).
     sidecar_mode: SidecarMode = "auto"
@@ -103,7 +103,7 @@ class OperatorSettings:
         return self.sidecar_mode != "container"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:  # noqa: C901 - one branch per variable, each with its own error
         """Raises SettingsError, naming the variable and what is wrong with it."""
         env = dict(os.environ if env is None else env)
         defaults = cls()

@@ -182,7 +182,7 @@ class RequestHead:
         "transfer_coding",
     )
 
-    def __init__(self, fields: Fields) -> None:
+    def __init__(self, fields: Fields) -> None:  # noqa: C901 - one pass over the fields on the request path (compiled): no calls per field
         self.fields = fields
         self.content_length: int | None = None
         self.chunked = False

@@ -317,7 +317,7 @@ class Proxy:
             ours += f"X-Forwarded-For: {chain}\r\n"
         return head.forwarded + ours.encode(*ENCODING)
 
-    async def _forward(
+    async def _forward(  # noqa: C901 - the request path in one compiled function: each call out costs per request
         self,
         request: Request,
         exchange: Exchange,

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import pytest
 from rampart_backup.crypto import decrypt_stream
 from tests.backup.legacy import legacy_backup
 from tests.conftest import PostgresServer
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +61,8 @@ def backup(source: str, dest: Path, key_file: Path, *extra: str) -> dict[str, An
 def wait_past(made: dict[str, Any]) -> None:
     """Until a second after ``made`` started: the next backup gets a name of its own."""
     started = datetime.datetime.fromisoformat(made["started"])
-    while datetime.datetime.now(datetime.UTC) < started + datetime.timedelta(seconds=1):
-        time.sleep(0.05)
+    second_later = started + datetime.timedelta(seconds=1)
+    wait_until(lambda: datetime.datetime.now(datetime.UTC) >= second_later, 5, 0.05)
 
 
 def next_backup(source: str, dest: Path, key_file: Path, after: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from rampart_backup.errors import RestoreFailed
 from rampart_backup.sources.filesystem import PathSource
 from tests.conftest import PostgresServer, RedisServer
 from tests.monitoring import Pushgateway
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -491,8 +492,8 @@ def test_the_newest_authenticated_backup_is_the_one_drilled_and_must_be_its_own(
     older = backup(shop, dest, key_file)
     postgres.sql("insert into customers values (4, 'dee')", shop.rsplit("/", 1)[1])
     started = datetime.datetime.fromisoformat(older["started"])
-    while datetime.datetime.now(datetime.UTC) < started + datetime.timedelta(seconds=1):
-        time.sleep(0.05)  # the next backup gets a name of its own
+    second_later = started + datetime.timedelta(seconds=1)  # a name of its own for the next
+    wait_until(lambda: datetime.datetime.now(datetime.UTC) >= second_later, 5, 0.05)
     newer = backup(shop, dest, key_file)
     # A copy of the older backup that claims to be the newest: renamed, its time edited.
     forged = dest / "29990101T000000Z-postgresql"  # sorted last by name and date

@@ -171,8 +171,11 @@ async def test_websocket_upgrade_passes_through(start_sidecar, upstream):
         assert ws.protocol == "chat"
         await ws.send_str("hello")
         assert (await ws.receive_json()) == {"echo": "hello", "protocol": "chat"}
-        # Longer than both timeouts: the socket must stay up.
-        await asyncio.sleep(0.8)
+        # Silent for longer than both timeouts (300 ms): the socket must stay up.
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        await async_wait_until(lambda: loop.time() >= quiet_since + 0.8, timeout=2)
+        assert not ws.closed
         await ws.send_bytes(b"\x00\x01binary")
         assert (await ws.receive_bytes()) == b"\x00\x01binary"
         await ws.send_str("close-please")

@@ -200,7 +200,7 @@ async def test_an_idle_connection_closes_after_the_idle_timeout_counted_from_its
         assert await get(pool) == (200, b"ok")
         first_use = loop.time()
         # Used again before its first timer fires: that timer must not close it.
-        await asyncio.sleep(0.25)
+        await async_wait_until(lambda: loop.time() >= first_use + 0.25)
         assert await get(pool) == (200, b"ok")
         await async_wait_until(lambda: loop.time() > first_use + 0.5)
         assert len(pool._idle) == 1

@@ -144,7 +144,7 @@ class ResponseCache:
 
     # -- the request path ---------------------------------------------------
 
-    async def serve(
+    async def serve(  # noqa: C901 - RFC 9111's request-side decisions, in the order the RFC gives them
         self, request: Request, exchange: Exchange, forward: Forward
     ) -> Response | StreamResponse:
         if request.method not in SAFE_METHODS:
