@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -199,13 +200,27 @@ def analysis_due(policy: Policy, state: Rollout, now: float) -> bool:
     )
 
 
-def advance(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, list[Note]]:
-    """The next state, and what happened, for one look at the world."""
-    if state.active:
-        return _active(policy, state, seen)
+Transition = tuple[Rollout, list[Note]]
+
+
+def advance(policy: Policy, state: Rollout, seen: Observed) -> Transition:
+    """The next state, and what happened, for one look at the world: the function
+    of the rollout's phase decides."""
+    # A phase this operator does not know (a status edited by hand) is read as at rest.
+    return PHASES.get(state.phase, _initialized)(policy, state, seen)
+
+
+def _initialized(policy: Policy, state: Rollout, seen: Observed) -> Transition:
+    """The stable revision runs alone; a new target starts a canary."""
+    if seen.target not in (state.stable, state.rejected):
+        return _start(state, seen.target, seen.now)
+    return state, []
+
+
+def _succeeded(policy: Policy, state: Rollout, seen: Observed) -> Transition:
+    """Promoted: within the bake window an alert still rolls the promotion back."""
     if (
-        state.phase == "Succeeded"
-        and policy.rollback_on_alerts
+        policy.rollback_on_alerts
         and seen.firing
         and state.previous is not None
         and state.promoted_at is not None
@@ -230,9 +245,14 @@ def advance(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, li
                 "alert",
             )
         ]
+    return _initialized(policy, state, seen)
+
+
+def _rolled_back(policy: Policy, state: Rollout, seen: Observed) -> Transition:
+    """The rejected revision is not retried until the spec moves off it."""
     if seen.target not in (state.stable, state.rejected):
         return _start(state, seen.target, seen.now)
-    if state.phase == "RolledBack" and seen.target == state.stable:
+    if seen.target == state.stable:
         settled = _replace(
             state,
             phase="Succeeded" if state.promoted_at else "Initialized",
@@ -244,7 +264,7 @@ def advance(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, li
     return state, []
 
 
-def _start(state: Rollout, target: str, now: float) -> tuple[Rollout, list[Note]]:
+def _start(state: Rollout, target: str, now: float) -> Transition:
     started = Rollout(
         phase="Progressing",
         stable=state.stable,
@@ -258,11 +278,38 @@ def _start(state: Rollout, target: str, now: float) -> tuple[Rollout, list[Note]
     return started, [Note("Normal", "CanaryStarted", f"canary of revision {target} started")]
 
 
-def _active(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, list[Note]]:
-    # While promoting, the stable revision already is the new one; a spec that
-    # changes again is picked up once the promotion is done.
-    changed_course = state.phase == "Progressing"
-    if changed_course and seen.target == state.stable:
+def _interrupted(policy: Policy, state: Rollout, seen: Observed) -> Transition | None:
+    """What ends any active rollout at once: the abort annotation, a firing alert."""
+    if seen.abort:
+        return _roll_back(state, "aborted by the rampart.dev/abort annotation", "abort")
+    if policy.rollback_on_alerts and seen.firing:
+        return _roll_back(state, f"alert firing: {', '.join(seen.firing)}", "alert")
+    return None
+
+
+def _promoting(policy: Policy, state: Rollout, seen: Observed) -> Transition:
+    """The stable pods take the new revision; done once they are ready. The stable
+    revision already is the new one: a spec that changes again waits for the end."""
+    interrupted = _interrupted(policy, state, seen)
+    if interrupted is not None:
+        return interrupted
+    if not seen.stable_ready:
+        return state, []
+    done = _replace(
+        state,
+        phase="Succeeded",
+        weight=0,
+        step_started=None,
+        promoted_at=seen.now,
+        message=f"revision {state.revision} promoted",
+    )
+    return done, [Note("Normal", "Promoted", done.message)]
+
+
+def _progressing(policy: Policy, state: Rollout, seen: Observed) -> Transition:
+    """The canary walks its steps: each applied once its pods are ready, left after
+    its pause and a passed analysis, until the last promotes."""
+    if seen.target == state.stable:
         ended = _replace(state, phase="Succeeded" if state.promoted_at else "Initialized")
         ended = _replace(
             ended,
@@ -273,28 +320,15 @@ def _active(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, li
             message="the spec is back at the stable revision; canary stopped",
         )
         return ended, [Note("Normal", "CanaryStopped", ended.message)]
-    if changed_course and seen.target != state.revision:
+    if seen.target != state.revision:
         restarted, started = _start(state, seen.target, seen.now)
         return restarted, [
             Note("Normal", "CanaryRestarted", f"revision {seen.target} replaces {state.revision}"),
             *started,
         ]
-    if seen.abort:
-        return _roll_back(state, "aborted by the rampart.dev/abort annotation", "abort")
-    if policy.rollback_on_alerts and seen.firing:
-        return _roll_back(state, f"alert firing: {', '.join(seen.firing)}", "alert")
-    if state.phase == "Promoting":
-        if not seen.stable_ready:
-            return state, []
-        done = _replace(
-            state,
-            phase="Succeeded",
-            weight=0,
-            step_started=None,
-            promoted_at=seen.now,
-            message=f"revision {state.revision} promoted",
-        )
-        return done, [Note("Normal", "Promoted", done.message)]
+    interrupted = _interrupted(policy, state, seen)
+    if interrupted is not None:
+        return interrupted
     if seen.promote:
         return _promote(state, "promoted by the rampart.dev/promote annotation", seen.now)
 
@@ -343,6 +377,15 @@ def _active(policy: Policy, state: Rollout, seen: Observed) -> tuple[Rollout, li
         message=f"step {state.step + 1} passed; scaling the canary for step {state.step + 2}",
     )
     return nxt, notes
+
+
+PHASES: dict[str, Callable[[Policy, Rollout, Observed], Transition]] = {
+    "Initialized": _initialized,
+    "Progressing": _progressing,
+    "Promoting": _promoting,
+    "Succeeded": _succeeded,
+    "RolledBack": _rolled_back,
+}
 
 
 def _judge(policy: Policy, state: Rollout, verdict: Verdict) -> tuple[Rollout, list[Note]]:

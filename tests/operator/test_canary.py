@@ -336,3 +336,16 @@ def test_a_new_revision_during_promotion_waits_for_the_promotion_to_finish():
     assert done.phase == "Succeeded"
     nxt, _ = advance(POLICY, done, look(2013.0, target="v3"))
     assert (nxt.phase, nxt.stable, nxt.revision) == ("Progressing", "v2", "v3")
+
+
+def test_every_phase_has_its_function_and_an_unknown_one_is_read_as_at_rest():
+    from typing import get_args
+
+    from rampart_operator.canary import PHASES, Phase
+
+    assert set(PHASES) == set(get_args(Phase))
+    edited = dataclasses.replace(initial("v1"), phase="Paused")  # a status edited by hand
+    state, notes = advance(POLICY, edited, look(0.0))
+    assert state.phase == "Progressing"
+    assert state.revision == "v2"
+    assert [n.reason for n in notes] == ["CanaryStarted"]
