@@ -15,47 +15,20 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rampart_backup.crypto import decrypt_stream
+from tests.backup.agent import agent, backup
 from tests.backup.legacy import legacy_backup
 from tests.conftest import PostgresServer
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-AGENT = str(Path(sys.executable).parent / "rampart-backup")
 WRONG_KEY, TAMPERED, MISPLACED = 4, 5, 10
-
-
-def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAMPART_BACKUP_")}
-    return subprocess.run(
-        [AGENT, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**clean, **(env or {})},
-    )
-
-
-def backup(source: str, dest: Path, key_file: Path, *extra: str) -> dict[str, Any]:
-    done = agent(
-        "run",
-        "--dest",
-        str(dest),
-        "--key-file",
-        str(key_file),
-        *extra,
-        env={"RAMPART_BACKUP_SOURCE": source},
-    )
-    assert done.returncode == 0, done.stderr
-    made: dict[str, Any] = json.loads(done.stdout)
-    return made
 
 
 def wait_past(made: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import time
 import urllib.request
@@ -30,26 +29,15 @@ import redis
 from rampart_backup.crypto import load_key, manifest_mac
 from rampart_backup.errors import RestoreFailed
 from rampart_backup.sources.filesystem import PathSource
+from tests.backup.agent import agent, backup
 from tests.conftest import PostgresServer, RedisServer
 from tests.monitoring import Pushgateway
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-AGENT = str(Path(sys.executable).parent / "rampart-backup")
 ORDERS = 100
 CUSTOMERS = 3
-
-
-def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAMPART_BACKUP_")}
-    return subprocess.run(
-        [AGENT, *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**clean, **(env or {})},
-    )
 
 
 def drill(
@@ -64,21 +52,6 @@ def drill(
         *extra,
         env={"RAMPART_BACKUP_TARGET": target, **(env or {})},
     )
-
-
-def backup(source: str, dest: Path, key_file: Path, *extra: str) -> dict[str, Any]:
-    done = agent(
-        "run",
-        "--dest",
-        str(dest),
-        "--key-file",
-        str(key_file),
-        *extra,
-        env={"RAMPART_BACKUP_SOURCE": source},
-    )
-    assert done.returncode == 0, done.stderr
-    made: dict[str, Any] = json.loads(done.stdout)
-    return made
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], kind: str) -> str:
