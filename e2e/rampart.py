@@ -199,7 +199,12 @@ def install_rampart(
     verb = "install"
     for _ in range(4):
         url = f"https://127.0.0.1:{free_port()}"
-        chart_values = {**(values or {}), "outOfCluster": {"enabled": True, "webhookUrl": url}}
+        where = {} if "watchNamespaces" in (values or {}) else {"clusterWide": True}
+        chart_values = {
+            **where,
+            **(values or {}),
+            "outOfCluster": {"enabled": True, "webhookUrl": url},
+        }
         cluster.run(
             "helm",
             verb,

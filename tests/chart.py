@@ -30,12 +30,21 @@ def third_party_crds() -> list[Path]:
     return paths
 
 
+# The chart asks where the operator works; the tests that do not say take the
+# whole cluster, as the e2e tier's operator does.
+WHERE = {"clusterWide": True}
+
+
 def render(values: dict[str, Any] | None = None, *extra: str) -> subprocess.CompletedProcess[str]:
-    """``helm template`` of the chart with ``values`` on top of its defaults."""
+    """``helm template`` of the chart with ``values`` on top of its defaults (and WHERE,
+    unless ``values`` says where itself)."""
     assert HELM.exists(), f"{HELM} is missing: run scripts/install"
+    values = values or {}
+    if "watchNamespaces" not in values and "clusterWide" not in values:
+        values = {**WHERE, **values}
     return subprocess.run(
         [str(HELM), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *VALUES, *extra],
-        input=json.dumps(values or {}),
+        input=json.dumps(values),
         capture_output=True,
         text=True,
         timeout=120,

@@ -365,15 +365,21 @@ def test_helm_test_checks_the_running_release() -> None:
 
 
 def test_the_notes_name_what_the_release_created() -> None:
-    result = helm("install", "rampart", str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
+    result = helm(
+        "install", "rampart", str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+        "--set", "clusterWide=true",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]
     objects = manifests()
     assert f"rollout status deployment/{find(objects, 'Deployment')['metadata']['name']}\n" in notes
     service = find(objects, "Service")
     alerts = next(p for p in service["spec"]["ports"] if p["name"] == "alerts")
-    receiver = f"http://{service['metadata']['name']}.{NAMESPACE}:{alerts['port']}/alertmanager"
-    assert receiver in notes
+    receiver = (
+        f"https://{service['metadata']['name']}.{NAMESPACE}.svc:{alerts['port']}/alertmanager"
+    )
+    assert receiver in notes  # HTTPS by default, under a name the certificate carries
+    assert f"get secret {operator_settings(objects).webhook_secret}" in notes  # its CA
     assert f"get secret {find(objects, 'Secret')['metadata']['name']} " in notes
 
 
@@ -409,3 +415,22 @@ def test_the_network_is_closed_by_default_around_the_operator_and_its_services()
     assert "NetworkPolicy" not in {
         o["kind"] for o in manifests({"networkPolicy": {"enabled": False}})
     }
+
+
+def test_the_chart_asks_where_the_operator_works_and_never_assumes_the_whole_cluster() -> None:
+    from tests.chart import render
+
+    for values, refusal in (
+        ({"clusterWide": False}, "say where the operator works"),
+        ({"clusterWide": True, "watchNamespaces": ["shop"]}, "contradict each other"),
+    ):
+        result = render(values)
+        assert result.returncode != 0
+        assert refusal in result.stderr
+    namespaced = manifests({"watchNamespaces": ["shop"]})
+    assert not [
+        o
+        for o in namespaced
+        if o["kind"] == "ClusterRoleBinding" and o["roleRef"]["name"].endswith("-workloads")
+    ]
+    assert operator_settings(namespaced).namespaces == ("shop",)
