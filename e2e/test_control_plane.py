@@ -11,7 +11,6 @@ import asyncio
 import base64
 import datetime
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -257,16 +256,17 @@ def test_at_rest_the_operator_writes_nothing_and_leaves_others_fields_alone(
         ).strip(),
     )
     since = datetime.datetime.now(datetime.UTC)
-    time.sleep(60)  # the window itself: the drift timer (5 s) fires about 12 times in it
+    # The window: six drift checks (one every 5 s), each a full look at every child.
+    drift_checks(local, "idle", namespace, since, 6)
     writes = local.writes(OPERATOR_USER, since, namespace)
     assert not writes, f"the operator wrote at rest: {dict(writes)}"
-    # It did look, every drift interval: the absence of writes is a verdict.
+    # It did look at the children: the absence of writes is a verdict.
     assert len(reads_in(local, namespace, since)) >= 8
 
     since = datetime.datetime.now(datetime.UTC)
     local.kubectl("annotate", "deployment", "idle", "-n", namespace, "team.example/owner=alice")
     local.kubectl("label", "service", "idle", "-n", namespace, "team.example/tier=gold")
-    time.sleep(15)  # three drift checks
+    drift_checks(local, "idle", namespace, since, 3)
     # The annotation bumps the Deployment's generation: the status may say so
     # (Ready is False until the controller observed it, as kstatus has it), but
     # no child may be written.
@@ -278,6 +278,26 @@ def test_at_rest_the_operator_writes_nothing_and_leaves_others_fields_alone(
     service = local.get("service", "idle", namespace) or {}
     assert deployment["metadata"]["annotations"]["team.example/owner"] == "alice"
     assert service["metadata"]["labels"]["team.example/tier"] == "gold"
+
+
+def drift_checks(
+    local: Cluster, name: str, namespace: str, since: datetime.datetime, count: int
+) -> None:
+    """Until the operator has reconciled ``name`` ``count`` times since ``since`` (each
+    reconcile reads the HardenedService first), as its audit events show."""
+
+    def looks() -> int:
+        return sum(
+            1
+            for event in local.requests(OPERATOR_USER, since, frozenset({"get"}))
+            if (event.get("objectRef") or {}).get("resource") == "hardenedservices"
+            and event["objectRef"].get("name") == name
+            and event["objectRef"].get("namespace") == namespace
+        )
+
+    local.wait_for(
+        f"{count} reconciles of {namespace}/{name}", lambda: looks() >= count, timeout=20 * count
+    )
 
 
 def reads_in(local: Cluster, namespace: str, since: datetime.datetime) -> list[dict[str, Any]]:
@@ -322,7 +342,7 @@ def test_replicas_a_horizontal_pod_autoscaler_set_are_its_own(
         return int((local.get("deployment", "scaled", namespace) or {})["spec"]["replicas"])
 
     local.wait_for("the HPA's 3 replicas", lambda: replicas() == 3, timeout=45)
-    time.sleep(15)  # three drift checks, and the watch event of the HPA's write
+    drift_checks(local, "scaled", namespace, since, 3)  # and the HPA's write's watch event
     assert replicas() == 3
     patches = local.writes(OPERATOR_USER, since, namespace)[("patch", "deployments", "")]
     assert patches == 0, f"the operator wrote the Deployment {patches} times"

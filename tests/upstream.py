@@ -55,6 +55,7 @@ class Upstream:
         self.peers: set[tuple[str, int]] = set()
         self.failing = False  # /c/ paths answer 503 while set
         self.error_rate = 0.0  # share of /app requests answered 500
+        self.sse_sent: list[float] = []  # when each /sse event was written (monotonic)
         self._app_requests = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -204,6 +205,7 @@ class Upstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for number in range(int(request.query.get("n", "3"))):
+            self.sse_sent.append(time.monotonic())
             await response.write(f"data: {number}\n\n".encode())
             await asyncio.sleep(every)
         await response.write_eof()
