@@ -33,7 +33,7 @@ from .canary import Policy, Rollout, analysis_due
 from .crd import GROUP, KIND, VERSION
 from .kube import ApiError, KubeClient
 from .metrics import OperatorMetrics
-from .reconcile import Action, contains, leave_scale, reconcile
+from .reconcile import Action, apply_decision, contains, decide, leave_scale
 from .render import render
 from .reporting import Reporter
 from .rollout import Analysis, placement_from_status
@@ -248,17 +248,15 @@ class Runtime:
                         self.metrics.threshold.labels(namespace, name, check.name).set(check.max)
         # Most ticks find nothing to do: they find it out without the lock, which
         # an alert may need at that very moment.
-        probe = await reconcile(
+        looked = await decide(
             self.client,
             body,
             self.settings,
             firing=self.alerts.firing(namespace, name),
             analysis=analysis,
             now=self.clock(),
-            rollout_only=True,
-            probe=True,
         )
-        if not probe.skipped:
+        if looked.moves:
             await self.reconcile_named(namespace, name, analysis=analysis, rollout_only=True)
 
     async def reconcile_named(
@@ -305,17 +303,22 @@ class Runtime:
             started = monotonic()
             alerted = self._alerted.pop(key, None)
             try:
-                seen = await reconcile(
+                decision = await decide(
                     self.client,
                     body,
                     self.settings,
-                    actions.append,
                     firing=self.alerts.firing(namespace, name),
                     analysis=analysis,
                     now=self.clock(),
-                    rollout_only=rollout_only,
-                    thorough=thorough,
                 )
+                seen = decision.seen  # with problems, nothing is applied: the status says why
+                idle = rollout_only and seen.rollout is not None and not decision.moves
+                if idle:
+                    seen.skipped = True  # a rollout's look that found nowhere to go
+                elif not seen.problems:
+                    seen = await apply_decision(
+                        self.client, body, self.settings, decision, actions.append, thorough
+                    )
             except ApiError as error:
                 self._written.pop(key, None)  # a status may have been half written
                 if error.namespace_terminating:

@@ -1,7 +1,9 @@
 """Bring the cluster in line with one HardenedService: the only place children are written.
 
-Order: validate (a problem leaves every child untouched), check the Secrets
-the pods will need, then create or patch each rendered child. An object that
+One reconcile is ``decide`` (observe and decide: validate, check the Secrets
+the pods will need, read what the traffic router reads, plan the rollout;
+reads only), then ``apply_decision``: create or patch each rendered child.
+A problem leaves every child untouched. An object that
 already carries a child's name but is not owned by this HardenedService is
 never overwritten. Children the spec no longer asks for (a NetworkPolicy
 switched off) are deleted. The result is an ``Observation`` for the status.
@@ -23,7 +25,7 @@ from .render import render
 from .render.backup import backup_job_name, backup_secret_names
 from .render.drill import drill_job_name
 from .render.names import OWNER_LABEL
-from .render.placement import initial_placement
+from .render.placement import Placement, initial_placement
 from .render.routers import router_for
 from .render.sidecar import secret_names
 from .rollout import Analysis, plan_rollout
@@ -32,7 +34,15 @@ from .settings import OperatorSettings
 from .status import Observation, backup_status
 from .validation import limits_of, validate
 
-__all__ = ["Action", "contains", "leave_scale", "reconcile", "scaled_by_others"]
+__all__ = [
+    "Action",
+    "Decision",
+    "apply_decision",
+    "contains",
+    "decide",
+    "leave_scale",
+    "scaled_by_others",
+]
 
 log = logging.getLogger("rampart.reconcile")
 
@@ -192,71 +202,94 @@ async def apply(
     return Action("updated", desired["kind"], meta["name"]), patched
 
 
-async def reconcile(  # noqa: C901 - observe, decide and apply in one pass; #20 item 2 splits it
+@dataclass
+class Decision:
+    """What one look at a HardenedService decided, before anything is written.
+
+    ``seen`` carries the problems that stop it (then nothing is applied) and
+    the rollout's plan; ``placement`` is where each revision runs.
+    """
+
+    seen: Observation
+    spec: dict[str, Any]
+    placement: Placement | None  # None: a resource too invalid to place
+
+    @property
+    def moves(self) -> bool:
+        """Whether a rollout has somewhere to go: its state changes, or an annotation
+        it acted on is to be removed. A periodic look that finds neither writes nothing."""
+        plan = self.seen.rollout
+        return plan is not None and (plan.changed or bool(plan.acted_on))
+
+
+async def decide(
     client: KubeClient,
     resource: dict[str, Any],
     settings: OperatorSettings,
-    on_action: Callable[[Action], None] = lambda action: None,
     *,
     firing: tuple[str, ...] = (),
     analysis: Analysis | None = None,
     now: float | None = None,
-    rollout_only: bool = False,
-    thorough: bool = False,
-    probe: bool = False,
-) -> Observation:
-    """``firing`` (alert names) and ``analysis`` are what the runtime knows of a rollout.
+) -> Decision:
+    """Observe (the Secrets the pods need, what the traffic router reads, the
+    configuration the revisions hash) and decide: the problems that stop the
+    reconcile, and where the rollout goes. Reads only.
 
-    With ``rollout_only`` (a rollout's periodic tick) nothing is applied unless
-    the rollout's state moved; the result is then marked ``skipped``.
-    Children the spec no longer asks for are looked for among those the last
-    status listed; ``thorough`` (a resume) looks for every kind.
-    A ``probe`` only reads: it stops after planning, ``skipped`` unless the
-    rollout would move.
+    ``firing`` (alert names) and ``analysis`` are what the controller knows of a rollout.
     """
     meta = resource["metadata"]
-    namespace, name = meta.get("namespace", "default"), meta["name"]
+    namespace = meta.get("namespace", "default")
     seen = Observation(generation=meta.get("generation"))
     problems = validate(resource, limits_of(settings))
     if problems:
         seen.problems = [str(p) for p in problems]
-        return seen
+        return Decision(seen, {}, None)
     spec = apply_defaults(resource)["spec"]
     for field, secret in [("spec.sidecar.cache", s) for s in secret_names(spec)] + [
         ("spec.backup", s) for s in backup_secret_names(spec)
     ]:
         if await client.get("v1", "Secret", namespace, secret) is None:
             seen.problems.append(f"{field}: Secret {secret} not found in {namespace}")
-    placement = initial_placement(spec)
-    if probe and not spec.get("canary"):
-        seen.skipped = True  # nothing rolls out: nothing for a probe to find
-        return seen
-    if spec.get("canary"):
-        router = router_for(spec)
-        reads = {ref: await client.get(*ref[:2], namespace, ref[2]) for ref in router.reads(spec)}
-        owner = apply_defaults(resource)
-        seen.problems += [f"{p}: {m}" for p, m in router.problems(owner, spec, reads)]
-        if seen.problems:
-            return seen
-        plan = await plan_rollout(
-            client,
-            resource,
-            spec,
-            reads,
-            time.time() if now is None else now,
-            firing,
-            analysis,
-            checksum_secret=settings.alert_token,
-        )
-        seen.rollout = plan
-        if (rollout_only or probe) and not plan.changed and not plan.acted_on:
-            seen.skipped = True
-            return seen
-        if probe:
-            return seen
-        placement = plan.placement
+    decision = Decision(seen, spec, initial_placement(spec))
+    if not spec.get("canary"):
+        return decision
+    router = router_for(spec)
+    reads = {ref: await client.get(*ref[:2], namespace, ref[2]) for ref in router.reads(spec)}
+    owner = apply_defaults(resource)
+    seen.problems += [f"{p}: {m}" for p, m in router.problems(owner, spec, reads)]
     if seen.problems:
-        return seen
+        return decision
+    plan = await plan_rollout(
+        client,
+        resource,
+        spec,
+        reads,
+        time.time() if now is None else now,
+        firing,
+        analysis,
+        checksum_secret=settings.alert_token,
+    )
+    seen.rollout = plan
+    decision.placement = plan.placement
+    return decision
+
+
+async def apply_decision(
+    client: KubeClient,
+    resource: dict[str, Any],
+    settings: OperatorSettings,
+    decision: Decision,
+    on_action: Callable[[Action], None],
+    thorough: bool,
+) -> Observation:
+    """Render and apply every child, remove those the spec no longer asks for, and
+    say what came of it. Children the spec no longer asks for are looked for among
+    those the last status listed; ``thorough`` (a resume) looks for every kind.
+    """
+    meta = resource["metadata"]
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    seen, spec, placement = decision.seen, decision.spec, decision.placement
+    assert placement is not None  # only a resource without problems is applied
 
     manifests = render(resource, settings, placement)
     prefetched: dict[tuple[str, str], dict[str, Any] | None] = {}
