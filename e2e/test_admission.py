@@ -37,6 +37,7 @@ from cryptography.x509 import DNSName
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from tests.chart import find
 from tests.chart import manifests as chart_manifests
+from tests.operator.test_webhook_ca_key import assert_no_ca_key, legacy_secret
 
 from rampart_operator.admission.certs import (
     PROMOTE_AFTER,
@@ -448,6 +449,28 @@ async def test_a_renewal_is_trusted_before_it_is_served_and_no_ca_key_is_kept(
         assert trusted(home, lagging, live_bundle, clock.now)
         await replica_b.keeper.check()
         assert (await served_certificate(home, port_b)) == current
+
+
+async def test_a_secret_an_older_version_wrote_loses_its_ca_key(home: Home) -> None:
+    """An older operator kept its CA's private key in the Secret: the first check of
+    this one removes it (a merge patch keeps what it does not name: it must say null)."""
+    settings = webhook_settings(home)
+    legacy = legacy_secret(T0, serving_names(SERVICE, home.namespace))
+    await home.client.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": settings.webhook_secret, "namespace": home.namespace},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in legacy.items()},
+        }
+    )
+    async with serving(home, settings, Clock()):
+        secret = await home.client.get("v1", "Secret", home.namespace, settings.webhook_secret)
+        assert secret is not None
+        stored = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        assert "ca-signing.crt" not in stored
+        assert_no_ca_key(stored)
 
 
 def test_a_configuration_reapplied_without_ca_bundle_gets_it_back(local: Cluster) -> None:

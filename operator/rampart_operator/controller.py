@@ -33,7 +33,7 @@ from .canary import Policy, Rollout, analysis_due
 from .crd import GROUP, KIND, VERSION
 from .kube import ApiError, KubeClient
 from .metrics import OperatorMetrics
-from .reconcile import Action, apply_decision, contains, decide, leave_scale
+from .reconcile import Action, Decision, apply_decision, contains, decide, leave_scale
 from .render import render
 from .reporting import Reporter
 from .rollout import Analysis, placement_from_status
@@ -248,16 +248,15 @@ class Runtime:
                         self.metrics.threshold.labels(namespace, name, check.name).set(check.max)
         # Most ticks find nothing to do: they find it out without the lock, which
         # an alert may need at that very moment.
-        looked = await decide(
-            self.client,
-            body,
-            self.settings,
-            firing=self.alerts.firing(namespace, name),
-            analysis=analysis,
-            now=self.clock(),
-        )
-        if looked.moves:
+        if (await self._decide(body, analysis)).moves:
             await self.reconcile_named(namespace, name, analysis=analysis, rollout_only=True)
+
+    async def _decide(self, body: dict[str, Any], analysis: Analysis | None) -> Decision:
+        meta = body["metadata"]
+        firing = self.alerts.firing(meta.get("namespace", "default"), meta["name"])
+        return await decide(
+            self.client, body, self.settings, firing=firing, analysis=analysis, now=self.clock()
+        )
 
     async def reconcile_named(
         self,
@@ -303,14 +302,7 @@ class Runtime:
             started = monotonic()
             alerted = self._alerted.pop(key, None)
             try:
-                decision = await decide(
-                    self.client,
-                    body,
-                    self.settings,
-                    firing=self.alerts.firing(namespace, name),
-                    analysis=analysis,
-                    now=self.clock(),
-                )
+                decision = await self._decide(body, analysis)
                 seen = decision.seen  # with problems, nothing is applied: the status says why
                 idle = rollout_only and seen.rollout is not None and not decision.moves
                 if idle:

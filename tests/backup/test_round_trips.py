@@ -6,8 +6,6 @@ import datetime
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +14,10 @@ import redis
 from rampart_backup import store
 from rampart_backup.crypto import load_key
 from rampart_backup.retention import Policy
+from tests.backup.agent import agent, backup
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "rampart_backup"]
 EXIT = {
     "usage": 2,
     "unreachable": 3,
@@ -30,35 +28,11 @@ EXIT = {
 }
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
-
-
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "key"
     path.write_text(os.urandom(32).hex())
     return path
-
-
-def backup(source: str, dest: Path, key_file: Path, *extra: str) -> dict:
-    result = cli(
-        "run",
-        "--dest",
-        str(dest),
-        "--key-file",
-        str(key_file),
-        *extra,
-        env={"RAMPART_BACKUP_SOURCE": source},
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def pg_checksum(postgres, database: str) -> tuple[str, str]:
@@ -93,7 +67,7 @@ def test_postgres_round_trip(postgres, shop_db, tmp_path, key_file):
     made = backup(url, tmp_path / "dest", key_file)
     assert made["source"]["kind"] == "postgresql"
     postgres.sql("drop table orders", shop_db)
-    result = cli(
+    result = agent(
         "restore",
         "--from",
         str(tmp_path / "dest" / made["backup"]),
@@ -104,9 +78,9 @@ def test_postgres_round_trip(postgres, shop_db, tmp_path, key_file):
     )
     assert result.returncode == 0, result.stderr
     assert pg_checksum(postgres, shop_db) == before == ("5000", before[1])
-    listed = cli("list", "--dest", str(tmp_path / "dest"))
+    listed = agent("list", "--dest", str(tmp_path / "dest"))
     assert [json.loads(line)["backup"] for line in listed.stdout.splitlines()] == [made["backup"]]
-    verified = cli("verify", "--dest", str(tmp_path / "dest"), "--key-file", str(key_file))
+    verified = agent("verify", "--dest", str(tmp_path / "dest"), "--key-file", str(key_file))
     assert verified.returncode == 0
     assert ": ok," in verified.stdout
 
@@ -126,7 +100,7 @@ def test_a_bad_backup_never_touches_the_target(postgres, shop_db, tmp_path, key_
     messages = set()
     for case, content in cases.items():
         data.write_bytes(content)
-        result = cli(
+        result = agent(
             "restore", "--from", str(data.parent), "--target", url, "--key-file", str(key_file)
         )
         assert result.returncode == EXIT[case], (case, result.stderr)
@@ -135,7 +109,7 @@ def test_a_bad_backup_never_touches_the_target(postgres, shop_db, tmp_path, key_
     data.write_bytes(original)
     other_key = tmp_path / "other"
     other_key.write_text(os.urandom(32).hex())
-    wrong = cli(
+    wrong = agent(
         "restore", "--from", str(data.parent), "--target", url, "--key-file", str(other_key)
     )
     assert wrong.returncode == EXIT["wrong-key"]
@@ -146,7 +120,7 @@ def test_a_bad_backup_never_touches_the_target(postgres, shop_db, tmp_path, key_
 
 def test_unreachable_source_leaves_nothing_and_says_so(tmp_path, key_file):
     dest = tmp_path / "dest"
-    result = cli(
+    result = agent(
         "run",
         "--dest",
         str(dest),
@@ -189,7 +163,7 @@ def test_redis_round_trip(redis_server, tmp_path, key_file):
     made = backup(redis_server.url, tmp_path / "dest", key_file)
     client.flushall()
     client.set("stray", "not in the backup")
-    result = cli(
+    result = agent(
         "restore",
         "--from",
         str(tmp_path / "dest" / made["backup"]),
@@ -223,7 +197,7 @@ def test_path_round_trip(tmp_path, key_file):
     made = backup(f"file://{data}", tmp_path / "dest", key_file)
     (data / "a.txt").write_text("changed")
     (data / "new").write_text("not in the backup")
-    result = cli(
+    result = agent(
         "restore",
         "--from",
         str(tmp_path / "dest" / made["backup"]),

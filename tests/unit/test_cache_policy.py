@@ -16,7 +16,6 @@ from rampart_sidecar.cache.policy import (
     Storage,
     apparent_age,
     default_ttl_for,
-    freshness_lifetime,
     invalidated_targets,
     parse_age,
     parse_http_date,
@@ -36,8 +35,9 @@ NO_HEADERS = headers()
 
 
 def lifetime(response: CIMultiDictProxy[str], request=NO_HEADERS, status=200, ttl=0.0):
-    decided = freshness_lifetime(response, request, status, ttl)
-    return None if decided is None else decided[0]
+    """Seconds the response stays fresh; None when it must not be stored fresh."""
+    decided = storage(response, request, status, ttl)
+    return None if decided is None or decided.lifetime <= 0 else decided.lifetime
 
 
 def test_cache_control_parsing():

@@ -28,7 +28,6 @@ __all__ = [
     "CacheControl",
     "RequestPlan",
     "default_ttl_for",
-    "freshness_lifetime",
     "invalidated_targets",
     "path_of_key",
     "plan_request",
@@ -397,19 +396,6 @@ def storage(
     if lifetime <= 0 and not has_validator(response_headers):
         return None
     return Storage(max(lifetime, 0.0), control, stale_allowed, heuristic)
-
-
-def freshness_lifetime(
-    response_headers: CIMultiDictProxy[str],
-    request_headers: CIMultiDictProxy[str],
-    status: int,
-    default_ttl: float,
-) -> tuple[float, CacheControl] | None:
-    """Seconds the response stays fresh, or None when it must not be stored fresh."""
-    decided = storage(response_headers, request_headers, status, default_ttl)
-    if decided is None or decided.lifetime <= 0:
-        return None
-    return decided.lifetime, decided.control
 
 
 def _response_control(headers: CIMultiDictProxy[str]) -> CacheControl:
