@@ -48,7 +48,8 @@ async def serve(
     if cache is not None:
         await cache.start()
         proxy.cache = cache
-        cache.fetch = proxy.fetch  # for stale-while-revalidate's background revalidation
+        # stale-while-revalidate's background revalidation, through the proxy's gates
+        cache.revalidate_with(proxy.fetch, settings.concurrency.max_in_flight)
     proxy_server = ProxyServer(proxy.handle, settings.server, on_error=proxy.count_rejection)
     host, port = parse_host_port(settings.listen)
     try:

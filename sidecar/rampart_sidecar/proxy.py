@@ -264,34 +264,55 @@ class Proxy:
         finally:
             self.concurrency.release()
 
-    async def fetch(self, request: Request, extra_fields: bytes) -> UpstreamResponse | None:
+    async def fetch(
+        self,
+        request: Request,
+        extra_fields: bytes,
+        consume: Callable[[UpstreamResponse], Awaitable[None]],
+    ) -> bool:
         """The upstream's answer to ``request`` for the sidecar itself (a cache revalidating
-        in the background): no client waits, so no retries, and nothing when the
-        breaker is open; the breaker counts the attempt like any other."""
-        permit = self.breaker.acquire() if self.breaker.enabled else None
-        if self.breaker.enabled and permit is None:
-            return None
-        route = self.routes.match(request.path)
-        exchange = Exchange(request.method, request.path, route, request_id(None), monotonic())
-        fields = self.upstream_fields(request, exchange) + extra_fields
-        started = monotonic()
+        in the background), handed to ``consume``; False when none was asked for or came.
+
+        It goes through the gates a client's request does, less what only a waiting
+        client justifies: a concurrency slot, held until ``consume`` returns, but only a
+        free one (never queued, never waited for: that room is the clients'); nothing
+        while the breaker is open, which counts the attempt like any other; no retries,
+        so nothing from the retry budget; the route's timeout until the headers arrive.
+        """
+        concurrency = self.concurrency
+        if not concurrency.try_acquire():
+            return False
         try:
-            upstream = await self.pool.request(
-                request.method, request.target, fields, None, route.request_timeout
-            )
-        except (TimeoutError, OSError):
-            self.recorder.observe_upstream(0, monotonic() - started)
+            permit = self.breaker.acquire() if self.breaker.enabled else None
+            if self.breaker.enabled and permit is None:
+                return False
+            route = self.routes.match(request.path)
+            exchange = Exchange(request.method, request.path, route, request_id(None), monotonic())
+            fields = self.upstream_fields(request, exchange) + extra_fields
+            started = monotonic()
+            try:
+                upstream = await self.pool.request(
+                    request.method, request.target, fields, None, route.request_timeout
+                )
+            except (TimeoutError, OSError):
+                self.recorder.observe_upstream(0, monotonic() - started)
+                if permit is not None:
+                    self.breaker.record(permit, False)
+                return False
+            except BaseException:
+                if permit is not None:
+                    self.breaker.release(permit)
+                raise
+            self.recorder.observe_upstream(upstream.status, monotonic() - started)
             if permit is not None:
-                self.breaker.record(permit, False)
-            return None
-        except BaseException:
-            if permit is not None:
-                self.breaker.release(permit)
-            raise
-        self.recorder.observe_upstream(upstream.status, monotonic() - started)
-        if permit is not None:
-            self.breaker.record(permit, upstream.status < 500)
-        return upstream
+                self.breaker.record(permit, upstream.status < 500)
+            try:
+                await consume(upstream)
+            finally:
+                upstream.release()
+            return True
+        finally:
+            concurrency.release()
 
     def _client_key(self, request: Request) -> str:
         header = self.rate_limiter.header

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.conftest import async_wait_until
 
@@ -621,6 +622,77 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_behind(start
         await async_wait_until(refreshed, timeout=5)
     assert upstream.last_request["headers"]["If-None-Match"] == '"w1"'
     assert upstream.hits["/c/swr"] == 2  # the first fetch and one background revalidation
+
+
+@pytest.mark.parametrize(
+    ("max_in_flight", "cap"),
+    [(0, 16), (8, 4)],
+    ids=["no-concurrency-limit", "half-the-concurrency-limit"],
+)
+async def test_background_revalidations_in_flight_are_capped(start_sidecar, max_in_flight, cap):
+    """A client asking for many distinct stale URLs at once (#26) gets every stale answer
+    at once, but the upstream sees no more background revalidations at a time than the
+    cap: 16, or half the concurrency limit, whose slots they take like any request.
+    Beyond the cap none starts and nothing waits; a later request refreshes those keys."""
+    keys = 3 * cap
+    release = asyncio.Event()
+    held = peak = revalidations = 0
+
+    async def page(request: web.Request) -> web.Response:
+        nonlocal held, peak, revalidations
+        etag = f'"{request.path}"'
+        if request.headers.get("If-None-Match") != etag:
+            swr = {"Cache-Control": "max-age=0, stale-while-revalidate=60", "ETag": etag}
+            return web.Response(text=f"stale {request.path}\n", headers=swr)
+        revalidations += 1
+        held += 1
+        peak = max(peak, held)
+        try:
+            await release.wait()
+        finally:
+            held -= 1
+        return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "max-age=600"})
+
+    app = web.Application()
+    app.router.add_get("/page/{n}", page)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        settings = {"cache": {}, "concurrency": {"maxInFlight": max_in_flight}}
+        sidecar = start_sidecar(settings, f"http://127.0.0.1:{runner.addresses[0][1]}")
+        urls = [f"{sidecar.url}/page/{n}" for n in range(keys)]
+        async with aiohttp.ClientSession() as client:
+            assert {(await get(client, url))[1] for url in urls} == {"MISS"}
+            answers = await asyncio.gather(*(get(client, url) for url in urls))
+            assert [answer[:3] for answer in answers] == [
+                (200, "STALE", f"stale /page/{n}\n") for n in range(keys)
+            ]
+            # Each answer came after the sidecar decided about its key's revalidation.
+            await async_wait_until(lambda: held >= cap, what="revalidations at the upstream")
+            assert peak == cap
+            async with client.get(sidecar.admin_url + "/cache/stats") as r:
+                stats = await r.json()
+            # Every revalidation started is one the upstream holds: no other can arrive.
+            assert stats["revalidations"] == {"inFlight": cap, "limit": cap, "skipped": keys - cap}
+            assert held == peak == cap
+            if max_in_flight:
+                async with client.get(sidecar.admin_url + "/health/detailed") as r:
+                    concurrency = (await r.json())["components"]["concurrency"]
+                assert concurrency["utilization"] == cap / max_in_flight
+
+            release.set()
+
+            async def all_fresh() -> bool:
+                results = [(await get(client, url))[1] for url in urls]
+                return set(results) == {"HIT"}
+
+            await async_wait_until(all_fresh, what="every key revalidated")
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert peak == cap
+    assert revalidations == keys  # each key once: the skipped ones on a later request
 
 
 async def test_heuristic_freshness_from_last_modified(start_sidecar, upstream):

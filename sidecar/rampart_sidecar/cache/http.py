@@ -87,13 +87,37 @@ _MAX_PASSES = 10_000
 # Per-response or per-hop fields that must not be replayed from the cache.
 _NOT_STORED = frozenset({"age", "x-request-id", "x-rampart-cache", "set-cookie"})
 _STATS_INTERVAL = 10.0
+# Background revalidations (stale-while-revalidate) in flight at most, when the proxy has
+# no concurrency limit to take a bound from (``revalidation_limit``). Each distinct stale
+# key a client asks for would otherwise start one more upstream request no client waits
+# for: a client asking for many distinct stale URLs at once must not turn into as many
+# concurrent requests to the upstream. 16 refreshes a burst of popular entries expiring
+# together within a few upstream round trips; past it the stale answer is still served
+# (stale-while-revalidate allows it) and a later request for the key refreshes it.
+_MAX_REVALIDATING = 16
 _NO_FIELDS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 Forward = Callable[
     [Request, "Exchange", "ResponseHook | None"], Awaitable[Response | StreamResponse]
 ]
-# The upstream's answer to a request the sidecar makes itself (``Proxy.fetch``).
-Fetch = Callable[[Request, bytes], Awaitable["UpstreamResponse | None"]]
+# What a background revalidation does with the upstream's answer (``_StoreHook.refresh``).
+Consume = Callable[["UpstreamResponse"], Awaitable[None]]
+# A request the sidecar makes itself (``Proxy.fetch``): its upstream answer goes to the
+# Consume given; False when there was none (no free concurrency slot, breaker open, failed).
+Fetch = Callable[[Request, bytes, Consume], Awaitable[bool]]
+
+
+def revalidation_limit(max_in_flight: int) -> int:
+    """Background revalidations in flight at most, for the proxy's ``concurrency.maxInFlight``
+    (0: no limit). They take concurrency slots like any request; half the limit at most,
+    so that however many stale keys a client asks for, the other half stays the clients'.
+
+    >>> revalidation_limit(0), revalidation_limit(1), revalidation_limit(100)
+    (16, 1, 50)
+    """
+    if max_in_flight > 0:
+        return max(1, max_in_flight // 2)
+    return _MAX_REVALIDATING
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +144,17 @@ class ResponseCache:
         self._results = {r: recorder.cache_requests.labels(r.lower()) for r in RESULTS}
         self._flights: dict[str, asyncio.Future[_Shared | None]] = {}
         self._stats_task: asyncio.Task[None] | None = None
-        self.fetch: Fetch | None = None  # set by the app: background revalidation
+        self.fetch: Fetch | None = None  # set by revalidate_with: background revalidation
+        self.max_revalidating = _MAX_REVALIDATING  # len(_revalidating) at most
+        self.revalidations_skipped = 0  # not started: max_revalidating were in flight
         self._revalidating: dict[str, asyncio.Task[None]] = {}
         self._passes: OrderedDict[int, float] = OrderedDict()  # hash(key) -> until (clock)
+
+    def revalidate_with(self, fetch: Fetch, max_in_flight: int) -> None:
+        """Refresh stale-while-revalidate entries in the background with ``fetch``, at most
+        ``revalidation_limit(max_in_flight)`` at a time (``concurrency.maxInFlight``)."""
+        self.fetch = fetch
+        self.max_revalidating = revalidation_limit(max_in_flight)
 
     async def start(self) -> None:
         await self.tiers.start()
@@ -276,12 +308,18 @@ class ResponseCache:
     def _revalidate_soon(
         self, key: str, request: Request, exchange: Exchange, entry: CacheEntry
     ) -> None:
-        if key in self._revalidating:
+        revalidating = self._revalidating
+        if key in revalidating:
             return  # one background revalidation per entry at a time
+        if len(revalidating) >= self.max_revalidating:
+            # At the cap: the stale answer goes out all the same, and nothing is kept
+            # for later; the next request for this key tries again.
+            self.revalidations_skipped += 1
+            return
         task = asyncio.get_running_loop().create_task(
             self._revalidate(key, request, exchange, entry)
         )
-        self._revalidating[key] = task
+        revalidating[key] = task
         task.add_done_callback(lambda _: self._revalidating.pop(key, None))
 
     async def _revalidate(
@@ -290,25 +328,10 @@ class ResponseCache:
         assert self.fetch is not None
         hook = _StoreHook(self, key, request.target, request, exchange, entry)
         try:
-            upstream = await self.fetch(request, hook.extra_fields)
+            # False when no request went out or none came back: the stale entry stays.
+            await self.fetch(request, hook.extra_fields, hook.refresh)
         except Exception:  # never let a background refresh fail loudly a second time
             log.warning("background revalidation failed", exc_info=True)
-            return
-        if upstream is None:
-            return
-        try:
-            if upstream.status == 304 and hook.extra_fields:
-                await hook.keep(hook.refreshed_by(upstream))
-            elif hook.storable(upstream):
-                # Bounded: an upstream streaming without end must not fill memory here.
-                limit, timeout = self.settings.max_body_bytes, self.settings.coalesce_timeout
-                body, complete = await upstream.read_up_to(limit, timeout)
-                if complete:
-                    await hook.store(upstream, body)
-        except (TimeoutError, OSError):
-            pass  # the stale entry stays until its window ends
-        finally:
-            upstream.release()
 
     def _only_if_cached(self, exchange: Exchange) -> Response:
         exchange.status = 504
@@ -393,6 +416,11 @@ class ResponseCache:
             "requests": {k.lower(): v for k, v in self.counts.items()},
             "hitRatio": round(self.counts["HIT"] / lookups, 4) if lookups else None,
             "tiers": tiers,
+            "revalidations": {
+                "inFlight": len(self._revalidating),
+                "limit": self.max_revalidating,
+                "skipped": self.revalidations_skipped,
+            },
         }
 
 
@@ -478,6 +506,22 @@ class _StoreHook:
             self.served_stale = True
             return self.cache._answer(self.request, self.exchange, stale, "STALE")
         return None
+
+    async def refresh(self, upstream: UpstreamResponse) -> None:
+        """Keep what a background revalidation brought: the entry a 304 refreshed, or the
+        new response if it may be stored. The caller releases ``upstream``."""
+        try:
+            if upstream.status == 304 and self.extra_fields:
+                await self.keep(self.refreshed_by(upstream))
+            elif self.storable(upstream):
+                # Bounded: an upstream streaming without end must not fill memory here.
+                settings = self.cache.settings
+                limit, timeout = settings.max_body_bytes, settings.coalesce_timeout
+                body, complete = await upstream.read_up_to(limit, timeout)
+                if complete:
+                    await self.store(upstream, body)
+        except (TimeoutError, OSError):
+            pass  # the stale entry stays until its window ends
 
     def refreshed_by(self, upstream: UpstreamResponse) -> CacheEntry:
         """The stored entry with the 304's fields in place of its own (RFC 9111 section 3.2)."""
