@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["DURATION_OR_ZERO_PATTERN", "DURATION_PATTERN", "format_duration", "parse_duration"]
+
+# The grammar as the CRD's schema checks it: the HardenedService API's own
+# durations need a unit; the sidecar's settings also take a bare 0 (off).
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+DURATION_OR_ZERO_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+)$"
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")

@@ -38,7 +38,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from .durations import format_duration, parse_duration
+from .durations import DURATION_OR_ZERO_PATTERN, format_duration, parse_duration
 from .errors import ConfigError
 
 __all__ = [
@@ -73,14 +73,14 @@ def _seconds(value: Any) -> Any:
     return value
 
 
-DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+)$"
-
 Duration = Annotated[
     float,
     BeforeValidator(_seconds),
     PlainSerializer(format_duration, return_type=str),
     # In the CRD a duration is a string; the marker lets the generator format defaults.
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "x-rampart-duration": True}),
+    WithJsonSchema(
+        {"type": "string", "pattern": DURATION_OR_ZERO_PATTERN, "x-rampart-duration": True}
+    ),
 ]
 
 

@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 from rampart_common.durations import format_duration, parse_duration
 
+from .api.canary import CanarySpec
+
 __all__ = [
     "ACTIVE",
     "Note",
@@ -75,20 +77,17 @@ class Policy:
     window: float = 0.0
 
     @classmethod
-    def from_spec(cls, canary: dict[str, Any]) -> Policy:
-        analysis = canary.get("analysis") or {}
+    def from_spec(cls, canary: CanarySpec) -> Policy:
+        analysis = canary.analysis
         return cls(
-            steps=tuple(
-                Step(int(s["weight"]), parse_duration(s.get("pause", "0s")))
-                for s in canary["steps"]
-            ),
-            interval=parse_duration(analysis.get("interval", "1m")),
-            failure_limit=int(analysis.get("failureLimit", 2)),
-            progress_deadline=parse_duration(analysis.get("progressDeadline", "10m")),
-            analysis="prometheus" in analysis,
-            rollback_on_alerts=bool(canary.get("rollbackOnAlerts", True)),
-            bake_window=parse_duration(canary.get("bakeWindow", "5m")),
-            window=parse_duration(analysis.get("window") or analysis.get("interval", "1m")),
+            steps=tuple(Step(step.weight, step.pause_seconds) for step in canary.steps),
+            interval=parse_duration(analysis.interval),
+            failure_limit=analysis.failure_limit,
+            progress_deadline=parse_duration(analysis.progress_deadline),
+            analysis=analysis.prometheus is not None,
+            rollback_on_alerts=canary.rollback_on_alerts,
+            bake_window=parse_duration(canary.bake_window),
+            window=parse_duration(analysis.effective_window),
         )
 
 

@@ -4,6 +4,7 @@
     rampart-operator render -f FILE     the exact manifests the operator would apply
     rampart-operator validate -f FILE   every problem, with its field path
     rampart-operator crd                the CustomResourceDefinition
+    rampart-operator api-reference      docs/api.md, from the same models as the CRD
     rampart-operator promote NAME [-n NS]   finish a canary rollout now
     rampart-operator abort NAME [-n NS]     roll a canary back now
 
@@ -27,6 +28,7 @@ import yaml
 
 from rampart_common.sidecar_settings import load_yaml_all
 
+from .api.reference import reference
 from .crd import GROUP, KIND, VERSION, crd
 from .render import render
 from .settings import OperatorSettings, SettingsError
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("-f", "--file", required=True, help="YAML stream, or - for stdin")
     commands.add_parser("crd", help="print the CustomResourceDefinition")
+    commands.add_parser("api-reference", help="print the API reference (docs/api.md)")
     for name, text in (
         ("promote", "skip a canary's remaining steps and promote it"),
         ("abort", "roll a canary back now"),
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "crd":
         print(yaml.safe_dump(crd(), sort_keys=False), end="")
+    elif args.command == "api-reference":
+        print(reference(), end="")
     elif args.command == "validate":
         resources, ok = _check(args.file)
         for resource in resources if ok else []:

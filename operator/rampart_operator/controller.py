@@ -29,6 +29,7 @@ from .alertproof import proof_key
 from .analysis import analyze
 from .analysis.prometheus import PrometheusProvider
 from .analysis.queries import checks_for
+from .api import parse_spec
 from .canary import Policy, Rollout, analysis_due
 from .crd import GROUP, KIND, VERSION
 from .kube import ApiError, KubeClient
@@ -37,7 +38,6 @@ from .reconcile import Action, Decision, apply_decision, contains, decide, leave
 from .render import render
 from .reporting import Reporter
 from .rollout import Analysis, placement_from_status
-from .schema import apply_defaults
 from .settings import OperatorSettings, mode_for_server
 from .status import Observation, compute_status
 from .validation import limits_of, validate
@@ -105,14 +105,14 @@ class Runtime:
         """Whether a child no longer has what the owner's spec renders for it."""
         if validate(owner):
             return False  # a stalled owner is left alone; the timer looks again
-        spec = apply_defaults(owner)["spec"]
+        spec = parse_spec(owner)
         placement = placement_from_status(spec, owner.get("status"))
         rendered = render(owner, self.settings, placement)
         wanted = {(m["kind"], m["metadata"]["name"]): m for m in rendered}
         desired = wanted.get((child.get("kind", ""), child["metadata"]["name"]))
         if desired is not None and child.get("kind") == "Ingress":
             return False  # its rules copy the user's Ingress, which render cannot see
-        if desired is not None and not spec.get("canary"):
+        if desired is not None and not spec.canary:
             desired = leave_scale(desired, child)  # replicas an HPA set are its own
         return desired is not None and not contains(child, desired)
 
@@ -230,15 +230,15 @@ class Runtime:
         body = await self.client.get(f"{GROUP}/{VERSION}", KIND, namespace, name)
         if body is None or validate(body, limits_of(self.settings)):
             return  # a refused analysis endpoint is never fetched
-        spec = apply_defaults(body)["spec"]
+        spec = parse_spec(body)
         rollout = Rollout.from_status((body.get("status") or {}).get("canary"))
         analysis = None
-        if spec.get("canary") and rollout is not None:
-            policy = Policy.from_spec(spec["canary"])
+        if spec.canary and rollout is not None:
+            policy = Policy.from_spec(spec.canary)
             now = self.clock()
-            if analysis_due(policy, rollout, now):
-                settings = spec["canary"]["analysis"]
-                provider = PrometheusProvider(self.http, settings["prometheus"]["url"])
+            settings = spec.canary.analysis
+            if analysis_due(policy, rollout, now) and settings.prometheus is not None:
+                provider = PrometheusProvider(self.http, settings.prometheus.url)
                 verdict = await analyze(provider, namespace, name, settings, now)
                 analysis = Analysis(verdict, rollout.revision, rollout.step)
                 for measured, value in verdict.values.items():

@@ -18,13 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
+from .api import parse_spec
 from .canary import Policy, Rollout
 from .controller import Runtime
 from .crd import GROUP, KIND, PLURAL, VERSION
 from .readiness import deployment_ready
 from .render.names import MANAGED_BY, OWNER_LABEL
-from .schema import apply_defaults
 
 __all__ = ["CHILD_RESOURCES", "drift_delay", "register", "rollout_active"]
 
@@ -81,14 +82,19 @@ def drift_delay(interval: float) -> Callable[..., float]:
 
 def rollout_active(body: kopf.Body, clock: Callable[[], float] = time.time) -> bool:
     """Whether a HardenedService needs its rollout looked at on every tick."""
-    spec = body.get("spec") or {}
     rollout = Rollout.from_status(dict((body.get("status") or {}).get("canary") or {}))
-    if not spec.get("canary") or rollout is None:
+    if not (body.get("spec") or {}).get("canary") or rollout is None:
         return False
     if rollout.active:
         return True
     # Within the bake window an alert may still roll a promotion back.
-    policy = Policy.from_spec(apply_defaults(dict(body))["spec"]["canary"])
+    try:
+        canary = parse_spec(dict(body)).canary
+    except ValidationError:
+        return False  # an invalid spec is stalled, not rolled out
+    if canary is None:
+        return False
+    policy = Policy.from_spec(canary)
     return rollout.promoted_at is not None and clock() - rollout.promoted_at <= policy.bake_window
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .api import HardenedServiceSpec, parse_spec
 from .crd import GROUP, KIND, VERSION
 from .kube import ApiError, KubeClient, NotOwnedError
 from .readiness import deployment_ready
@@ -211,7 +212,7 @@ class Decision:
     """
 
     seen: Observation
-    spec: dict[str, Any]
+    spec: HardenedServiceSpec | None  # None: a resource too invalid to read
     placement: Placement | None  # None: a resource too invalid to place
 
     @property
@@ -243,15 +244,15 @@ async def decide(
     problems = validate(resource, limits_of(settings))
     if problems:
         seen.problems = [str(p) for p in problems]
-        return Decision(seen, {}, None)
-    spec = apply_defaults(resource)["spec"]
+        return Decision(seen, None, None)
+    spec = parse_spec(resource)
     for field, secret in [("spec.sidecar.cache", s) for s in secret_names(spec)] + [
         ("spec.backup", s) for s in backup_secret_names(spec)
     ]:
         if await client.get("v1", "Secret", namespace, secret) is None:
             seen.problems.append(f"{field}: Secret {secret} not found in {namespace}")
     decision = Decision(seen, spec, initial_placement(spec))
-    if not spec.get("canary"):
+    if not spec.canary:
         return decision
     router = router_for(spec)
     reads = {ref: await client.get(*ref[:2], namespace, ref[2]) for ref in router.reads(spec)}
@@ -289,7 +290,8 @@ async def apply_decision(
     meta = resource["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     seen, spec, placement = decision.seen, decision.spec, decision.placement
-    assert placement is not None  # only a resource without problems is applied
+    assert spec is not None  # only a valid resource is applied
+    assert placement is not None
 
     manifests = render(resource, settings, placement)
     prefetched: dict[tuple[str, str], dict[str, Any] | None] = {}
@@ -326,7 +328,7 @@ async def apply_decision(
             key = (manifest["kind"], manifest["metadata"]["name"])
             # Without a canary the stable Deployment's replicas may be an HPA's;
             # with one, the traffic router sets them and nobody else may.
-            scalable = key == ("Deployment", name) and not spec.get("canary")
+            scalable = key == ("Deployment", name) and not spec.canary
             read = (prefetched[key],) if key in prefetched else ()
             action, live = await apply(
                 client,
@@ -386,12 +388,12 @@ async def apply_decision(
                 else {}
             ),
         }
-        for source in (s["name"] for s in (spec.get("backup") or {}).get("sources") or [])
+        for source in (s.name for s in (spec.backup.sources if spec.backup else []))
     ]
 
     deployment = applied["Deployment", name]
     seen.workload_ready, seen.workload_message = deployment_ready(deployment)
-    if spec.get("canary") and seen.workload_ready:
+    if spec.canary and seen.workload_ready:
         seen.workload_message += " (stable)"
     seen.children = [
         {

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .api import HardenedServiceSpec
+
 __all__ = [
     "Revision",
     "app_template",
@@ -57,31 +59,31 @@ class Revision:
         return cls(entry["revision"], entry["template"], entry.get("configChecksum", ""))
 
 
-def app_template(spec: dict[str, Any]) -> dict[str, Any]:
+def app_template(spec: HardenedServiceSpec) -> dict[str, Any]:
     """The application's pod template as the spec gives it (``image`` expanded)."""
-    if "template" in spec:
-        return copy.deepcopy(spec["template"])
+    if spec.template is not None:
+        return copy.deepcopy(spec.template)
     return {
         "spec": {
             "containers": [
                 {
                     "name": "app",
-                    "image": spec["image"],
-                    "ports": [{"name": "app", "containerPort": spec["port"], "protocol": "TCP"}],
+                    "image": spec.image,
+                    "ports": [{"name": "app", "containerPort": spec.port, "protocol": "TCP"}],
                 }
             ]
         }
     }
 
 
-def target_template(spec: dict[str, Any]) -> dict[str, Any]:
+def target_template(spec: HardenedServiceSpec) -> dict[str, Any]:
     """The template the service should end up running."""
-    canary = spec.get("canary") or {}
-    if "template" in canary:
-        return copy.deepcopy(canary["template"])
+    canary = spec.canary
+    if canary is not None and canary.template is not None:
+        return copy.deepcopy(canary.template)
     template = app_template(spec)
-    if "image" in canary:
-        template["spec"]["containers"][0]["image"] = canary["image"]
+    if canary is not None and canary.image is not None:
+        template["spec"]["containers"][0]["image"] = canary.image
     return template
 
 

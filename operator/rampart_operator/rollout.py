@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .api.canary import CanarySpec
+from .api.spec import HardenedServiceSpec
 from .canary import Note, Observed, Policy, Rollout, Verdict, advance, initial
 from .kube import KubeClient
 from .readiness import deployment_ready
@@ -114,7 +116,7 @@ def _keep(
 async def plan_rollout(
     client: KubeClient,
     resource: dict[str, Any],
-    spec: dict[str, Any],
+    spec: HardenedServiceSpec,
     live: dict[Reference, dict[str, Any] | None],
     now: float,
     firing: tuple[str, ...] = (),
@@ -127,7 +129,7 @@ async def plan_rollout(
     namespace, name = meta.get("namespace", "default"), meta["name"]
     key = checksum_key(meta.get("uid") or "", checksum_secret)
     status = resource.get("status") or {}
-    policy = Policy.from_spec(spec["canary"])
+    policy = Policy.from_spec(_canary(spec))
     stored = status.get("revisions") or []
     known = {r["revision"]: Revision.from_status(r) for r in stored}
     order = [r["revision"] for r in stored]
@@ -169,7 +171,7 @@ async def plan_rollout(
     )
     after, notes = advance(policy, state, seen)
     acted_on = [key for key in (PROMOTE, ABORT) if key in annotations]
-    history = int(spec["canary"].get("revisionHistory", 5))
+    history = _canary(spec).revision_history
     return RolloutPlan(
         before=before,
         rollout=after,
@@ -181,7 +183,7 @@ async def plan_rollout(
 
 
 def placement_from_status(
-    spec: dict[str, Any],
+    spec: HardenedServiceSpec,
     status: dict[str, Any] | None,
     live: dict[Reference, dict[str, Any] | None] | None = None,
 ) -> Placement:
@@ -189,24 +191,24 @@ def placement_from_status(
     status = status or {}
     rollout = Rollout.from_status(status.get("canary"))
     known = {r["revision"]: Revision.from_status(r) for r in status.get("revisions") or []}
-    if not spec.get("canary") or rollout is None or rollout.stable not in known:
+    if not spec.canary or rollout is None or rollout.stable not in known:
         return Placement(**{**initial_placement(spec).__dict__, "live": live})
     return place(spec, rollout, known, live)
 
 
 def place(
-    spec: dict[str, Any],
+    spec: HardenedServiceSpec,
     rollout: Rollout,
     known: dict[str, Revision],
     live: dict[Reference, dict[str, Any] | None] | None = None,
 ) -> Placement:
     router = router_for(spec)
-    total = spec["replicas"]
+    total = spec.replicas
     stable = known[rollout.stable]
     canary = known.get(rollout.revision, stable)
     if not rollout.active:
         return Placement(stable, canary, total, 0, 0, live)
-    policy = Policy.from_spec(spec["canary"])
+    policy = Policy.from_spec(_canary(spec))
     step_weight = policy.steps[min(rollout.step, len(policy.steps) - 1)].weight
     if rollout.phase == "Promoting":
         # The stable pods take the new template at full strength before the canary goes.
@@ -226,3 +228,9 @@ def place(
         rollout.weight,
         live,
     )
+
+
+def _canary(spec: HardenedServiceSpec) -> CanarySpec:
+    if spec.canary is None:  # only a spec with a canary has a rollout
+        raise ValueError("no spec.canary")
+    return spec.canary

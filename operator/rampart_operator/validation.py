@@ -2,9 +2,11 @@
 
 The same checks serve ``rampart-operator validate``, the reconciler (which
 refuses to touch children while any problem stands) and the admission webhook.
-Schema violations come first; then the rules the schema cannot express: the
-CRD's CEL rules again (so they hold offline too), and those that need the
-sidecar's own settings model or several fields at once.
+Schema violations come first (the CRD's schema, generated from the API's
+models); then the rules across fields, each defined once in the models with
+its CEL twin in the CRD (``HardenedServiceSpec.problems``, so they hold
+offline too); then those that need the operator's own names, the sidecar's
+settings model or a schedule's meaning.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from rampart_common.errors import ConfigError
 from rampart_common.sidecar_settings import parse_host_port, settings_from_mapping
 
 from .analysis.queries import BUILT_IN_CHECKS
+from .api import HardenedServiceSpec, parse_spec
+from .api.fields import Object, model_problems
 from .podsecurity import pod_security_problems
 from .render.alerts import OWN_LABELS
 from .render.cron import longest_gap
 from .render.sidecar import SIDECAR_NAME, sidecar_file
-from .schema import apply_defaults, schema_problems
+from .schema import schema_problems
 from .settings import OperatorSettings
 
 __all__ = ["Problem", "validate"]
@@ -61,15 +67,18 @@ def validate(resource: dict[str, Any], limits: Limits | None = None) -> list[Pro
     if problems:
         return problems  # later rules assume the shape is right
     limits = limits or Limits()
-    spec = apply_defaults(resource)["spec"]
-    problems = _spec_problems(spec)
+    try:
+        spec = parse_spec(resource)
+    except ValidationError as error:  # what JSON Schema cannot say (a percentage's form)
+        return sorted(Problem(*problem) for problem in model_problems(error, "spec"))
+    problems = [Problem(*problem) for problem in spec.problems()] + _spec_problems(spec)
     if limits.analysis_urls:
         problems += _analysis_endpoint_problems(spec, limits.analysis_urls)
     for template, path in (
-        (spec.get("template"), "spec.template"),
-        ((spec.get("canary") or {}).get("template"), "spec.canary.template"),
+        (spec.template, "spec.template"),
+        (spec.canary.template if spec.canary else None, "spec.canary.template"),
     ):
-        if isinstance(template, dict):
+        if template is not None:
             problems += _pod_problems(template, path, limits)
     return sorted(problems)
 
@@ -91,11 +100,13 @@ def _pod_problems(template: dict[str, Any], path: str, limits: Limits) -> list[P
     return problems
 
 
-def _analysis_endpoint_problems(spec: dict[str, Any], allowed: tuple[str, ...]) -> list[Problem]:
+def _analysis_endpoint_problems(
+    spec: HardenedServiceSpec, allowed: tuple[str, ...]
+) -> list[Problem]:
     """#22: the operator fetches the analysis URL from inside the cluster, so a resource
     may name only an endpoint an administrator allowed."""
-    prometheus = ((spec.get("canary") or {}).get("analysis") or {}).get("prometheus") or {}
-    url = str(prometheus.get("url", "")).rstrip("/")
+    prometheus = spec.canary.analysis.prometheus if spec.canary else None
+    url = prometheus.url.rstrip("/") if prometheus else ""
     if not url or url in allowed:
         return []
     return [
@@ -107,19 +118,19 @@ def _analysis_endpoint_problems(spec: dict[str, Any], allowed: tuple[str, ...]) 
     ]
 
 
-def _spec_problems(spec: dict[str, Any]) -> list[Problem]:  # noqa: C901 - one check per field, each independent
-    problems: list[Problem] = []
-    if ("image" in spec) == ("template" in spec):
-        problems.append(Problem("spec.image", "set spec.image or spec.template, exactly one"))
-    pdb = spec.get("podDisruptionBudget") or {}
-    if "maxUnavailable" in pdb and "minAvailable" in pdb:
-        problems.append(
-            Problem("spec.podDisruptionBudget", "set maxUnavailable or minAvailable, not both")
-        )
-    problems.extend(_template_problems(spec.get("template"), "spec.template"))
-    if spec.get("canary"):
-        problems.extend(_canary_problems(spec["canary"]))
-    for label in (spec.get("alerts") or {}).get("labels") or {}:
+def _spec_problems(spec: HardenedServiceSpec) -> list[Problem]:
+    """The rules that need more than the API's models: the operator's own names, the
+    sidecar's settings model, a schedule's meaning."""
+    problems = _template_problems(spec.template, "spec.template")
+    if spec.canary:
+        problems += _template_problems(spec.canary.template, "spec.canary.template")
+        names = [metric.name for metric in spec.canary.analysis.metrics or []]
+        for index, name in enumerate(names):
+            if name in BUILT_IN_CHECKS or names.index(name) != index:
+                problems.append(
+                    Problem(f"spec.canary.analysis.metrics.{index}.name", f"{name} is taken")
+                )
+    for label in (spec.alerts.labels if spec.alerts else None) or {}:
         if label in OWN_LABELS:
             problems.append(
                 Problem(
@@ -128,27 +139,20 @@ def _spec_problems(spec: dict[str, Any]) -> list[Problem]:  # noqa: C901 - one c
                     "match on it)",
                 )
             )
-    backup = spec.get("backup")
-    if backup:
-        names = [source["name"] for source in backup["sources"]]
-        for index, source in enumerate(backup["sources"]):
-            kinds = [k for k in ("postgres", "redis", "path") if k in source]
-            if len(kinds) != 1:
-                problems.append(
-                    Problem(
-                        f"spec.backup.sources.{index}", "set exactly one of postgres, redis, path"
-                    )
-                )
-            if names.count(source["name"]) > 1:
-                problems.append(
-                    Problem(f"spec.backup.sources.{index}.name", f"{source['name']} appears twice")
-                )
-        drill = backup.get("drill") or {}
-        if drill.get("schedule"):
-            try:
-                longest_gap(drill["schedule"])  # the drill-missing alert's limit needs it
-            except ValueError as error:
-                problems.append(Problem("spec.backup.drill.schedule", f"not a schedule: {error}"))
+    schedules = {"spec.backup.schedule": spec.backup.schedule} if spec.backup else {}
+    if spec.backup and spec.backup.drill:
+        # The drill-missing alert's limit needs its longest gap.
+        schedules["spec.backup.drill.schedule"] = spec.backup.drill.schedule
+    for path, schedule in schedules.items():
+        try:
+            longest_gap(schedule)
+        except ValueError as error:
+            problems.append(Problem(path, f"not a schedule: {error}"))
+    return problems + _sidecar_problems(spec)
+
+
+def _sidecar_problems(spec: HardenedServiceSpec) -> list[Problem]:
+    problems: list[Problem] = []
     try:
         settings = settings_from_mapping(sidecar_file(spec))
     except ConfigError as error:
@@ -163,14 +167,14 @@ def _spec_problems(spec: dict[str, Any]) -> list[Problem]:  # noqa: C901 - one c
         "spec.sidecar.admin": parse_host_port(settings.admin)[1],
     }
     for path, port in sidecar_ports.items():
-        if port == spec["port"]:
+        if port == spec.port:
             problems.append(
                 Problem("spec.port", f"{port} is also the sidecar's port ({path}); pick another")
             )
     return problems
 
 
-def _template_problems(template: Any, path: str) -> list[Problem]:
+def _template_problems(template: Object | None, path: str) -> list[Problem]:
     if template is None:
         return []
     containers = (template.get("spec") or {}).get("containers")
@@ -181,38 +185,3 @@ def _template_problems(template: Any, path: str) -> list[Problem]:
         for index, container in enumerate(containers)
         if isinstance(container, dict) and container.get("name") == SIDECAR_NAME
     ]
-
-
-def _canary_problems(canary: dict[str, Any]) -> list[Problem]:
-    problems = _template_problems(canary.get("template"), "spec.canary.template")
-    if "image" in canary and "template" in canary:
-        problems.append(
-            Problem("spec.canary.image", "set canary.image or canary.template, not both")
-        )
-    analysis = canary.get("analysis") or {}
-    if "prometheus" not in analysis:
-        for field in ("thresholds", "metrics"):
-            if field in analysis:
-                problems.append(
-                    Problem(
-                        f"spec.canary.analysis.{field}", "needs spec.canary.analysis.prometheus"
-                    )
-                )
-    for index, metric in enumerate(analysis.get("metrics") or []):
-        if "max" not in metric and "min" not in metric:
-            problems.append(
-                Problem(f"spec.canary.analysis.metrics.{index}", "set max, min or both")
-            )
-    names = [m["name"] for m in analysis.get("metrics") or []]
-    for index, name in enumerate(names):
-        if name in BUILT_IN_CHECKS or names.index(name) != index:
-            problems.append(
-                Problem(f"spec.canary.analysis.metrics.{index}.name", f"{name} is taken")
-            )
-    traffic = canary.get("traffic") or {}
-    router = traffic.get("router", "replicas")
-    if router != "replicas" and router not in traffic:
-        problems.append(
-            Problem(f"spec.canary.traffic.{router}", f"router {router} needs its settings here")
-        )
-    return problems

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from rampart_operator.api.canary import CanarySpec
 from rampart_operator.canary import (
     Observed,
     Policy,
@@ -263,9 +264,11 @@ def test_analysis_waits_for_a_whole_window_of_the_steps_own_traffic():
     assert analysis_due(windowed, state, 2020.0)
     analysis = {"interval": "10s", "window": "45s", "prometheus": {"url": "http://p"}}
     spec = {"steps": [{"weight": 10}], "analysis": analysis}
-    assert Policy.from_spec(spec).window == 45.0
+    assert Policy.from_spec(CanarySpec.model_validate(spec)).window == 45.0
     del analysis["window"]
-    assert Policy.from_spec(spec).window == 10.0  # the window is the interval by default
+    assert (
+        Policy.from_spec(CanarySpec.model_validate(spec)).window == 10.0
+    )  # the window is the interval by default
 
 
 def walk(restart: bool) -> list[tuple[str, int, int]]:
@@ -315,17 +318,19 @@ def test_no_stored_rollout_reads_as_none(missing):
 
 def test_policy_from_spec_reads_durations_and_defaults():
     policy = Policy.from_spec(
-        {
-            "steps": [{"weight": 10, "pause": "5m"}, {"weight": 100}],
-            "analysis": {"interval": "30s", "prometheus": {"url": "http://p:9090"}},
-        }
+        CanarySpec.model_validate(
+            {
+                "steps": [{"weight": 10, "pause": "5m"}, {"weight": 100}],
+                "analysis": {"interval": "30s", "prometheus": {"url": "http://p:9090"}},
+            }
+        )
     )
     assert policy.steps == (Step(10, 300.0), Step(100, 0.0))
     assert (policy.interval, policy.failure_limit, policy.progress_deadline) == (30.0, 2, 600.0)
     assert policy.analysis
     assert policy.rollback_on_alerts
     assert policy.bake_window == 300.0
-    assert not Policy.from_spec({"steps": [{"weight": 100}]}).analysis
+    assert not Policy.from_spec(CanarySpec.model_validate({"steps": [{"weight": 100}]})).analysis
 
 
 def test_a_new_revision_during_promotion_waits_for_the_promotion_to_finish():

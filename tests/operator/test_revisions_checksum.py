@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from rampart_operator.api import parse_spec
 from rampart_operator.revisions import checksum, checksum_key, config_references
 from rampart_operator.rollout import plan_rollout
 from rampart_operator.schema import apply_defaults
@@ -118,7 +119,7 @@ async def target_revision(password: str, token: str) -> dict[str, Any]:
     plan = await plan_rollout(
         Cluster(password),  # type: ignore[arg-type]
         resource,
-        resource["spec"],
+        parse_spec(resource),
         {},
         0.0,
         checksum_secret=token,

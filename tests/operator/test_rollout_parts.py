@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from rampart_operator.alertmanager import AlertStore, receiver_app
 from rampart_operator.alertproof import PROOF_LABEL, proof, proof_key
 from rampart_operator.analysis import checks_for, judge
+from rampart_operator.api import parse_spec
+from rampart_operator.api.canary import Analysis
 from rampart_operator.canary import Rollout
 from rampart_operator.render import render
 from rampart_operator.render.routers import ROUTERS
@@ -27,7 +29,7 @@ from rampart_operator.revisions import (
     target_template,
 )
 from rampart_operator.rollout import place
-from rampart_operator.schema import apply_defaults, to_json_schema
+from rampart_operator.schema import to_json_schema
 from rampart_operator.settings import OperatorSettings
 from rampart_operator.validation import validate
 
@@ -57,10 +59,10 @@ def by_name(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_canary_image_replaces_the_first_containers_image_only():
-    spec = apply_defaults(service(image="ghcr.io/acme/checkout:2"))["spec"]
+    spec = parse_spec(service(image="ghcr.io/acme/checkout:2"))
     template = target_template(spec)
     assert template["spec"]["containers"][0]["image"] == "ghcr.io/acme/checkout:2"
-    assert spec["image"] == "ghcr.io/acme/checkout:1"  # the spec itself is not touched
+    assert spec.image == "ghcr.io/acme/checkout:1"  # the spec itself is not touched
 
 
 def test_config_references_cover_volumes_projections_and_environment():
@@ -146,7 +148,7 @@ GATEWAY = {
 
 def test_gateway_api_route_validates_against_the_httproute_crd_and_carries_the_weight():
     resource = service(traffic=GATEWAY)
-    spec = apply_defaults(resource)["spec"]
+    spec = parse_spec(resource)
     rollout = Rollout(
         phase="Progressing", stable="a", revision="b", weight=10, step=0, step_started=1.0
     )
@@ -202,7 +204,7 @@ NGINX = {"router": "ingressNginx", "ingressNginx": {"ingress": "shop"}}
 
 def test_ingress_nginx_canary_copies_the_users_rules_for_the_canary_service():
     resource = service(traffic=NGINX)
-    spec = apply_defaults(resource)["spec"]
+    spec = parse_spec(resource)
     router = ROUTERS["ingressNginx"]
     live = {("networking.k8s.io/v1", "Ingress", "shop"): copy.deepcopy(PRIMARY_INGRESS)}
     assert router.problems(resource, spec, live) == []
@@ -223,7 +225,7 @@ def test_ingress_nginx_canary_copies_the_users_rules_for_the_canary_service():
 
 def test_ingress_nginx_names_a_missing_or_unrelated_ingress():
     resource = service(traffic=NGINX)
-    spec = apply_defaults(resource)["spec"]
+    spec = parse_spec(resource)
     router = ROUTERS["ingressNginx"]
     key = ("networking.k8s.io/v1", "Ingress", "shop")
     assert router.problems(resource, spec, {key: None}) == [
@@ -240,7 +242,7 @@ def test_ingress_nginx_names_a_missing_or_unrelated_ingress():
 
 
 def test_replicas_placement_follows_the_rollout():
-    spec = apply_defaults(service())["spec"]
+    spec = parse_spec(service())
     known = {"a": revision({"spec": {"containers": [{"name": "app", "image": "1"}]}}, "")}
     known["b"] = revision({"spec": {"containers": [{"name": "app", "image": "2"}]}}, "")
     waiting = Rollout(phase="Progressing", stable="a", revision="b")
@@ -342,7 +344,13 @@ def test_canary_problems_name_their_field(canary, path, fragment):
 
 
 def test_built_in_checks_select_the_canary_of_this_service():
-    analysis = {"window": "2m", "thresholds": {"errorRate": 0.02, "latencyP95": "400ms"}}
+    analysis = Analysis.model_validate(
+        {
+            "window": "2m",
+            "prometheus": {"url": "http://prometheus:9090"},
+            "thresholds": {"errorRate": 0.02, "latencyP95": "400ms"},
+        }
+    )
     checks = {c.name: c for c in checks_for(NS, NAME, analysis)}
     for check in checks.values():
         assert 'namespace="shop", hardenedservice="checkout", track="canary"' in check.query
@@ -353,10 +361,13 @@ def test_built_in_checks_select_the_canary_of_this_service():
 
 
 def test_judge_fails_on_any_bound_and_is_inconclusive_without_enough_data():
-    analysis = {
-        "thresholds": {"errorRate": 0.02},
-        "metrics": [{"name": "saturation", "query": "q", "min": 0.1, "max": 0.9}],
-    }
+    analysis = Analysis.model_validate(
+        {
+            "prometheus": {"url": "http://prometheus:9090"},
+            "thresholds": {"errorRate": 0.02},
+            "metrics": [{"name": "saturation", "query": "q", "min": 0.1, "max": 0.9}],
+        }
+    )
     checks = checks_for(NS, NAME, analysis)
     good = {"requests": 100.0, "errorRate": 0.01, "saturation": 0.5}
     assert judge(1.0, checks, good, 10, "1m").passed is True

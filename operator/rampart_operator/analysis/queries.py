@@ -15,10 +15,10 @@ User checks are PromQL with ``max`` and/or ``min``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from rampart_common.durations import parse_duration
 
+from ..api.canary import Analysis, Thresholds
 from ..canary import Verdict, show_value
 from ..render.alerts import BUCKETS, REQUESTS
 
@@ -36,39 +36,34 @@ class Check:
     min: float | None = None
 
 
-def window_of(analysis: dict[str, Any]) -> str:
-    return str(analysis.get("window") or analysis.get("interval", "1m"))
-
-
-def checks_for(namespace: str, name: str, analysis: dict[str, Any]) -> list[Check]:
-    window = window_of(analysis)
+def checks_for(namespace: str, name: str, analysis: Analysis) -> list[Check]:
+    window = analysis.effective_window
     sel = f'namespace="{namespace}", hardenedservice="{name}", track="canary"'
-    thresholds = analysis.get("thresholds") or {}
+    thresholds = analysis.thresholds or Thresholds()
     checks = [
         Check("requests", f"sum(increase({REQUESTS}{{{sel}}}[{window}]))"),
         Check(
             "errorRate",
             f'(sum(rate({REQUESTS}{{{sel}, code=~"5.."}}[{window}])) or vector(0))\n'
             f"/ sum(rate({REQUESTS}{{{sel}}}[{window}]))",
-            max=float(thresholds.get("errorRate", DEFAULT_ERROR_RATE)),
+            max=DEFAULT_ERROR_RATE if thresholds.error_rate is None else thresholds.error_rate,
         ),
     ]
-    if "latencyP95" in thresholds:
+    if thresholds.latency_p95 is not None:
         checks.append(
             Check(
                 "latencyP95",
                 f"histogram_quantile(0.95, sum by (le) (rate({BUCKETS}{{{sel}}}[{window}])))",
-                max=parse_duration(thresholds["latencyP95"]),
+                max=parse_duration(thresholds.latency_p95),
             )
         )
-    for metric in analysis.get("metrics") or []:
+    for metric in analysis.metrics or []:
         query = (
-            metric["query"]
-            .replace("{{namespace}}", namespace)
+            metric.query.replace("{{namespace}}", namespace)
             .replace("{{name}}", name)
             .replace("{{window}}", window)
         )
-        checks.append(Check(metric["name"], query, metric.get("max"), metric.get("min")))
+        checks.append(Check(metric.name, query, metric.max, metric.min))
     return checks
 
 

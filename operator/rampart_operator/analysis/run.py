@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
+from ..api.canary import Analysis
 from ..canary import Verdict
 from .provider import MetricsProvider, ProviderError
-from .queries import checks_for, judge, window_of
+from .queries import checks_for, judge
 
 __all__ = ["analyze"]
 
 
 async def analyze(
-    provider: MetricsProvider, namespace: str, name: str, analysis: dict[str, Any], at: float
+    provider: MetricsProvider, namespace: str, name: str, analysis: Analysis, at: float
 ) -> Verdict:
     checks = checks_for(namespace, name, analysis)
     answers = await asyncio.gather(
@@ -29,5 +29,5 @@ async def analyze(
         else:
             values[check.name] = answer
     return judge(
-        at, checks, values, int(analysis.get("minRequests", 10)), window_of(analysis), tuple(errors)
+        at, checks, values, analysis.min_requests, analysis.effective_window, tuple(errors)
     )

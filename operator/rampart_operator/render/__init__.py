@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..alertproof import proof_key
+from ..api import parse_spec
 from ..schema import apply_defaults
 from ..settings import OperatorSettings
 from .backup import backup_cron_jobs
@@ -30,11 +31,11 @@ def render(
 ) -> list[dict[str, Any]]:
     """Every child of ``resource`` (a HardenedService, validated) as a manifest."""
     owner = apply_defaults(resource)
-    spec = owner["spec"]
+    spec = parse_spec(resource)
     placement = placement or initial_placement(spec)
     traffic: list[dict[str, Any]] = []
     stable_only = False
-    if spec.get("canary"):
+    if spec.canary:
         router = router_for(spec)
         stable_only = not router.shares_service
         traffic = router.manifests(owner, spec, placement.weight, placement.live or {})

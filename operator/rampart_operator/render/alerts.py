@@ -17,12 +17,16 @@ they are derived here from the share of the budget each pair may consume
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from rampart_common.durations import format_duration, parse_duration
 
 from ..alertproof import PROOF_LABEL
+from ..api.alerts import AlertsSpec
+from ..api.backup import Drill
+from ..api.spec import HardenedServiceSpec
 from .cron import longest_gap
 
 __all__ = [
@@ -42,6 +46,9 @@ BY = "namespace, hardenedservice"
 # Set by the operator on every rule: what Alertmanager routes on and the rollback matches.
 OWN_LABELS = ("namespace", "hardenedservice", "severity", PROOF_LABEL)
 DEFAULT_RUNBOOK = "https://github.com/rampart-dev/rampart/blob/main/docs/alerts.md"
+
+# rule_groups' ``alert``: (name, expr, severity, for, summary, description) -> a rule.
+AlertRule = Callable[[str, str, str, str, str, str], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -101,18 +108,18 @@ def _ratio(selector: str, numerator: str, denominator: str, window: str, offset:
 
 
 def rule_groups(
-    namespace: str, name: str, spec: dict[str, Any], proof: str = ""
+    namespace: str, name: str, spec: HardenedServiceSpec, proof: str = ""
 ) -> list[dict[str, Any]]:
     """The PrometheusRule's ``spec.groups`` (also a file for ``promtool``).
 
     ``proof``: the ``rampart_proof`` label every alert carries (see alertproof).
     """
-    alerts = spec.get("alerts") or {}
+    alerts = spec.alerts or AlertsSpec()
     sel = f'namespace="{namespace}", hardenedservice="{name}"'
-    runbook = alerts.get("runbookBaseURL", DEFAULT_RUNBOOK)
+    runbook = DEFAULT_RUNBOOK if alerts.runbook_base_url is None else alerts.runbook_base_url
     # The labels routing and the automatic rollback match on come last: a user's
     # alerts.labels can add to them, never replace them (validation refuses it too).
-    static = {**(alerts.get("labels") or {}), "namespace": namespace, "hardenedservice": name}
+    static = {**(alerts.labels or {}), "namespace": namespace, "hardenedservice": name}
     if proof:
         static[PROOF_LABEL] = proof
     what = f"{namespace}/{name}"
@@ -134,10 +141,10 @@ def rule_groups(
             rule["for"] = duration
         return rule
 
-    error_rate = float(alerts.get("errorRate", 0.05))
-    latency = alerts.get("latencyP95", "800ms")
-    window = alerts.get("window", "5m")
-    circuit_for = alerts.get("circuitOpenFor", "3m")
+    error_rate = alerts.error_rate
+    latency = alerts.latency_p95
+    window = alerts.window
+    circuit_for = alerts.circuit_open_for
     errors = f'{REQUESTS}{{{sel}, code=~"5.."}}'
     everything = f"{REQUESTS}{{{sel}}}"
     threshold = [
@@ -145,7 +152,7 @@ def rule_groups(
             "RampartHighErrorRate",
             f"(\n{_ratio(sel, errors, everything, window)}\n) > {error_rate}",
             "critical",
-            alerts.get("for", "5m"),
+            "5m" if alerts.for_ is None else alerts.for_,
             f"{what} answers more than {error_rate:.2%} of requests with 5xx",
             "{{ $value | humanizePercentage }} of requests to " + what + " failed with a "
             f"5xx over the last {window} (threshold {error_rate:.2%}).",
@@ -155,7 +162,7 @@ def rule_groups(
             f"histogram_quantile(0.95, sum by ({BY}, le) (rate({BUCKETS}{{{sel}}}[{window}])))\n"
             f"> {parse_duration(latency)}",
             "warning",
-            alerts.get("for", "10m"),
+            "10m" if alerts.for_ is None else alerts.for_,
             f"{what} p95 latency is above {latency}",
             "The 95th percentile of request time through the sidecar is "
             "{{ $value | humanizeDuration }} (threshold " + f"{latency}).",
@@ -170,7 +177,7 @@ def rule_groups(
             f"application for {circuit_for}: the application keeps failing its trials.",
         ),
     ]
-    if (spec.get("sidecar") or {}).get("cache") is not None:
+    if (spec.sidecar or {}).get("cache") is not None:
         hits = f'{CACHE}{{{sel}, result="hit"}}'
         lookups = f'{CACHE}{{{sel}, result=~"hit|miss|stale"}}'
         threshold.append(
@@ -186,9 +193,10 @@ def rule_groups(
                 "under half its hit ratio of the hour before, while requests keep coming.",
             )
         )
-    backup = spec.get("backup") or {}
-    if backup.get("pushgateway"):  # the runs' metrics reach Prometheus only through it
-        max_age = alerts.get("backupMaxAge", "26h")
+    backup = spec.backup
+    # The runs' metrics reach Prometheus only through the Pushgateway.
+    if backup is not None and backup.pushgateway:
+        max_age = alerts.backup_max_age
         threshold += [
             alert(
                 "RampartBackupFailed",
@@ -211,16 +219,15 @@ def rule_groups(
                 "{{ $value | humanizeDuration }} old (limit " + f"{max_age}).",
             ),
         ]
-    drill = backup.get("drill") or {}
-    if backup.get("pushgateway") and drill:
-        threshold += _drill_alerts(sel, what, drill, alert)
+    if backup is not None and backup.pushgateway and backup.drill is not None:
+        threshold += _drill_alerts(sel, what, backup.drill, alert)
     groups = [{"name": f"rampart.{namespace}.{name}.alerts", "rules": threshold}]
 
-    slo = alerts.get("slo")
-    if slo:
-        objective = float(slo.get("objective", 99.9))
+    slo = alerts.slo
+    if slo is not None:
+        objective = slo.objective
         budget = round(1 - objective / 100, 10)
-        window = slo.get("window", "30d")
+        window = slo.window
         window_text = format_duration(parse_duration(window))
         windows = sorted(
             {
@@ -290,10 +297,10 @@ def seconds_text(value: float) -> str:
     return str(int(value)) if value == int(value) else repr(value)
 
 
-def _drill_alerts(sel: str, what: str, drill: dict[str, Any], alert: Any) -> list[dict[str, Any]]:
+def _drill_alerts(sel: str, what: str, drill: Drill, alert: AlertRule) -> list[dict[str, Any]]:
     """Restore drills' outcome, freshness, and measured RTO and RPO against their targets."""
     by = f"{BY}, backup"
-    missing_after = 2 * longest_gap(drill["schedule"])
+    missing_after = 2 * longest_gap(drill.schedule)
     rules = [
         alert(
             "RampartRestoreDrillFailed",
@@ -318,32 +325,32 @@ def _drill_alerts(sel: str, what: str, drill: dict[str, Any], alert: Any) -> lis
             "its schedule: the drill Job is not running or not finishing.",
         ),
     ]
-    if drill.get("rto"):
+    if drill.rto:
         rules.append(
             alert(
                 "RampartRestoreDrillRTOExceeded",
                 f"max by ({by}) (rampart_restore_drill_restore_duration_seconds{{{sel}}})\n"
-                f"> {seconds_text(parse_duration(drill['rto']))}",
+                f"> {seconds_text(parse_duration(drill.rto))}",
                 "warning",
                 "",
                 f"{what}: restoring {{{{ $labels.backup }}}} takes longer than its RTO "
-                f"({drill['rto']})",
+                f"({drill.rto})",
                 "The last drill needed {{ $value | humanizeDuration }} to verify and restore "
-                f"the newest backup; the recovery time objective is {drill['rto']}.",
+                f"the newest backup; the recovery time objective is {drill.rto}.",
             )
         )
-    if drill.get("rpo"):
+    if drill.rpo:
         rules.append(
             alert(
                 "RampartRestoreDrillRPOExceeded",
                 f"max by ({by}) (rampart_restore_drill_backup_age_seconds{{{sel}}})\n"
-                f"> {seconds_text(parse_duration(drill['rpo']))}",
+                f"> {seconds_text(parse_duration(drill.rpo))}",
                 "warning",
                 "",
                 f"{what}: the newest restorable backup of {{{{ $labels.backup }}}} is older "
-                f"than its RPO ({drill['rpo']})",
+                f"than its RPO ({drill.rpo})",
                 "The backup the last drill restored was {{ $value | humanizeDuration }} old: a "
-                f"loss now would lose more than the recovery point objective, {drill['rpo']}.",
+                f"loss now would lose more than the recovery point objective, {drill.rpo}.",
             )
         )
     return rules

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.backup import BackupSpec, Retention, Source
+from ..api.fields import SecretKeyRef
+from ..api.spec import HardenedServiceSpec
 from ..settings import OperatorSettings
 from .names import child_labels, child_metadata
 from .security import harden_container, harden_pod
@@ -33,14 +36,14 @@ DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {
 JOB_SECURITY = {"runAsUser": BACKUP_UID, "runAsGroup": BACKUP_UID, "fsGroup": BACKUP_UID}
 
 
-def key_volume(key_ref: dict[str, str]) -> dict[str, Any]:
+def key_volume(key_ref: SecretKeyRef) -> dict[str, Any]:
     """The backup key, a file only its owner may read."""
     return {
         "name": "key",
         "secret": {
-            "secretName": key_ref["name"],
+            "secretName": key_ref.name,
             "defaultMode": 0o400,
-            "items": [{"key": key_ref["key"], "path": "key"}],
+            "items": [{"key": key_ref.key, "path": "key"}],
         },
     }
 
@@ -49,34 +52,35 @@ def backup_job_name(owner_name: str, source: str) -> str:
     return f"{owner_name}-backup-{source}"
 
 
-def backup_secret_names(spec: dict[str, Any]) -> list[str]:
-    backup = spec.get("backup")
-    if not backup:
+def backup_secret_names(spec: HardenedServiceSpec) -> list[str]:
+    backup = spec.backup
+    if backup is None:
         return []
-    names = {backup["encryption"]["keySecretRef"]["name"]}
-    for source in backup["sources"]:
-        for kind in ("postgres", "redis"):
-            if kind in source:
-                names.add(source[kind]["urlSecretRef"]["name"])
+    names = {backup.encryption.key_secret_ref.name}
+    for source in backup.sources:
+        for server in (source.postgres, source.redis):
+            if server is not None:
+                names.add(server.url_secret_ref.name)
     return sorted(names)
 
 
-def _source_env_and_volumes(source: dict[str, Any]) -> tuple[list[Any], list[Any], list[Any]]:
-    for kind in ("postgres", "redis"):
-        if kind in source:
-            ref = source[kind]["urlSecretRef"]
+def _source_env_and_volumes(source: Source) -> tuple[list[Any], list[Any], list[Any]]:
+    for server in (source.postgres, source.redis):
+        if server is not None:
+            ref = server.url_secret_ref
             return (
                 [
                     {
                         "name": "RAMPART_BACKUP_SOURCE",
-                        "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}},
+                        "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
                     }
                 ],
                 [],
                 [],
             )
-    path = source["path"]
-    subpath = path.get("path", "/").strip("/")
+    path = source.path
+    assert path is not None, "a source is postgres, redis or path"
+    subpath = path.path.strip("/")
     url = f"file://{SOURCE_DIR}/{subpath}".rstrip("/")
     return (
         [{"name": "RAMPART_BACKUP_SOURCE", "value": url}],
@@ -84,7 +88,7 @@ def _source_env_and_volumes(source: dict[str, Any]) -> tuple[list[Any], list[Any
         [
             {
                 "name": "source",
-                "persistentVolumeClaim": {"claimName": path["claimName"], "readOnly": True},
+                "persistentVolumeClaim": {"claimName": path.claim_name, "readOnly": True},
             }
         ],
     )
@@ -92,18 +96,18 @@ def _source_env_and_volumes(source: dict[str, Any]) -> tuple[list[Any], list[Any
 
 def _cron_job(
     owner: dict[str, Any],
-    backup: dict[str, Any],
-    source: dict[str, Any],
+    backup: BackupSpec,
+    source: Source,
     settings: OperatorSettings,
 ) -> dict[str, Any]:
     owner_name = owner["metadata"]["name"]
-    name = backup_job_name(owner_name, source["name"])
-    retention = backup.get("retention") or {}
+    name = backup_job_name(owner_name, source.name)
+    retention = backup.retention or Retention()
     args = [
         "rampart-backup",
         "run",
         "--dest",
-        f"{DEST_DIR}/{owner_name}/{source['name']}",
+        f"{DEST_DIR}/{owner_name}/{source.name}",
         "--key-file",
         f"{KEY_DIR}/key",
         "--name",
@@ -114,18 +118,18 @@ def _cron_job(
         "--label",
         f"hardenedservice={owner_name}",
     ]
-    for field, flag in (
-        ("keepLast", "--keep-last"),
-        ("keepDaily", "--keep-daily"),
-        ("keepWeekly", "--keep-weekly"),
-        ("keepMonthly", "--keep-monthly"),
+    for keep, flag in (
+        (retention.keep_last, "--keep-last"),
+        (retention.keep_daily, "--keep-daily"),
+        (retention.keep_weekly, "--keep-weekly"),
+        (retention.keep_monthly, "--keep-monthly"),
     ):
-        if retention.get(field):
-            args += [flag, str(retention[field])]
-    if backup.get("pushgateway"):
-        args += ["--pushgateway", backup["pushgateway"]]
+        if keep:
+            args += [flag, str(keep)]
+    if backup.pushgateway:
+        args += ["--pushgateway", backup.pushgateway]
     env, source_mounts, source_volumes = _source_env_and_volumes(source)
-    key_ref = backup["encryption"]["keySecretRef"]
+    key_ref = backup.encryption.key_secret_ref
     container = harden_container(
         {
             "name": "backup",
@@ -133,7 +137,7 @@ def _cron_job(
             "imagePullPolicy": "IfNotPresent",
             "args": args,
             "env": env,
-            "resources": backup.get("resources") or DEFAULT_RESOURCES,
+            "resources": backup.resources or DEFAULT_RESOURCES,
             "volumeMounts": [
                 {"name": "backups", "mountPath": DEST_DIR},
                 {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
@@ -151,7 +155,7 @@ def _cron_job(
             "volumes": [
                 {
                     "name": "backups",
-                    "persistentVolumeClaim": {"claimName": backup["destination"]["pvc"]},
+                    "persistentVolumeClaim": {"claimName": backup.destination.pvc},
                 },
                 key_volume(key_ref),
                 {"name": "tmp", "emptyDir": {}},
@@ -160,8 +164,8 @@ def _cron_job(
         }
     )
     spec: dict[str, Any] = {
-        "schedule": backup["schedule"],
-        "suspend": bool(backup.get("suspend", False)),
+        "schedule": backup.schedule,
+        "suspend": backup.suspend,
         # Never two runs of one source at once: the second would race the first's pruning.
         "concurrencyPolicy": "Forbid",
         "startingDeadlineSeconds": 3600,
@@ -176,8 +180,8 @@ def _cron_job(
             },
         },
     }
-    if backup.get("timeZone"):
-        spec["timeZone"] = backup["timeZone"]
+    if backup.time_zone:
+        spec["timeZone"] = backup.time_zone
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -187,9 +191,9 @@ def _cron_job(
 
 
 def backup_cron_jobs(
-    owner: dict[str, Any], spec: dict[str, Any], settings: OperatorSettings
+    owner: dict[str, Any], spec: HardenedServiceSpec, settings: OperatorSettings
 ) -> list[dict[str, Any]]:
-    backup = spec.get("backup")
-    if not backup:
+    backup = spec.backup
+    if backup is None:
         return []
-    return [_cron_job(owner, backup, source, settings) for source in backup["sources"]]
+    return [_cron_job(owner, backup, source, settings) for source in backup.sources]

@@ -16,6 +16,8 @@ from typing import Any
 
 from rampart_common.durations import parse_duration
 
+from ..api.backup import BackupSpec, Drill, DrillChecks, Source
+from ..api.spec import HardenedServiceSpec
 from ..settings import OperatorSettings
 from .alerts import seconds_text
 from .backup import DEST_DIR, JOB_SECURITY, KEY_DIR, key_volume
@@ -37,10 +39,6 @@ DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {
 
 def drill_job_name(owner_name: str, source: str) -> str:
     return f"{owner_name}-drill-{source}"
-
-
-def _kind(source: dict[str, Any]) -> str:
-    return next(kind for kind in ("postgres", "redis", "path") if kind in source)
 
 
 def _server(kind: str, image: str) -> dict[str, Any]:
@@ -84,17 +82,23 @@ def _server(kind: str, image: str) -> dict[str, Any]:
     return harden_container(server)
 
 
+def _image(drill: Drill, kind: str) -> str:
+    """The throwaway server's image: drill.images' for its kind, else the default."""
+    images = drill.images
+    chosen = None if images is None else {"postgres": images.postgres, "redis": images.redis}[kind]
+    return chosen or DEFAULT_IMAGES[kind]
+
+
 def _args(
-    owner: dict[str, Any], backup: dict[str, Any], source: dict[str, Any], name: str
+    owner: dict[str, Any], backup: BackupSpec, drill: Drill, source: Source, name: str
 ) -> list[str]:
-    drill = backup["drill"]
     owner_name = owner["metadata"]["name"]
     args = [
         "rampart-backup",
         "drill",
         # The same folder the source's backup CronJob writes.
         "--dest",
-        f"{DEST_DIR}/{owner_name}/{source['name']}",
+        f"{DEST_DIR}/{owner_name}/{source.name}",
         "--key-file",
         f"{KEY_DIR}/key",
         "--name",
@@ -105,31 +109,31 @@ def _args(
         "--label",
         f"hardenedservice={owner_name}",
     ]
-    if backup.get("pushgateway"):
-        args += ["--pushgateway", backup["pushgateway"]]
-    for field, flag in (("rto", "--rto-seconds"), ("rpo", "--rpo-seconds")):
-        if drill.get(field):
-            args += [flag, seconds_text(parse_duration(drill[field]))]
-    checks = drill.get("checks") or {}
-    if _kind(source) == "postgres":
-        for sql in checks.get("sql") or []:
+    if backup.pushgateway:
+        args += ["--pushgateway", backup.pushgateway]
+    for duration, flag in ((drill.rto, "--rto-seconds"), (drill.rpo, "--rpo-seconds")):
+        if duration:
+            args += [flag, seconds_text(parse_duration(duration))]
+    checks = drill.checks or DrillChecks()
+    if source.kind == "postgres":
+        for sql in checks.sql or []:
             args += ["--check-sql", sql]
-    for command in checks.get("commands") or []:
+    for command in checks.commands or []:
         args += ["--check-command", command]
     return args
 
 
 def _cron_job(
     owner: dict[str, Any],
-    backup: dict[str, Any],
-    source: dict[str, Any],
+    backup: BackupSpec,
+    drill: Drill,
+    source: Source,
     settings: OperatorSettings,
 ) -> dict[str, Any]:
-    drill = backup["drill"]
     owner_name = owner["metadata"]["name"]
-    name = drill_job_name(owner_name, source["name"])
-    kind = _kind(source)
-    key_ref = backup["encryption"]["keySecretRef"]
+    name = drill_job_name(owner_name, source.name)
+    kind = source.kind
+    key_ref = backup.encryption.key_secret_ref
     mounts = [
         {"name": "backups", "mountPath": DEST_DIR, "readOnly": True},
         {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
@@ -142,24 +146,23 @@ def _cron_job(
             "name": "drill",
             "image": settings.sidecar_image,
             "imagePullPolicy": "IfNotPresent",
-            "args": _args(owner, backup, source, name),
+            "args": _args(owner, backup, drill, source, name),
             "env": [{"name": "RAMPART_BACKUP_TARGET", "value": TARGETS[kind]}],
-            "resources": backup.get("resources") or DEFAULT_RESOURCES,
+            "resources": backup.resources or DEFAULT_RESOURCES,
             "volumeMounts": mounts,
         }
     )
-    images = {**DEFAULT_IMAGES, **(drill.get("images") or {})}
     pod = harden_pod(
         {
             "restartPolicy": "Never",
             "securityContext": dict(JOB_SECURITY),
-            **({"initContainers": [_server(kind, images[kind])]} if kind != "path" else {}),
+            **({"initContainers": [_server(kind, _image(drill, kind))]} if kind != "path" else {}),
             "containers": [container],
             "volumes": [
                 {
                     "name": "backups",
                     "persistentVolumeClaim": {
-                        "claimName": backup["destination"]["pvc"],
+                        "claimName": backup.destination.pvc,
                         "readOnly": True,
                     },
                 },
@@ -172,8 +175,8 @@ def _cron_job(
     )
     labels = child_labels(owner_name, "drill")
     spec: dict[str, Any] = {
-        "schedule": drill["schedule"],
-        "suspend": bool(drill.get("suspend", False)),
+        "schedule": drill.schedule,
+        "suspend": drill.suspend,
         "concurrencyPolicy": "Forbid",
         "startingDeadlineSeconds": 3600,
         "successfulJobsHistoryLimit": 1,
@@ -188,8 +191,8 @@ def _cron_job(
             },
         },
     }
-    if backup.get("timeZone"):
-        spec["timeZone"] = backup["timeZone"]
+    if backup.time_zone:
+        spec["timeZone"] = backup.time_zone
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -199,9 +202,9 @@ def _cron_job(
 
 
 def drill_cron_jobs(
-    owner: dict[str, Any], spec: dict[str, Any], settings: OperatorSettings
+    owner: dict[str, Any], spec: HardenedServiceSpec, settings: OperatorSettings
 ) -> list[dict[str, Any]]:
-    backup = spec.get("backup")
-    if not backup or not backup.get("drill"):
+    backup = spec.backup
+    if backup is None or backup.drill is None:
         return []
-    return [_cron_job(owner, backup, source, settings) for source in backup["sources"]]
+    return [_cron_job(owner, backup, backup.drill, source, settings) for source in backup.sources]

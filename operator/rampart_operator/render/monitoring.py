@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..alertproof import proof
+from ..api.alerts import AlertsSpec, MonitoringSpec
+from ..api.spec import HardenedServiceSpec
 from .alerts import rule_groups
 from .names import OWNER_LABEL, TRACK_LABEL, child_metadata
 from .sidecar import ADMIN_PORT_NAME
@@ -35,20 +37,23 @@ RELABELINGS = [
 ]
 
 
-def alerts_enabled(spec: dict[str, Any]) -> bool:
-    alerts = spec.get("alerts")
-    return alerts is not None and alerts.get("enabled", True) is not False
+def _enabled_alerts(spec: HardenedServiceSpec) -> AlertsSpec | None:
+    alerts = spec.alerts
+    return alerts if alerts is not None and alerts.enabled else None
 
 
-def analysed_by_prometheus(spec: dict[str, Any]) -> bool:
-    analysis = (spec.get("canary") or {}).get("analysis") or {}
-    return "prometheus" in analysis
+def alerts_enabled(spec: HardenedServiceSpec) -> bool:
+    return _enabled_alerts(spec) is not None
 
 
-def _monitoring(spec: dict[str, Any]) -> dict[str, Any] | None:
-    monitoring = spec.get("monitoring")
+def analysed_by_prometheus(spec: HardenedServiceSpec) -> bool:
+    return spec.canary is not None and spec.canary.analysis.prometheus is not None
+
+
+def _monitoring(spec: HardenedServiceSpec) -> MonitoringSpec | None:
+    monitoring = spec.monitoring
     if monitoring is None and (alerts_enabled(spec) or analysed_by_prometheus(spec)):
-        monitoring = {}
+        monitoring = MonitoringSpec()
     return monitoring
 
 
@@ -59,9 +64,10 @@ def _metadata(owner: Manifest, name: str, component: str, extra: dict[str, str] 
 
 
 def prometheus_rule(
-    owner: Manifest, spec: dict[str, Any], proof_key: bytes | None
+    owner: Manifest, spec: HardenedServiceSpec, proof_key: bytes | None
 ) -> Manifest | None:
-    if not alerts_enabled(spec):
+    alerts = _enabled_alerts(spec)
+    if alerts is None:
         return None
     meta = owner["metadata"]
     namespace = meta.get("namespace", "default")
@@ -70,27 +76,29 @@ def prometheus_rule(
         "apiVersion": API,
         "kind": "PrometheusRule",
         # kube-prometheus picks rules by label: the user's labels go on the object.
-        "metadata": _metadata(owner, meta["name"], "alerts", spec["alerts"].get("labels")),
+        "metadata": _metadata(owner, meta["name"], "alerts", alerts.labels),
         "spec": {"groups": rule_groups(namespace, meta["name"], spec, signed)},
     }
 
 
-def pod_monitor(owner: Manifest, spec: dict[str, Any]) -> Manifest | None:
+def pod_monitor(owner: Manifest, spec: HardenedServiceSpec) -> Manifest | None:
     monitoring = _monitoring(spec)
-    if monitoring is None or (monitoring.get("podMonitor") or {}).get("enabled", True) is False:
+    if monitoring is None or (
+        monitoring.pod_monitor is not None and not monitoring.pod_monitor.enabled
+    ):
         return None
     name = owner["metadata"]["name"]
     return {
         "apiVersion": API,
         "kind": "PodMonitor",
-        "metadata": _metadata(owner, name, "monitoring", monitoring.get("labels")),
+        "metadata": _metadata(owner, name, "monitoring", monitoring.labels),
         "spec": {
             "selector": {"matchLabels": {OWNER_LABEL: name}},
             "podMetricsEndpoints": [
                 {
                     "port": ADMIN_PORT_NAME,
                     "path": "/metrics",
-                    "interval": monitoring.get("interval", "30s"),
+                    "interval": monitoring.interval,
                     "relabelings": RELABELINGS,
                 }
             ],
@@ -98,12 +106,16 @@ def pod_monitor(owner: Manifest, spec: dict[str, Any]) -> Manifest | None:
     }
 
 
-def _service_monitor_on(spec: dict[str, Any]) -> bool:
-    monitoring = _monitoring(spec) or {}
-    return bool((monitoring.get("serviceMonitor") or {}).get("enabled", False))
+def _service_monitor_on(spec: HardenedServiceSpec) -> bool:
+    monitoring = _monitoring(spec)
+    return (
+        monitoring is not None
+        and monitoring.service_monitor is not None
+        and monitoring.service_monitor.enabled
+    )
 
 
-def metrics_service(owner: Manifest, spec: dict[str, Any]) -> Manifest | None:
+def metrics_service(owner: Manifest, spec: HardenedServiceSpec) -> Manifest | None:
     """A headless Service on the admin port, for the ServiceMonitor to find the pods."""
     if not _service_monitor_on(spec):
         return None
@@ -127,15 +139,15 @@ def metrics_service(owner: Manifest, spec: dict[str, Any]) -> Manifest | None:
     }
 
 
-def service_monitor(owner: Manifest, spec: dict[str, Any]) -> Manifest | None:
-    if not _service_monitor_on(spec):
+def service_monitor(owner: Manifest, spec: HardenedServiceSpec) -> Manifest | None:
+    monitoring = _monitoring(spec)
+    if monitoring is None or not _service_monitor_on(spec):
         return None
-    monitoring = _monitoring(spec) or {}
     name = owner["metadata"]["name"]
     return {
         "apiVersion": API,
         "kind": "ServiceMonitor",
-        "metadata": _metadata(owner, name, "monitoring", monitoring.get("labels")),
+        "metadata": _metadata(owner, name, "monitoring", monitoring.labels),
         "spec": {
             "selector": {
                 "matchLabels": {OWNER_LABEL: name, "app.kubernetes.io/component": "metrics"}
@@ -144,7 +156,7 @@ def service_monitor(owner: Manifest, spec: dict[str, Any]) -> Manifest | None:
                 {
                     "port": ADMIN_PORT_NAME,
                     "path": "/metrics",
-                    "interval": monitoring.get("interval", "30s"),
+                    "interval": monitoring.interval,
                     "relabelings": RELABELINGS,
                 }
             ],

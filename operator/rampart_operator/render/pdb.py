@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.spec import HardenedServiceSpec, PodDisruptionBudgetSpec
 from .names import OWNER_LABEL, child_metadata
 
 __all__ = ["pod_disruption_budget"]
 
 
-def pod_disruption_budget(owner: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
-    budget = spec.get("podDisruptionBudget") or {}
-    if budget.get("enabled", True) is False:
+def pod_disruption_budget(
+    owner: dict[str, Any], spec: HardenedServiceSpec
+) -> dict[str, Any] | None:
+    budget = spec.pod_disruption_budget or PodDisruptionBudgetSpec()
+    if not budget.enabled:
         return None
     name = owner["metadata"]["name"]
-    limit = (
-        {"minAvailable": budget["minAvailable"]}
-        if "minAvailable" in budget
-        else {"maxUnavailable": budget.get("maxUnavailable", 1)}
+    limit: dict[str, int | str] = (
+        {"minAvailable": budget.min_available}
+        if budget.min_available is not None
+        else {"maxUnavailable": 1 if budget.max_unavailable is None else budget.max_unavailable}
     )
     return {
         "apiVersion": "policy/v1",

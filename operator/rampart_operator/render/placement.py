@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..api import HardenedServiceSpec
 from ..revisions import Revision, app_template, revision, target_template
 from .routers import Reference
 
@@ -27,9 +28,9 @@ class Placement:
     live: dict[Reference, dict[str, Any] | None] | None = None  # what the router reads
 
 
-def initial_placement(spec: dict[str, Any]) -> Placement:
-    replicas = spec["replicas"]
-    if not spec.get("canary"):
+def initial_placement(spec: HardenedServiceSpec) -> Placement:
+    replicas = spec.replicas
+    if not spec.canary:
         return Placement(stable=revision(target_template(spec), ""), stable_replicas=replicas)
     start = revision(app_template(spec), "")
     return Placement(stable=start, canary=start, stable_replicas=replicas)

@@ -14,6 +14,7 @@ from typing import Any
 from rampart_common.durations import parse_duration
 from rampart_common.sidecar_settings import parse_host_port
 
+from ..api import HardenedServiceSpec
 from ..settings import OperatorSettings
 from .security import harden_container
 
@@ -50,12 +51,12 @@ DEFAULT_RESOURCES: dict[str, Any] = {
 }
 
 
-def sidecar_file(spec: dict[str, Any]) -> dict[str, Any]:
+def sidecar_file(spec: HardenedServiceSpec) -> dict[str, Any]:
     """``spec.sidecar`` as the sidecar's settings file, plus the fields the operator owns."""
-    settings = copy.deepcopy(spec.get("sidecar") or {})
+    settings = copy.deepcopy(spec.sidecar or {})
     settings.setdefault("listen", DEFAULT_LISTEN)
     settings.setdefault("admin", DEFAULT_ADMIN)
-    settings.setdefault("upstream", {})["url"] = f"http://127.0.0.1:{spec.get('port', 8080)}"
+    settings.setdefault("upstream", {})["url"] = f"http://127.0.0.1:{spec.port}"
     cache = settings.get("cache")
     if isinstance(cache, dict):
         cache.pop("adminTokenSecretRef", None)
@@ -64,13 +65,13 @@ def sidecar_file(spec: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def sidecar_ports(spec: dict[str, Any]) -> tuple[int, int]:
+def sidecar_ports(spec: HardenedServiceSpec) -> tuple[int, int]:
     file = sidecar_file(spec)
     return parse_host_port(file["listen"])[1], parse_host_port(file["admin"])[1]
 
 
-def drain_seconds(spec: dict[str, Any]) -> float:
-    drain = ((spec.get("sidecar") or {}).get("shutdown") or {}).get("drainTimeout", "25s")
+def drain_seconds(spec: HardenedServiceSpec) -> float:
+    drain = ((spec.sidecar or {}).get("shutdown") or {}).get("drainTimeout", "25s")
     return parse_duration(str(drain))
 
 
@@ -79,8 +80,8 @@ def config_hash(file: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(file, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _secret_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    cache = (spec.get("sidecar") or {}).get("cache") or {}
+def _secret_env(spec: HardenedServiceSpec) -> list[dict[str, Any]]:
+    cache = (spec.sidecar or {}).get("cache") or {}
     env = []
     refs = {
         "RAMPART_CACHE_REDIS_URL": (cache.get("redis") or {}).get("urlSecretRef"),
@@ -97,13 +98,13 @@ def _secret_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return env
 
 
-def secret_names(spec: dict[str, Any]) -> list[str]:
+def secret_names(spec: HardenedServiceSpec) -> list[str]:
     """Secrets the pods need; the reconciler checks they exist before rolling out."""
     return sorted({env["valueFrom"]["secretKeyRef"]["name"] for env in _secret_env(spec)})
 
 
 def sidecar_container(
-    spec: dict[str, Any], settings: OperatorSettings, config_map: str
+    spec: HardenedServiceSpec, settings: OperatorSettings, config_map: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The container and the volume holding its settings file."""
     proxy_port, admin_port = sidecar_ports(spec)
@@ -112,7 +113,7 @@ def sidecar_container(
         args=["rampart-sidecar", "--config", f"{CONFIG_MOUNT}/{CONFIG_KEY}"],
         ports=(proxy_port, admin_port),
         env=_secret_env(spec),
-        resources=spec.get("sidecarResources") or DEFAULT_RESOURCES,
+        resources=spec.sidecar_resources or DEFAULT_RESOURCES,
         mounts=[CONFIG_VOLUME_MOUNT],
         native=settings.native_sidecar,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from ..api import HardenedServiceSpec
 from ..revisions import Revision
 from ..settings import OperatorSettings
 from .names import child_metadata, selector_labels
@@ -37,7 +38,7 @@ REVISION_ANNOTATION = "rampart.dev/revision"
 Manifest = dict[str, Any]
 
 
-def config_map(owner: Manifest, spec: dict[str, Any]) -> Manifest:
+def config_map(owner: Manifest, spec: HardenedServiceSpec) -> Manifest:
     name = owner["metadata"]["name"]
     return {
         "apiVersion": "v1",
@@ -49,7 +50,7 @@ def config_map(owner: Manifest, spec: dict[str, Any]) -> Manifest:
 
 def pod_template(
     owner: Manifest,
-    spec: dict[str, Any],
+    spec: HardenedServiceSpec,
     settings: OperatorSettings,
     track: str,
     app: Revision,
@@ -82,7 +83,7 @@ def pod_template(
     if apps:
         # `kubectl logs` and `exec` land in the app, not in the sidecar put first.
         metadata["annotations"].setdefault(DEFAULT_CONTAINER, apps[0].get("name", ""))
-    if spec.get("canary"):
+    if spec.canary:
         # Which revision the pods run: the rollout tells stable from canary by it,
         # and a changed ConfigMap or Secret rolls the pods through it.
         metadata["annotations"][REVISION_ANNOTATION] = app.id
@@ -90,13 +91,13 @@ def pod_template(
 
 
 def deployment(
-    owner: Manifest, spec: dict[str, Any], settings: OperatorSettings, placement: Placement
+    owner: Manifest, spec: HardenedServiceSpec, settings: OperatorSettings, placement: Placement
 ) -> Manifest:
     return _deployment(owner, spec, settings, "stable", placement.stable, placement.stable_replicas)
 
 
 def canary_deployment(
-    owner: Manifest, spec: dict[str, Any], settings: OperatorSettings, placement: Placement
+    owner: Manifest, spec: HardenedServiceSpec, settings: OperatorSettings, placement: Placement
 ) -> Manifest | None:
     if placement.canary is None:
         return None
@@ -105,7 +106,7 @@ def canary_deployment(
 
 def _deployment(
     owner: Manifest,
-    spec: dict[str, Any],
+    spec: HardenedServiceSpec,
     settings: OperatorSettings,
     track: str,
     app: Revision,

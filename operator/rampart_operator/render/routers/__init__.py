@@ -5,8 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from ...api.spec import HardenedServiceSpec
 from .base import Reference, TrafficRouter
 from .gateway_api import GatewayAPIRouter
 from .ingress_nginx import IngressNginxRouter
@@ -21,6 +20,5 @@ ROUTERS: dict[str, TrafficRouter] = {
 }
 
 
-def router_for(spec: dict[str, Any]) -> TrafficRouter:
-    traffic = (spec.get("canary") or {}).get("traffic") or {}
-    return ROUTERS[traffic.get("router", "replicas")]
+def router_for(spec: HardenedServiceSpec) -> TrafficRouter:
+    return ROUTERS[spec.canary.traffic.router if spec.canary else "replicas"]

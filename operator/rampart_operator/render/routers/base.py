@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
+from ...api.spec import HardenedServiceSpec
 from ..names import TRACK_LABEL, child_metadata, selector_labels
 from ..sidecar import PROXY_PORT_NAME
 
@@ -34,12 +35,12 @@ class TrafficRouter(Protocol):
         """Stable pods while ``weight`` percent goes to the canary."""
         ...
 
-    def reads(self, spec: dict[str, Any]) -> list[Reference]: ...
+    def reads(self, spec: HardenedServiceSpec) -> list[Reference]: ...
 
     def manifests(
         self,
         owner: Manifest,
-        spec: dict[str, Any],
+        spec: HardenedServiceSpec,
         weight: int,
         live: dict[Reference, Manifest | None],
     ) -> list[Manifest]:
@@ -47,7 +48,7 @@ class TrafficRouter(Protocol):
         ...
 
     def problems(
-        self, owner: Manifest, spec: dict[str, Any], live: dict[Reference, Manifest | None]
+        self, owner: Manifest, spec: HardenedServiceSpec, live: dict[Reference, Manifest | None]
     ) -> list[tuple[str, str]]:
         """(field path, reason) for what the live objects make impossible."""
         ...
@@ -60,10 +61,9 @@ def scaled(total: int, weight: int) -> int:
     return min(total, max(1, math.ceil(total * weight / 100)))
 
 
-def canary_service(owner: Manifest, spec: dict[str, Any]) -> Manifest:
+def canary_service(owner: Manifest, spec: HardenedServiceSpec) -> Manifest:
     """A Service selecting only canary pods, for routers that weigh two backends."""
     name = owner["metadata"]["name"]
-    svc = spec.get("service") or {}
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -77,7 +77,7 @@ def canary_service(owner: Manifest, spec: dict[str, Any]) -> Manifest:
             "ports": [
                 {
                     "name": "http",
-                    "port": svc.get("port", 80),
+                    "port": spec.service.port,
                     "targetPort": PROXY_PORT_NAME,
                     "protocol": "TCP",
                 }
@@ -98,10 +98,10 @@ class WeighingRouter:
     def stable_replicas(self, total: int, weight: int) -> int:
         return total
 
-    def reads(self, spec: dict[str, Any]) -> list[Reference]:
+    def reads(self, spec: HardenedServiceSpec) -> list[Reference]:
         return []
 
     def problems(
-        self, owner: Manifest, spec: dict[str, Any], live: dict[Reference, Manifest | None]
+        self, owner: Manifest, spec: HardenedServiceSpec, live: dict[Reference, Manifest | None]
     ) -> list[tuple[str, str]]:
         return []

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...api.canary import GatewayApiRouter
+from ...api.spec import HardenedServiceSpec
 from ..names import child_metadata
 from .base import Manifest, Reference, WeighingRouter, canary_service
 
@@ -20,19 +22,19 @@ class GatewayAPIRouter(WeighingRouter):
     def manifests(
         self,
         owner: Manifest,
-        spec: dict[str, Any],
+        spec: HardenedServiceSpec,
         weight: int,
         live: dict[Reference, Manifest | None],
     ) -> list[Manifest]:
         name = owner["metadata"]["name"]
-        gateway = spec["canary"]["traffic"]["gatewayAPI"]
-        port = (spec.get("service") or {}).get("port", 80)
-        route_spec: dict[str, Any] = {"parentRefs": gateway["parentRefs"]}
-        if gateway.get("hostnames"):
-            route_spec["hostnames"] = gateway["hostnames"]
+        gateway = _settings(spec)
+        port = spec.service.port
+        route_spec: dict[str, Any] = {"parentRefs": gateway.parent_refs}
+        if gateway.hostnames:
+            route_spec["hostnames"] = gateway.hostnames
         route_spec["rules"] = [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": gateway.get("path", "/")}}],
+                "matches": [{"path": {"type": "PathPrefix", "value": gateway.path}}],
                 "backendRefs": [
                     {
                         "group": "",
@@ -60,3 +62,10 @@ class GatewayAPIRouter(WeighingRouter):
                 "spec": route_spec,
             },
         ]
+
+
+def _settings(spec: HardenedServiceSpec) -> GatewayApiRouter:
+    gateway = spec.canary.traffic.gateway_api if spec.canary else None
+    if gateway is None:  # validation refuses this router without its settings
+        raise ValueError("router gatewayAPI needs spec.canary.traffic.gatewayAPI")
+    return gateway

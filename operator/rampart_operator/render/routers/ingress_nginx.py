@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ...api.spec import HardenedServiceSpec
 from ..names import child_metadata
 from .base import Manifest, Reference, WeighingRouter, canary_service
 
@@ -21,13 +22,16 @@ ANNOTATION = "nginx.ingress.kubernetes.io/"
 
 
 class IngressNginxRouter(WeighingRouter):
-    def reads(self, spec: dict[str, Any]) -> list[Reference]:
-        return [(API, "Ingress", spec["canary"]["traffic"]["ingressNginx"]["ingress"])]
+    def reads(self, spec: HardenedServiceSpec) -> list[Reference]:
+        ingress = spec.canary.traffic.ingress_nginx if spec.canary else None
+        if ingress is None:  # validation refuses this router without its settings
+            raise ValueError("router ingressNginx needs spec.canary.traffic.ingressNginx")
+        return [(API, "Ingress", ingress.ingress)]
 
     def manifests(
         self,
         owner: Manifest,
-        spec: dict[str, Any],
+        spec: HardenedServiceSpec,
         weight: int,
         live: dict[Reference, Manifest | None],
     ) -> list[Manifest]:
@@ -55,7 +59,7 @@ class IngressNginxRouter(WeighingRouter):
         ]
 
     def problems(
-        self, owner: Manifest, spec: dict[str, Any], live: dict[Reference, Manifest | None]
+        self, owner: Manifest, spec: HardenedServiceSpec, live: dict[Reference, Manifest | None]
     ) -> list[tuple[str, str]]:
         ref = self.reads(spec)[0]
         field = "spec.canary.traffic.ingressNginx.ingress"

@@ -7,8 +7,7 @@ the nearest pod. With 4 replicas, 10% is 1 canary pod next to 3 stable ones
 
 from __future__ import annotations
 
-from typing import Any
-
+from ...api.spec import HardenedServiceSpec
 from .base import Manifest, Reference, scaled
 
 __all__ = ["ReplicasRouter"]
@@ -26,19 +25,19 @@ class ReplicasRouter:
         # Never below one stable pod while stable still gets traffic.
         return max(1, total - scaled(total, weight)) if total > 0 else 0
 
-    def reads(self, spec: dict[str, Any]) -> list[Reference]:
+    def reads(self, spec: HardenedServiceSpec) -> list[Reference]:
         return []
 
     def manifests(
         self,
         owner: Manifest,
-        spec: dict[str, Any],
+        spec: HardenedServiceSpec,
         weight: int,
         live: dict[Reference, Manifest | None],
     ) -> list[Manifest]:
         return []
 
     def problems(
-        self, owner: Manifest, spec: dict[str, Any], live: dict[Reference, Manifest | None]
+        self, owner: Manifest, spec: HardenedServiceSpec, live: dict[Reference, Manifest | None]
     ) -> list[tuple[str, str]]:
         return []
