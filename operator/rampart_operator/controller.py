@@ -34,7 +34,7 @@ from .canary import Policy, Rollout, analysis_due
 from .crd import GROUP, KIND, VERSION
 from .kube import ApiError, KubeClient
 from .metrics import OperatorMetrics
-from .reconcile import Action, Decision, apply_decision, contains, decide, leave_scale
+from .reconcile import Action, Decision, apply_decision, contains, leave_scale, look
 from .render import render
 from .reporting import Reporter
 from .rollout import Analysis, placement_from_status
@@ -254,7 +254,7 @@ class Runtime:
     async def _decide(self, body: dict[str, Any], analysis: Analysis | None) -> Decision:
         meta = body["metadata"]
         firing = self.alerts.firing(meta.get("namespace", "default"), meta["name"])
-        return await decide(
+        return await look(
             self.client, body, self.settings, firing=firing, analysis=analysis, now=self.clock()
         )
 

@@ -1,8 +1,11 @@
 """Bring the cluster in line with one HardenedService: the only place children are written.
 
-One reconcile is ``decide`` (observe and decide: validate, check the Secrets
-the pods will need, read what the traffic router reads, plan the rollout;
-reads only), then ``apply_decision``: create or patch each rendered child.
+One reconcile is ``look`` then ``apply_decision``. ``look`` validates, then
+``observe`` reads what a decision needs (whether the Secrets the pods need
+exist, what the traffic router reads, the ConfigMaps and Secrets the
+revisions hash, the two Deployments) and ``decide`` (pure) turns that into
+the problems and the rollout's plan. ``apply_decision`` creates or patches
+each rendered child.
 A problem leaves every child untouched. An object that
 already carries a child's name but is not owned by this HardenedService is
 never overwritten. Children the spec no longer asks for (a NetworkPolicy
@@ -27,9 +30,9 @@ from .render.backup import backup_job_name, backup_secret_names
 from .render.drill import drill_job_name
 from .render.names import OWNER_LABEL
 from .render.placement import Placement, initial_placement
-from .render.routers import router_for
+from .render.routers import Reference, router_for
 from .render.sidecar import secret_names
-from .rollout import Analysis, plan_rollout
+from .rollout import Analysis, RolloutReads, observe_rollout, plan_rollout
 from .schema import apply_defaults
 from .settings import OperatorSettings
 from .status import Observation, backup_status
@@ -42,6 +45,8 @@ __all__ = [
     "contains",
     "decide",
     "leave_scale",
+    "look",
+    "observe",
     "scaled_by_others",
 ]
 
@@ -223,7 +228,16 @@ class Decision:
         return plan is not None and (plan.changed or bool(plan.acted_on))
 
 
-async def decide(
+@dataclass(frozen=True)
+class Reads:
+    """Everything one look reads from the cluster; ``decide`` takes nothing else."""
+
+    missing_secrets: list[tuple[str, str]]  # (field, Secret) the pods need and lack
+    router: dict[Reference, dict[str, Any] | None]  # what the traffic router reads
+    rollout: RolloutReads | None  # with spec.canary
+
+
+async def look(
     client: KubeClient,
     resource: dict[str, Any],
     settings: OperatorSettings,
@@ -232,40 +246,79 @@ async def decide(
     analysis: Analysis | None = None,
     now: float | None = None,
 ) -> Decision:
-    """Observe (the Secrets the pods need, what the traffic router reads, the
-    configuration the revisions hash) and decide: the problems that stop the
-    reconcile, and where the rollout goes. Reads only.
+    """Observe, then decide: validate (no reads for an invalid resource), read what
+    the decision needs (``observe``), and decide where it goes (``decide``, pure).
 
     ``firing`` (alert names) and ``analysis`` are what the controller knows of a rollout.
     """
-    meta = resource["metadata"]
-    namespace = meta.get("namespace", "default")
-    seen = Observation(generation=meta.get("generation"))
     problems = validate(resource, limits_of(settings))
     if problems:
+        seen = Observation(generation=resource["metadata"].get("generation"))
         seen.problems = [str(p) for p in problems]
         return Decision(seen, None, None)
     spec = parse_spec(resource)
-    for field, secret in [("spec.sidecar.cache", s) for s in secret_names(spec)] + [
-        ("spec.backup", s) for s in backup_secret_names(spec)
-    ]:
-        if await client.get("v1", "Secret", namespace, secret) is None:
-            seen.problems.append(f"{field}: Secret {secret} not found in {namespace}")
-    decision = Decision(seen, spec, initial_placement(spec))
-    if not spec.canary:
-        return decision
-    router = router_for(spec)
-    reads = {ref: await client.get(*ref[:2], namespace, ref[2]) for ref in router.reads(spec)}
-    owner = apply_defaults(resource)
-    seen.problems += [f"{p}: {m}" for p, m in router.problems(owner, spec, reads)]
-    if seen.problems:
-        return decision
-    plan = await plan_rollout(
-        client,
+    reads = await observe(client, resource, spec, firing)
+    return decide(
         resource,
         spec,
         reads,
-        time.time() if now is None else now,
+        settings,
+        firing=firing,
+        analysis=analysis,
+        now=time.time() if now is None else now,
+    )
+
+
+async def observe(
+    client: KubeClient, resource: dict[str, Any], spec: HardenedServiceSpec, firing: tuple[str, ...]
+) -> Reads:
+    """The Secrets the pods need, what the traffic router reads, and what the rollout
+    plan needs (the configuration the revisions hash, the Deployments)."""
+    namespace = resource["metadata"].get("namespace", "default")
+    missing = [
+        (field, secret)
+        for field, secret in [("spec.sidecar.cache", s) for s in secret_names(spec)]
+        + [("spec.backup", s) for s in backup_secret_names(spec)]
+        if await client.get("v1", "Secret", namespace, secret) is None
+    ]
+    if not spec.canary:
+        return Reads(missing, {}, None)
+    refs = router_for(spec).reads(spec)
+    router = {ref: await client.get(*ref[:2], namespace, ref[2]) for ref in refs}
+    return Reads(missing, router, await observe_rollout(client, resource, spec, firing))
+
+
+def decide(
+    resource: dict[str, Any],
+    spec: HardenedServiceSpec,
+    reads: Reads,
+    settings: OperatorSettings,
+    *,
+    firing: tuple[str, ...],
+    analysis: Analysis | None,
+    now: float,
+) -> Decision:
+    """The problems that stop the reconcile, and where the rollout goes; pure."""
+    meta = resource["metadata"]
+    namespace = meta.get("namespace", "default")
+    seen = Observation(generation=meta.get("generation"))
+    seen.problems = [
+        f"{field}: Secret {secret} not found in {namespace}"
+        for field, secret in reads.missing_secrets
+    ]
+    decision = Decision(seen, spec, initial_placement(spec))
+    if not spec.canary or reads.rollout is None:
+        return decision
+    owner = apply_defaults(resource)
+    seen.problems += [f"{p}: {m}" for p, m in router_for(spec).problems(owner, spec, reads.router)]
+    if seen.problems:
+        return decision
+    plan = plan_rollout(
+        resource,
+        spec,
+        reads.router,
+        reads.rollout,
+        now,
         firing,
         analysis,
         checksum_secret=settings.alert_token,

@@ -35,6 +35,8 @@ __all__ = [
     "PROMOTE",
     "Analysis",
     "RolloutPlan",
+    "RolloutReads",
+    "observe_rollout",
     "place",
     "placement_from_status",
     "plan_rollout",
@@ -80,11 +82,53 @@ class RolloutPlan:
         }
 
 
-async def _revision_of(
-    client: KubeClient, namespace: str, template: dict[str, Any], key: bytes
-) -> Revision:
-    refs = config_references(template)
-    objects = {ref: await client.get("v1", ref[0], namespace, ref[1]) for ref in refs}
+@dataclass(frozen=True)
+class RolloutReads:
+    """What a rollout's plan needs from the cluster, read before it is made.
+
+    ``config``: every ConfigMap and Secret the templates read (None: missing);
+    ``stable`` and ``canary``: the two Deployments, or None when absent or not
+    read (a rollback does not wait for them).
+    """
+
+    config: dict[tuple[str, str], dict[str, Any] | None]
+    stable: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None
+
+
+async def observe_rollout(
+    client: KubeClient, resource: dict[str, Any], spec: HardenedServiceSpec, firing: tuple[str, ...]
+) -> RolloutReads:
+    meta = resource["metadata"]
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    refs = sorted(
+        {*config_references(target_template(spec)), *config_references(app_template(spec))}
+    )
+    config = {ref: await client.get("v1", ref[0], namespace, ref[1]) for ref in refs}
+    if _rolling_back(resource, spec, firing):
+        return RolloutReads(config)  # pods do not matter to a rollback: no waiting on reads
+    return RolloutReads(
+        config,
+        stable=await client.get("apps/v1", "Deployment", namespace, name),
+        canary=await client.get("apps/v1", "Deployment", namespace, f"{name}-canary"),
+    )
+
+
+def _rolling_back(
+    resource: dict[str, Any], spec: HardenedServiceSpec, firing: tuple[str, ...]
+) -> bool:
+    status = resource.get("status") or {}
+    state = Rollout.from_status(status.get("canary"))
+    known = {entry["revision"] for entry in status.get("revisions") or []}
+    if state is None or state.stable not in known:
+        return False  # plan_rollout starts it afresh
+    annotations = resource["metadata"].get("annotations") or {}
+    alerted = bool(firing) and _canary(spec).rollback_on_alerts
+    return state.active and (ABORT in annotations or alerted)
+
+
+def _revision_of(template: dict[str, Any], reads: RolloutReads, key: bytes) -> Revision:
+    objects = {ref: reads.config.get(ref) for ref in config_references(template)}
     return revision(template, checksum(objects, key))
 
 
@@ -113,20 +157,22 @@ def _keep(
     return [known[rid] for rid in kept]
 
 
-async def plan_rollout(
-    client: KubeClient,
+def plan_rollout(
     resource: dict[str, Any],
     spec: HardenedServiceSpec,
     live: dict[Reference, dict[str, Any] | None],
+    reads: RolloutReads,
     now: float,
     firing: tuple[str, ...] = (),
     analysis: Analysis | None = None,
     *,
     checksum_secret: str,
 ) -> RolloutPlan:
-    """``checksum_secret`` keys the config checksums (the alert token; see ``revisions``)."""
+    """Where the rollout goes from what was read (``observe_rollout``); pure.
+
+    ``checksum_secret`` keys the config checksums (the alert token; see ``revisions``).
+    """
     meta = resource["metadata"]
-    namespace, name = meta.get("namespace", "default"), meta["name"]
     key = checksum_key(meta.get("uid") or "", checksum_secret)
     status = resource.get("status") or {}
     policy = Policy.from_spec(_canary(spec))
@@ -134,22 +180,17 @@ async def plan_rollout(
     known = {r["revision"]: Revision.from_status(r) for r in stored}
     order = [r["revision"] for r in stored]
 
-    target = await _revision_of(client, namespace, target_template(spec), key)
+    target = _revision_of(target_template(spec), reads, key)
     before = Rollout.from_status(status.get("canary"))
     state = before
     if state is None or state.stable not in known:
-        start = await _revision_of(client, namespace, app_template(spec), key)
+        start = _revision_of(app_template(spec), reads, key)
         known[start.id] = start
         state = initial(start.id)
     known.setdefault(target.id, target)
 
     current = place(spec, state, known, live)
     annotations = meta.get("annotations") or {}
-    stable_live = canary_live = None
-    # Pods do not matter to a rollback; an alert should not wait for two reads.
-    if not (state.active and (ABORT in annotations or (firing and policy.rollback_on_alerts))):
-        stable_live = await client.get("apps/v1", "Deployment", namespace, name)
-        canary_live = await client.get("apps/v1", "Deployment", namespace, f"{name}-canary")
     verdict = None
     if (
         analysis is not None
@@ -162,8 +203,8 @@ async def plan_rollout(
     seen = Observed(
         now=now,
         target=target.id,
-        canary_ready=_pods_match(canary_live, state.revision, current.canary_replicas),
-        stable_ready=_pods_match(stable_live, state.stable, current.stable_replicas),
+        canary_ready=_pods_match(reads.canary, state.revision, current.canary_replicas),
+        stable_ready=_pods_match(reads.stable, state.stable, current.stable_replicas),
         verdict=verdict,
         firing=firing,
         promote=PROMOTE in annotations,

@@ -22,7 +22,7 @@ import pytest
 
 from rampart_operator.api import parse_spec
 from rampart_operator.revisions import checksum, checksum_key, config_references
-from rampart_operator.rollout import plan_rollout
+from rampart_operator.rollout import RolloutReads, plan_rollout
 from rampart_operator.schema import apply_defaults
 
 TOKEN = "alert-token-the-chart-generated"
@@ -83,20 +83,6 @@ def test_the_same_key_gives_the_same_checksum_and_a_changed_secret_another() -> 
     assert len({before, changed, missing}) == 3
 
 
-class Cluster:
-    """Reads only: the Secret the template uses; no Deployment yet."""
-
-    def __init__(self, password: str) -> None:
-        self.password = password
-
-    async def get(
-        self, api_version: str, kind: str, namespace: str | None, name: str
-    ) -> dict[str, Any] | None:
-        if (kind, name) == SECRET:
-            return secret(self.password)
-        return None
-
-
 def hardened_service() -> dict[str, Any]:
     resource: dict[str, Any] = apply_defaults(
         {
@@ -114,30 +100,25 @@ def hardened_service() -> dict[str, Any]:
     return resource
 
 
-async def target_revision(password: str, token: str) -> dict[str, Any]:
+def target_revision(password: str, token: str) -> dict[str, Any]:
     resource = hardened_service()
-    plan = await plan_rollout(
-        Cluster(password),  # type: ignore[arg-type]
-        resource,
-        parse_spec(resource),
-        {},
-        0.0,
-        checksum_secret=token,
-    )
+    # What observe_rollout reads: the Secret the template uses; no Deployment yet.
+    reads = RolloutReads({SECRET: secret(password)})
+    plan = plan_rollout(resource, parse_spec(resource), {}, reads, 0.0, checksum_secret=token)
     (entry,) = [r.to_status() for r in plan.revisions]
     return entry
 
 
 @pytest.mark.parametrize("password", ["hunter2", "123456"])
-async def test_what_the_status_and_the_revision_show_is_keyed(password: str) -> None:
-    entry = await target_revision(password, TOKEN)
+def test_what_the_status_and_the_revision_show_is_keyed(password: str) -> None:
+    entry = target_revision(password, TOKEN)
     assert config_references(TEMPLATE) == [SECRET]
     assert entry["configChecksum"] == checksum({SECRET: secret(password)}, checksum_key(UID, TOKEN))
     assert entry["configChecksum"][:16] != unkeyed({SECRET: secret(password)})
     assert password not in json.dumps(entry)
     # Another operator start with the same token: the same revision, no pod rolls.
-    assert await target_revision(password, TOKEN) == entry
+    assert target_revision(password, TOKEN) == entry
     # The Secret changed: a new revision, its pods roll.
-    assert (await target_revision(password + "!", TOKEN))["revision"] != entry["revision"]
+    assert (target_revision(password + "!", TOKEN))["revision"] != entry["revision"]
     # A new token re-keys every checksum (and so rolls each canary once).
-    assert (await target_revision(password, "rotated"))["revision"] != entry["revision"]
+    assert (target_revision(password, "rotated"))["revision"] != entry["revision"]
