@@ -32,9 +32,10 @@ from .analysis.queries import checks_for
 from .api import parse_spec
 from .canary import Policy, Rollout, analysis_due
 from .crd import GROUP, KIND, VERSION
+from .decision import Decision
 from .kube import ApiError, KubeClient
 from .metrics import OperatorMetrics
-from .reconcile import Action, Decision, apply_decision, contains, leave_scale, look
+from .reconcile import Action, apply_decision, contains, leave_scale, look
 from .render import render
 from .reporting import Reporter
 from .rollout import Analysis, placement_from_status

@@ -23,27 +23,25 @@ from typing import Any
 
 from .api import HardenedServiceSpec, parse_spec
 from .crd import GROUP, KIND, VERSION
+from .decision import Decision, Reads, decide
 from .kube import ApiError, KubeClient, NotOwnedError
 from .readiness import deployment_ready
 from .render import render
 from .render.backup import backup_job_name, backup_secret_names
 from .render.drill import drill_job_name
 from .render.names import OWNER_LABEL
-from .render.placement import Placement, initial_placement
-from .render.routers import Reference, router_for
+from .render.routers import router_for
 from .render.sidecar import secret_names
-from .rollout import Analysis, RolloutReads, observe_rollout, plan_rollout
-from .schema import apply_defaults
+from .revisions import app_template, config_references, target_template
+from .rollout import Analysis, RolloutReads, rolling_back
 from .settings import OperatorSettings
 from .status import Observation, backup_status
 from .validation import limits_of, validate
 
 __all__ = [
     "Action",
-    "Decision",
     "apply_decision",
     "contains",
-    "decide",
     "leave_scale",
     "look",
     "observe",
@@ -208,35 +206,6 @@ async def apply(
     return Action("updated", desired["kind"], meta["name"]), patched
 
 
-@dataclass
-class Decision:
-    """What one look at a HardenedService decided, before anything is written.
-
-    ``seen`` carries the problems that stop it (then nothing is applied) and
-    the rollout's plan; ``placement`` is where each revision runs.
-    """
-
-    seen: Observation
-    spec: HardenedServiceSpec | None  # None: a resource too invalid to read
-    placement: Placement | None  # None: a resource too invalid to place
-
-    @property
-    def moves(self) -> bool:
-        """Whether a rollout has somewhere to go: its state changes, or an annotation
-        it acted on is to be removed. A periodic look that finds neither writes nothing."""
-        plan = self.seen.rollout
-        return plan is not None and (plan.changed or bool(plan.acted_on))
-
-
-@dataclass(frozen=True)
-class Reads:
-    """Everything one look reads from the cluster; ``decide`` takes nothing else."""
-
-    missing_secrets: list[tuple[str, str]]  # (field, Secret) the pods need and lack
-    router: dict[Reference, dict[str, Any] | None]  # what the traffic router reads
-    rollout: RolloutReads | None  # with spec.canary
-
-
 async def look(
     client: KubeClient,
     resource: dict[str, Any],
@@ -288,44 +257,22 @@ async def observe(
     return Reads(missing, router, await observe_rollout(client, resource, spec, firing))
 
 
-def decide(
-    resource: dict[str, Any],
-    spec: HardenedServiceSpec,
-    reads: Reads,
-    settings: OperatorSettings,
-    *,
-    firing: tuple[str, ...],
-    analysis: Analysis | None,
-    now: float,
-) -> Decision:
-    """The problems that stop the reconcile, and where the rollout goes; pure."""
+async def observe_rollout(
+    client: KubeClient, resource: dict[str, Any], spec: HardenedServiceSpec, firing: tuple[str, ...]
+) -> RolloutReads:
     meta = resource["metadata"]
-    namespace = meta.get("namespace", "default")
-    seen = Observation(generation=meta.get("generation"))
-    seen.problems = [
-        f"{field}: Secret {secret} not found in {namespace}"
-        for field, secret in reads.missing_secrets
-    ]
-    decision = Decision(seen, spec, initial_placement(spec))
-    if not spec.canary or reads.rollout is None:
-        return decision
-    owner = apply_defaults(resource)
-    seen.problems += [f"{p}: {m}" for p, m in router_for(spec).problems(owner, spec, reads.router)]
-    if seen.problems:
-        return decision
-    plan = plan_rollout(
-        resource,
-        spec,
-        reads.router,
-        reads.rollout,
-        now,
-        firing,
-        analysis,
-        checksum_secret=settings.alert_token,
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    refs = sorted(
+        {*config_references(target_template(spec)), *config_references(app_template(spec))}
     )
-    seen.rollout = plan
-    decision.placement = plan.placement
-    return decision
+    config = {ref: await client.get("v1", ref[0], namespace, ref[1]) for ref in refs}
+    if rolling_back(resource, spec, firing):
+        return RolloutReads(config)  # pods do not matter to a rollback: no waiting on reads
+    return RolloutReads(
+        config,
+        stable=await client.get("apps/v1", "Deployment", namespace, name),
+        canary=await client.get("apps/v1", "Deployment", namespace, f"{name}-canary"),
+    )
 
 
 async def apply_decision(

@@ -15,7 +15,6 @@ from typing import Any
 from .api.canary import CanarySpec
 from .api.spec import HardenedServiceSpec
 from .canary import Note, Observed, Policy, Rollout, Verdict, advance, initial
-from .kube import KubeClient
 from .readiness import deployment_ready
 from .render.placement import Placement, initial_placement
 from .render.routers import Reference, router_for
@@ -36,10 +35,10 @@ __all__ = [
     "Analysis",
     "RolloutPlan",
     "RolloutReads",
-    "observe_rollout",
     "place",
     "placement_from_status",
     "plan_rollout",
+    "rolling_back",
 ]
 
 PROMOTE = "rampart.dev/promote"
@@ -96,27 +95,11 @@ class RolloutReads:
     canary: dict[str, Any] | None = None
 
 
-async def observe_rollout(
-    client: KubeClient, resource: dict[str, Any], spec: HardenedServiceSpec, firing: tuple[str, ...]
-) -> RolloutReads:
-    meta = resource["metadata"]
-    namespace, name = meta.get("namespace", "default"), meta["name"]
-    refs = sorted(
-        {*config_references(target_template(spec)), *config_references(app_template(spec))}
-    )
-    config = {ref: await client.get("v1", ref[0], namespace, ref[1]) for ref in refs}
-    if _rolling_back(resource, spec, firing):
-        return RolloutReads(config)  # pods do not matter to a rollback: no waiting on reads
-    return RolloutReads(
-        config,
-        stable=await client.get("apps/v1", "Deployment", namespace, name),
-        canary=await client.get("apps/v1", "Deployment", namespace, f"{name}-canary"),
-    )
-
-
-def _rolling_back(
+def rolling_back(
     resource: dict[str, Any], spec: HardenedServiceSpec, firing: tuple[str, ...]
 ) -> bool:
+    """Whether this look rolls an active rollout back (an abort, or an alert it
+    heeds): then the Deployments need not be read, and no rollback waits on them."""
     status = resource.get("status") or {}
     state = Rollout.from_status(status.get("canary"))
     known = {entry["revision"] for entry in status.get("revisions") or []}
