@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import HardenedServiceSpec, parse_spec
+from .api.status import BackupStatus, Child
 from .crd import GROUP, KIND, VERSION
 from .decision import Decision, Reads, decide
 from .kube import ApiError, KubeClient, NotOwnedError
@@ -379,15 +380,15 @@ async def apply_decision(
                 await client.delete("batch/v1", "CronJob", namespace, child)
                 on_action(Action("deleted", "CronJob", child))
     seen.backups = [
-        {
-            "source": source,
-            **backup_status(applied["CronJob", backup_job_name(name, source)]),
-            **(
-                {"lastDrill": backup_status(applied["CronJob", drill])}
+        BackupStatus(
+            source=source,
+            **backup_status(applied["CronJob", backup_job_name(name, source)]).model_dump(),
+            last_drill=(
+                backup_status(applied["CronJob", drill])
                 if ("CronJob", drill := drill_job_name(name, source)) in applied
-                else {}
+                else None
             ),
-        }
+        )
         for source in (s.name for s in (spec.backup.sources if spec.backup else []))
     ]
 
@@ -396,15 +397,15 @@ async def apply_decision(
     if spec.canary and seen.workload_ready:
         seen.workload_message += " (stable)"
     seen.children = [
-        {
-            "kind": m["kind"],
-            "name": m["metadata"]["name"],
-            **(
-                {"ready": seen.workload_ready}
+        Child(
+            kind=m["kind"],
+            name=m["metadata"]["name"],
+            ready=(
+                seen.workload_ready
                 if m["kind"] == "Deployment" and m["metadata"]["name"] == name
-                else {}
+                else None
             ),
-        }
+        )
         for m in manifests
     ]
     return seen

@@ -12,6 +12,9 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .api.fields import ApiModel
+from .api.status import BackupStatus, Child, RunStatus
+
 if TYPE_CHECKING:  # the plan's type only: status stays pure, the rollout does I/O
     from .rollout import RolloutPlan
 
@@ -22,16 +25,16 @@ __all__ = ["Observation", "backup_status", "compute_status"]
 class Observation:
     generation: int | None
     problems: list[str] = field(default_factory=list)  # why nothing was applied
-    children: list[dict[str, Any]] = field(default_factory=list)  # kind, name, ready
+    children: list[Child] = field(default_factory=list)
     workload_ready: bool = False
     workload_message: str = ""
-    backups: list[dict[str, Any]] = field(default_factory=list)  # per source
+    backups: list[BackupStatus] = field(default_factory=list)  # per source
     rollout: RolloutPlan | None = None  # with spec.canary
     traffic_applied: float | None = None  # monotonic time the weights reached the API
     skipped: bool = False  # a rollout tick that found nothing to do
 
 
-def backup_status(cron_job: dict[str, Any] | None) -> dict[str, Any]:
+def backup_status(cron_job: dict[str, Any] | None) -> RunStatus:
     """The last run of a backup CronJob, as the CronJob controller reports it."""
     status = (cron_job or {}).get("status") or {}
     last_schedule = status.get("lastScheduleTime")
@@ -45,12 +48,14 @@ def backup_status(cron_job: dict[str, Any] | None) -> dict[str, Any]:
         if last_success and last_success >= last_schedule
         else "Failed"
     )
-    result = {"lastOutcome": outcome}
-    if last_schedule:
-        result["lastScheduleTime"] = last_schedule
-    if last_success:
-        result["lastSuccessfulTime"] = last_success
-    return result
+    return RunStatus(
+        last_outcome=outcome, last_schedule_time=last_schedule, last_successful_time=last_success
+    )
+
+
+def _json(model: ApiModel) -> dict[str, Any]:
+    """As the status stores it: the API's names, unset fields left out."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def _now() -> str:
@@ -137,9 +142,9 @@ def compute_status(seen: Observation, previous: dict[str, Any] | None) -> dict[s
         )
     status: dict[str, Any] = {"phase": phase, "conditions": conditions}
     if seen.children:
-        status["children"] = seen.children
+        status["children"] = [_json(child) for child in seen.children]
     if seen.backups:
-        status["backups"] = seen.backups
+        status["backups"] = [_json(backup) for backup in seen.backups]
     if seen.rollout is not None:
         status.update(seen.rollout.status())
     if gen is not None:

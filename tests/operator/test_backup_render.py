@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rampart_operator.api.status import RunStatus
 from rampart_operator.render import render
 from rampart_operator.settings import OperatorSettings
 from rampart_operator.status import backup_status
@@ -105,24 +106,25 @@ def test_invalid_sources(sources, path, fragment):
 
 
 def test_backup_status_from_the_cron_job():
-    assert backup_status(None) == {"lastOutcome": "NeverRun"}
+    assert backup_status(None) == RunStatus(last_outcome="NeverRun")
     ok = {
         "status": {
             "lastScheduleTime": "2026-11-23T02:00:00Z",
             "lastSuccessfulTime": "2026-11-23T02:03:10Z",
         }
     }
-    assert backup_status(ok)["lastOutcome"] == "Succeeded"
+    assert backup_status(ok).last_outcome == "Succeeded"
     failed = {
         "status": {
             "lastScheduleTime": "2026-11-23T02:00:00Z",
             "lastSuccessfulTime": "2026-11-22T02:03:10Z",
         }
     }
-    assert backup_status(failed) == {
+    # As the status stores it: the API's names.
+    assert backup_status(failed).model_dump(by_alias=True, exclude_none=True) == {
         "lastOutcome": "Failed",
         "lastScheduleTime": "2026-11-23T02:00:00Z",
         "lastSuccessfulTime": "2026-11-22T02:03:10Z",
     }
     running = {"status": {"active": [{"name": "job"}], "lastScheduleTime": "x"}}
-    assert backup_status(running)["lastOutcome"] == "Running"
+    assert backup_status(running).last_outcome == "Running"

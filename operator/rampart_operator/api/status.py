@@ -9,7 +9,15 @@ from pydantic.config import JsonDict
 
 from .fields import ApiModel, Object
 
-__all__ = ["Child", "Condition", "HardenedServiceStatus", "Phase", "RolloutStatus"]
+__all__ = [
+    "BackupStatus",
+    "Child",
+    "Condition",
+    "HardenedServiceStatus",
+    "Phase",
+    "RolloutStatus",
+    "RunStatus",
+]
 
 Phase = Literal["Healthy", "Progressing", "RolledBack", "Failed"]
 
@@ -29,9 +37,26 @@ class Condition(ApiModel):
 
 
 class Child(ApiModel):
-    kind: str | None = None
-    name: str | None = None
+    """A child the operator applied; ``ready`` on the stable Deployment only."""
+
+    kind: str
+    name: str
     ready: bool | None = None
+
+
+class RunStatus(ApiModel):
+    """A CronJob's last run, as the CronJob controller reports it."""
+
+    last_outcome: Literal["Running", "NeverRun", "Succeeded", "Failed"]
+    last_schedule_time: str | None = Field(None, json_schema_extra=_DATE_TIME)
+    last_successful_time: str | None = Field(None, json_schema_extra=_DATE_TIME)
+
+
+class BackupStatus(RunStatus):
+    """One backup source: its backup CronJob's last run, and its restore drill's."""
+
+    source: str
+    last_drill: RunStatus | None = None
 
 
 class RolloutStatus(ApiModel):
@@ -61,5 +86,5 @@ class HardenedServiceStatus(ApiModel):
     canary: RolloutStatus | None = None
     revisions: list[Object] | None = None
     """Known revisions, stable first: template and config checksum."""
-    backups: list[Object] | None = None
+    backups: list[BackupStatus] | None = None
     """Per backup source: its CronJob's last run and the last restore drill."""
