@@ -9,9 +9,9 @@ decision can be tested from the objects alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .api import HardenedServiceSpec
+from .api.fields import Object
 from .render.placement import Placement, initial_placement
 from .render.routers import Reference, router_for
 from .rollout import Analysis, RolloutReads, plan_rollout
@@ -47,12 +47,12 @@ class Reads:
     """Everything one look reads from the cluster; ``decide`` takes nothing else."""
 
     missing_secrets: list[tuple[str, str]]  # (field, Secret) the pods need and lack
-    router: dict[Reference, dict[str, Any] | None]  # what the traffic router reads
+    router: dict[Reference, Object | None]  # what the traffic router reads
     rollout: RolloutReads | None  # with spec.canary
 
 
 def decide(
-    resource: dict[str, Any],
+    resource: Object,
     spec: HardenedServiceSpec,
     reads: Reads,
     settings: OperatorSettings,

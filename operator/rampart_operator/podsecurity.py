@@ -13,8 +13,7 @@ chooses. The rules are those of kubernetes.io/docs/concepts/security/pod-securit
 
 from __future__ import annotations
 
-from typing import Any
-
+from .api.fields import Object
 from .render.security import harden_container, harden_pod
 from .settings import LEVELS
 
@@ -68,7 +67,7 @@ _RESTRICTED_VOLUMES = frozenset(
 Problem = tuple[str, str]  # field path, why
 
 
-def pod_security_problems(template: dict[str, Any], path: str, level: str) -> list[Problem]:
+def pod_security_problems(template: Object, path: str, level: str) -> list[Problem]:
     """Why ``template`` (a pod template at ``path``) would not meet ``level`` once hardened."""
     if level == "privileged":
         return []
@@ -87,7 +86,7 @@ def pod_security_problems(template: dict[str, Any], path: str, level: str) -> li
     return problems
 
 
-def _baseline_pod(pod: dict[str, Any], path: str) -> list[Problem]:
+def _baseline_pod(pod: Object, path: str) -> list[Problem]:
     problems: list[Problem] = []
     for field in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(field):
@@ -114,7 +113,7 @@ def _baseline_pod(pod: dict[str, Any], path: str) -> list[Problem]:
     return problems
 
 
-def _restricted_pod(pod: dict[str, Any], path: str) -> list[Problem]:
+def _restricted_pod(pod: Object, path: str) -> list[Problem]:
     problems: list[Problem] = []
     for index, volume in enumerate(pod.get("volumes") or []):
         kinds = set(volume) - {"name"}
@@ -129,7 +128,7 @@ def _restricted_pod(pod: dict[str, Any], path: str) -> list[Problem]:
     return problems
 
 
-def _baseline_container(container: dict[str, Any], path: str) -> list[Problem]:
+def _baseline_container(container: Object, path: str) -> list[Problem]:
     problems: list[Problem] = []
     context = container.get("securityContext") or {}
     where = f"{path}.securityContext"
@@ -152,9 +151,7 @@ def _baseline_container(container: dict[str, Any], path: str) -> list[Problem]:
     return problems
 
 
-def _restricted_container(
-    container: dict[str, Any], pod: dict[str, Any], path: str
-) -> list[Problem]:
+def _restricted_container(container: Object, pod: Object, path: str) -> list[Problem]:
     problems: list[Problem] = []
     context = container.get("securityContext") or {}
     pod_context = pod.get("securityContext") or {}
@@ -183,13 +180,13 @@ def _restricted_container(
     return problems
 
 
-def _seccomp(context: dict[str, Any], path: str) -> list[Problem]:
+def _seccomp(context: Object, path: str) -> list[Problem]:
     if (context.get("seccompProfile") or {}).get("type") == "Unconfined":
         return [(f"{path}.seccompProfile.type", "Unconfined is not allowed")]
     return []
 
 
-def _selinux(context: dict[str, Any], path: str) -> list[Problem]:
+def _selinux(context: Object, path: str) -> list[Problem]:
     options = context.get("seLinuxOptions") or {}
     problems: list[Problem] = []
     if options.get("type", "") not in _SELINUX_TYPES:
@@ -200,7 +197,7 @@ def _selinux(context: dict[str, Any], path: str) -> list[Problem]:
     return problems
 
 
-def _apparmor(context: dict[str, Any], path: str) -> list[Problem]:
+def _apparmor(context: Object, path: str) -> list[Problem]:
     profile = (context.get("appArmorProfile") or {}).get("type")
     if profile == "Unconfined":
         return [(f"{path}.appArmorProfile.type", "Unconfined is not allowed")]

@@ -28,9 +28,9 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from .api import HardenedServiceSpec
+from .api.fields import Object
 
 __all__ = [
     "Revision",
@@ -48,18 +48,18 @@ Reference = tuple[str, str]  # ("ConfigMap" | "Secret", name)
 @dataclass(frozen=True)
 class Revision:
     id: str
-    template: dict[str, Any]  # the application's PodTemplateSpec
+    template: Object  # the application's PodTemplateSpec
     config: str  # checksum of the ConfigMaps and Secrets it reads
 
-    def to_status(self) -> dict[str, Any]:
+    def to_status(self) -> Object:
         return {"revision": self.id, "template": self.template, "configChecksum": self.config}
 
     @classmethod
-    def from_status(cls, entry: dict[str, Any]) -> Revision:
+    def from_status(cls, entry: Object) -> Revision:
         return cls(entry["revision"], entry["template"], entry.get("configChecksum", ""))
 
 
-def app_template(spec: HardenedServiceSpec) -> dict[str, Any]:
+def app_template(spec: HardenedServiceSpec) -> Object:
     """The application's pod template as the spec gives it (``image`` expanded)."""
     if spec.template is not None:
         return copy.deepcopy(spec.template)
@@ -76,7 +76,7 @@ def app_template(spec: HardenedServiceSpec) -> dict[str, Any]:
     }
 
 
-def target_template(spec: HardenedServiceSpec) -> dict[str, Any]:
+def target_template(spec: HardenedServiceSpec) -> Object:
     """The template the service should end up running."""
     canary = spec.canary
     if canary is not None and canary.template is not None:
@@ -87,7 +87,7 @@ def target_template(spec: HardenedServiceSpec) -> dict[str, Any]:
     return template
 
 
-def config_references(template: dict[str, Any]) -> list[Reference]:
+def config_references(template: Object) -> list[Reference]:
     """Every ConfigMap and Secret the pods read through volumes or the environment."""
     found: set[Reference] = set()
     pod = template.get("spec") or {}
@@ -135,7 +135,7 @@ def checksum_key(owner_uid: str, operator_secret: str = "") -> bytes:
     return hmac.new(operator_key, owner_uid.encode(), hashlib.sha256).digest()
 
 
-def checksum(objects: Mapping[Reference, dict[str, Any] | None], key: bytes) -> str:
+def checksum(objects: Mapping[Reference, Object | None], key: bytes) -> str:
     """One keyed hash over the data of the referenced objects (a missing one counts too).
 
     Only the hash leaves this function: Secret values never reach the status,
@@ -149,6 +149,6 @@ def checksum(objects: Mapping[Reference, dict[str, Any] | None], key: bytes) -> 
     return mac.hexdigest()[:32]
 
 
-def revision(template: dict[str, Any], config: str) -> Revision:
+def revision(template: Object, config: str) -> Revision:
     body = json.dumps([template, config], sort_keys=True, separators=(",", ":"))
     return Revision(hashlib.sha256(body.encode()).hexdigest()[:10], template, config)

@@ -10,9 +10,9 @@ to render, and what to tell the user.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from .api.canary import CanarySpec
+from .api.fields import Object
 from .api.spec import HardenedServiceSpec
 from .canary import Note, Observed, Policy, Rollout, Verdict, advance, initial
 from .readiness import deployment_ready
@@ -74,7 +74,7 @@ class RolloutPlan:
             self.before is None or self.before.phase != "RolledBack"
         )
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Object:
         return {
             "canary": self.rollout.to_status(),
             "revisions": [r.to_status() for r in self.revisions],
@@ -90,14 +90,12 @@ class RolloutReads:
     read (a rollback does not wait for them).
     """
 
-    config: dict[tuple[str, str], dict[str, Any] | None]
-    stable: dict[str, Any] | None = None
-    canary: dict[str, Any] | None = None
+    config: dict[tuple[str, str], Object | None]
+    stable: Object | None = None
+    canary: Object | None = None
 
 
-def rolling_back(
-    resource: dict[str, Any], spec: HardenedServiceSpec, firing: tuple[str, ...]
-) -> bool:
+def rolling_back(resource: Object, spec: HardenedServiceSpec, firing: tuple[str, ...]) -> bool:
     """Whether this look rolls an active rollout back (an abort, or an alert it
     heeds): then the Deployments need not be read, and no rollback waits on them."""
     status = resource.get("status") or {}
@@ -110,12 +108,12 @@ def rolling_back(
     return state.active and (ABORT in annotations or alerted)
 
 
-def _revision_of(template: dict[str, Any], reads: RolloutReads, key: bytes) -> Revision:
+def _revision_of(template: Object, reads: RolloutReads, key: bytes) -> Revision:
     objects = {ref: reads.config.get(ref) for ref in config_references(template)}
     return revision(template, checksum(objects, key))
 
 
-def _pods_match(live: dict[str, Any] | None, revision_id: str, replicas: int) -> bool:
+def _pods_match(live: Object | None, revision_id: str, replicas: int) -> bool:
     if live is None:
         return False
     annotations = live["spec"]["template"].get("metadata", {}).get("annotations", {})
@@ -141,9 +139,9 @@ def _keep(
 
 
 def plan_rollout(
-    resource: dict[str, Any],
+    resource: Object,
     spec: HardenedServiceSpec,
-    live: dict[Reference, dict[str, Any] | None],
+    live: dict[Reference, Object | None],
     reads: RolloutReads,
     now: float,
     firing: tuple[str, ...] = (),
@@ -208,8 +206,8 @@ def plan_rollout(
 
 def placement_from_status(
     spec: HardenedServiceSpec,
-    status: dict[str, Any] | None,
-    live: dict[Reference, dict[str, Any] | None] | None = None,
+    status: Object | None,
+    live: dict[Reference, Object | None] | None = None,
 ) -> Placement:
     """The placement a stored rollout stands for (``initial_placement`` when none is)."""
     status = status or {}
@@ -224,7 +222,7 @@ def place(
     spec: HardenedServiceSpec,
     rollout: Rollout,
     known: dict[str, Revision],
-    live: dict[Reference, dict[str, Any] | None] | None = None,
+    live: dict[Reference, Object | None] | None = None,
 ) -> Placement:
     router = router_for(spec)
     total = spec.replicas

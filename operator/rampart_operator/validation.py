@@ -12,7 +12,6 @@ settings model or a schedule's meaning.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -60,7 +59,7 @@ def limits_of(settings: OperatorSettings) -> Limits:
     return Limits(settings.analysis_urls, settings.pod_security, settings.service_accounts)
 
 
-def validate(resource: dict[str, Any], limits: Limits | None = None) -> list[Problem]:
+def validate(resource: Object, limits: Limits | None = None) -> list[Problem]:
     """Every problem with the resource, each with its field; ``limits`` are the operator's
     settings (without them, the strictest Pod Security level and no allowlists)."""
     problems = [Problem(path, message) for path, message in schema_problems(resource)]
@@ -83,7 +82,7 @@ def validate(resource: dict[str, Any], limits: Limits | None = None) -> list[Pro
     return sorted(problems)
 
 
-def _pod_problems(template: dict[str, Any], path: str, limits: Limits) -> list[Problem]:
+def _pod_problems(template: Object, path: str, limits: Limits) -> list[Problem]:
     problems = [
         Problem(field, f"{message} (Pod Security {limits.pod_security!r}, the operator's setting)")
         for field, message in pod_security_problems(template, path, limits.pod_security)
