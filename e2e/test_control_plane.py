@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from rampart_operator.admission.keeper import CertKeeper, server_context
+from rampart_operator.api import openapi_v3_schema
+from rampart_operator.api.openapi import cel_rules
 from rampart_operator.kube import KubeClient
 from rampart_operator.settings import OperatorSettings
 
@@ -74,11 +76,15 @@ def ready(local: Cluster, name: str, namespace: str, timeout: float = 60) -> dic
     return found
 
 
+# The CRD's rules across fields (CEL), whose messages the offline checks share.
+CEL_MESSAGES = {rule["message"] for rule in cel_rules(openapi_v3_schema())}
+
+
 @pytest.mark.parametrize("example", sorted((EXAMPLES / "invalid").glob("*.yaml")), ids=str)
 def test_the_api_server_itself_refuses_a_schema_invalid_hardened_service(
     local: Cluster, example: Path
 ) -> None:
-    field = example.read_text().splitlines()[0].removeprefix("# ").split(":")[0]
+    field, _, reason = example.read_text().splitlines()[0].removeprefix("# ").partition(": ")
     out = local.kubectl("apply", "-f", str(example), check=False)
     assert "created" not in out, out
     # The CRD's schema answered, not our webhook: a user without the operator
@@ -87,6 +93,9 @@ def test_the_api_server_itself_refuses_a_schema_invalid_hardened_service(
     # The schema names the field by its path (list items as [0], not .0).
     path = ".".join(part if not part.isdigit() else f"[{part}]" for part in field.split("."))
     assert path.replace(".[", "[") in out, out
+    if reason in CEL_MESSAGES:
+        # A rule across fields: the API server's CEL says it in the offline check's words.
+        assert reason in out, out
 
 
 def test_the_webhook_called_over_tls_refuses_what_only_it_can_judge(

@@ -38,13 +38,15 @@ METRICS_NEED_PROMETHEUS = Rule(
     "needs spec.canary.analysis.prometheus",
     ".metrics",
 )
+# has(self.router): the API server checks the rules against traffic's own default
+# ({}) too, where router, defaulted only inside an object, is absent.
 GATEWAY_API_SETTINGS = Rule(
-    "self.router != 'gatewayAPI' || has(self.gatewayAPI)",
+    "!has(self.router) || self.router != 'gatewayAPI' || has(self.gatewayAPI)",
     "router gatewayAPI needs its settings here",
     ".gatewayAPI",
 )
 INGRESS_NGINX_SETTINGS = Rule(
-    "self.router != 'ingressNginx' || has(self.ingressNginx)",
+    "!has(self.router) || self.router != 'ingressNginx' || has(self.ingressNginx)",
     "router ingressNginx needs its settings here",
     ".ingressNginx",
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 from rampart_common.durations import format_duration
 
-__all__ = ["Schema", "structural"]
+__all__ = ["Schema", "cel_rules", "structural"]
 
 Schema = dict[str, Any]
 # Marked subtrees that are already structural (the sidecar's block), by name.
@@ -99,3 +99,13 @@ class _Converter:
                 out["default"] = default
             return
         out["description"] = (out.get("description", "") + f" Default: {default}.").strip()
+
+
+def cel_rules(schema: Schema) -> list[dict[str, str]]:
+    """Every ``x-kubernetes-validations`` rule in a structural schema, outermost first."""
+    found = list(schema.get("x-kubernetes-validations", []))
+    for child in schema.get("properties", {}).values():
+        found += cel_rules(child)
+    if "items" in schema:
+        found += cel_rules(schema["items"])
+    return found
