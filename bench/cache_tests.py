@@ -1,7 +1,7 @@
 """The public HTTP caching test suite (http-tests/cache-tests) against the sidecar's cache.
 
     .venv/bin/python bench/cache_tests.py --suite /tmp/http-cache-tests \\
-        [--backend memory|redis] [--json results.json]
+        [--backend memory|redis] [--set-cookie pass|strip|store] [--json results.json]
 
 ``--suite`` is a checkout of https://github.com/http-tests/cache-tests with
 ``npm i`` done; when the directory does not exist it is made from the local
@@ -237,8 +237,13 @@ def redis_server(workdir: Path) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
 
 
-def sidecar_settings(redis_url: str | None, keep_policies: bool) -> dict[str, Any]:
-    cache: dict[str, Any] = {"memory": {"maxEntries": 10000, "maxBytes": 64 * 1024 * 1024}}
+def sidecar_settings(
+    redis_url: str | None, keep_policies: bool, set_cookie: str = "pass"
+) -> dict[str, Any]:
+    cache: dict[str, Any] = {
+        "memory": {"maxEntries": 10000, "maxBytes": 64 * 1024 * 1024},
+        "setCookie": set_cookie,
+    }
     if redis_url:
         cache["redis"] = {"url": redis_url}
     settings: dict[str, Any] = {
@@ -375,6 +380,12 @@ def main() -> None:
     parser.add_argument("--backend", choices=("memory", "redis"), default="memory")
     parser.add_argument("--json", type=Path, help="save the CLI's raw results here")
     parser.add_argument(
+        "--set-cookie",
+        choices=("pass", "strip", "store"),
+        default="pass",
+        help="the sidecar's cache.setCookie (pass, its default, never stores Set-Cookie)",
+    )
+    parser.add_argument(
         "--keep-policies",
         action="store_true",
         help="keep the sidecar's default retries and circuit breaker",
@@ -393,7 +404,7 @@ def main() -> None:
             redis_url = (
                 stack.enter_context(redis_server(workdir)) if args.backend == "redis" else None
             )
-            settings = sidecar_settings(redis_url, args.keep_policies)
+            settings = sidecar_settings(redis_url, args.keep_policies, args.set_cookie)
             urls = stack.enter_context(sidecar(args.sidecar, settings, upstream, workdir))
             log(f"origin {upstream}, sidecar {urls['proxy']} ({args.backend} cache): running")
             started = time.monotonic()

@@ -291,6 +291,12 @@ class CacheSettings(_Settings):
     redis: RedisCacheSettings = Field(default_factory=RedisCacheSettings)
     # DELETE /cache needs a bearer token from here or RAMPART_CACHE_ADMIN_TOKEN.
     admin_token_file: str | None = None
+    # A response with Set-Cookie: "pass" never stores it (Varnish's and nginx's
+    # default: a session cookie must not reach another client); "strip" stores
+    # it without the cookie, which only the client whose request went upstream
+    # gets; "store" keeps the cookie and hands it to every hit (RFC 9111, as
+    # Squid does), for origins whose cookies are not per user.
+    set_cookie: Literal["pass", "strip", "store"] = "pass"
 
 
 class SidecarSettings(_Settings):

@@ -81,6 +81,25 @@ async def test_responses_a_shared_cache_must_not_store(start_sidecar, upstream, 
     assert upstream.hits["/c/never"] == 2
 
 
+@pytest.mark.parametrize("mode", ["strip", "store"])
+async def test_set_cookie_responses_are_stored_only_as_the_operator_chose(
+    start_sidecar, upstream, mode
+):
+    """``cache.setCookie``: "pass" (the default) is in the test above; "strip" stores
+    the response without its cookie, "store" with it (every hit hands it out)."""
+    sidecar = start_sidecar({"cache": {"setCookie": mode}}, upstream.url)
+    url = sidecar.url + "/c/cookie?cc=max-age%3D60&cookie=1"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
+        _, first_cache, first, first_headers = await get(client, url)
+        _, hit_cache, hit, hit_headers = await get(client, url)
+    assert (first_cache, hit_cache) == ("MISS", "HIT")
+    assert hit == first
+    # The client whose request went upstream gets its cookie in either mode.
+    assert first_headers.getall("Set-Cookie") == ["session=1"]
+    assert hit_headers.getall("Set-Cookie", []) == (["session=1"] if mode == "store" else [])
+    assert upstream.hits["/c/cookie"] == 1
+
+
 async def test_request_no_store_bypasses_and_no_cache_refreshes(start_sidecar, upstream):
     sidecar = start_sidecar({"cache": {}}, upstream.url)
     url = sidecar.url + FRESH_MINUTE.format(name="req")

@@ -394,6 +394,17 @@ def test_storage_decisions(pairs, status, expected):
     assert lifetime_of(*pairs, status=status) == expected
 
 
+def test_set_cookie_is_stored_only_when_the_operator_chose_it():
+    response = fields(MAX_AGE_60, ("Set-Cookie", "a=b"))
+    assert storage(response, NO_HEADERS, 200, 0.0) is None  # cache.setCookie: pass
+    stored = storage(response, NO_HEADERS, 200, 0.0, cookies=True)  # strip or store
+    assert stored is not None
+    assert stored.lifetime == 60
+    # Whatever else refuses a response still does.
+    private = fields(("Cache-Control", "private, max-age=60"), ("Set-Cookie", "a=b"))
+    assert storage(private, NO_HEADERS, 200, 0.0, cookies=True) is None
+
+
 def test_non_heuristic_status_ignores_the_default_ttl():
     assert lifetime_of(status=302, ttl=3600) is None
     assert lifetime_of(status=500, ttl=3600) is None

@@ -86,6 +86,14 @@ _PASS_FOR = 60.0
 _MAX_PASSES = 10_000
 # Per-response or per-hop fields that must not be replayed from the cache.
 _NOT_STORED = frozenset({"age", "x-request-id", "x-rampart-cache", "set-cookie"})
+# cache.setCookie: store keeps the cookie with the entry, for every hit to hand out.
+_NOT_STORED_BUT_COOKIES = _NOT_STORED - {"set-cookie"}
+
+
+def _not_stored(settings: CacheSettings) -> frozenset[str]:
+    return _NOT_STORED_BUT_COOKIES if settings.set_cookie == "store" else _NOT_STORED
+
+
 _STATS_INTERVAL = 10.0
 # Background revalidations (stale-while-revalidate) in flight at most, when the proxy has
 # no concurrency limit to take a bound from (``revalidation_limit``). Each distinct stale
@@ -527,14 +535,15 @@ class _StoreHook:
         """The stored entry with the 304's fields in place of its own (RFC 9111 section 3.2)."""
         stale = self.stale
         assert stale is not None
-        updates = end_to_end(upstream.headers, _NOT_STORED)
+        updates = end_to_end(upstream.headers, _not_stored(self.cache.settings))
         replaced = {name.lower() for name in updates} - _NOT_UPDATED
         pairs = [(n, v) for n, v in stale.header_pairs() if n.lower() not in replaced]
         pairs += [(n, v) for n, v in updates.items() if n.lower() in replaced]
         headers = CIMultiDictProxy(CIMultiDict(pairs))
         now = self.cache.clock()
         ttl = default_ttl_for(self.cache.settings, self.request.path)
-        decided = storage(headers, self.request.headers, stale.status, ttl, now)
+        cookies = self.cache.settings.set_cookie != "pass"
+        decided = storage(headers, self.request.headers, stale.status, ttl, now, cookies)
         return self._entry(
             stale.status,
             headers,
@@ -557,13 +566,14 @@ class _StoreHook:
         if length is not None and length > self.max_body:
             return False
         authorized = self.request.head.authorization
-        if _never_stored(upstream.head, authorized):
+        cookies = self.cache.settings.set_cookie != "pass"
+        if _never_stored(upstream.head, authorized, cookies):
             decided = None  # decided from the raw fields, nothing decoded
         else:
             ttl = default_ttl_for(self.cache.settings, self.request.path)
             now = self.cache.clock()
             headers = upstream.headers
-            decided = storage(headers, self.request.headers, upstream.status, ttl, now)
+            decided = storage(headers, self.request.headers, upstream.status, ttl, now, cookies)
         if decided is None:
             # Remembered only for what the resource said, not this request (its
             # credentials, its own conditionals' 304) nor a passing error.
@@ -579,7 +589,7 @@ class _StoreHook:
         if len(body) > self.max_body or self._storage is None:  # unknown length, too large
             return
         now = self.cache.clock()
-        headers = CIMultiDictProxy(end_to_end(upstream.headers, _NOT_STORED))
+        headers = CIMultiDictProxy(end_to_end(upstream.headers, _not_stored(self.cache.settings)))
         age = apparent_age(upstream.headers, now)
         entry = self._entry(upstream.status, headers, body, self._storage, now, age)
         if entry.stale_until <= now:
@@ -620,11 +630,11 @@ class _StoreHook:
         )
 
 
-def _never_stored(head: ResponseHead, authorization: bool) -> bool:
-    """The refusals a response's raw fields decide: ``Set-Cookie``, ``no-store``,
-    ``private``, an authorized request without permission to share. Errs only
-    towards "maybe": ``storage()`` has the last word on everything else."""
-    if head.set_cookie:
+def _never_stored(head: ResponseHead, authorization: bool, cookies: bool) -> bool:
+    """The refusals a response's raw fields decide: ``Set-Cookie`` (unless ``cookies``),
+    ``no-store``, ``private``, an authorized request without permission to share. Errs
+    only towards "maybe": ``storage()`` has the last word on everything else."""
+    if head.set_cookie and not cookies:
         return True
     if head.cdn_cache_control:
         return False  # CDN-Cache-Control may override any of the below

@@ -351,17 +351,19 @@ def storage(
     status: int,
     default_ttl: float,
     now: float | None = None,
+    cookies: bool = False,
 ) -> Storage | None:
     """Whether a response may be stored (RFC 9111 section 3), and how; None when not.
 
     Stricter than the RFC where being wrong would serve one user's response to
-    another: never with ``Set-Cookie``. A response that is stale from the start
+    another: never with ``Set-Cookie`` unless ``cookies`` (``cache.setCookie``
+    strip or store) says the operator chose otherwise. A response that is stale from the start
     (``max-age=0``, ``no-cache``, an invalid ``Expires``) is kept only with a
     validator, to be revalidated rather than fetched whole.
     """
     if status < 200 or status > 599 or status in NEVER_STORED:
         return None
-    if "Set-Cookie" in response_headers:
+    if "Set-Cookie" in response_headers and not cookies:
         return None
     if any(
         member.strip() == "*"
