@@ -25,6 +25,7 @@ from tests.upstream import Upstream
 from rampart_operator.alertproof import PROOF_LABEL
 from rampart_operator.render import render
 from rampart_operator.settings import OperatorSettings
+from rampart_operator.validation import validate
 
 from .conftest import ALERT_TOKEN, Operator
 from .localcluster import Cluster
@@ -53,7 +54,9 @@ def scraped_as_canary(sidecar: Sidecar, namespace: str) -> list[dict[str, Any]]:
     """The sidecar scraped as a canary pod through the PodMonitor the operator renders
     for a resource with only ``spec.canary`` (analysed by Prometheus) set."""
     analysis = {"prometheus": {"url": "http://prometheus.monitoring:9090"}}
-    resource = service(namespace, {"image": "ghcr.io/acme/checkout:2", "analysis": analysis})
+    canary = {"image": "ghcr.io/acme/checkout:2", "steps": [{"weight": 50}], "analysis": analysis}
+    resource = service(namespace, canary)
+    assert validate(resource) == []  # render takes a valid resource only
     rendered = render(resource, OperatorSettings())
     monitor = next(m for m in rendered if m["kind"] == "PodMonitor")
     pods = next(m for m in rendered if m["metadata"]["name"] == f"{NAME}-canary")
