@@ -48,7 +48,7 @@ class Reads:
 
     missing_secrets: list[tuple[str, str]]  # (field, Secret) the pods need and lack
     router: dict[Reference, Object | None]  # what the traffic router reads
-    rollout: RolloutReads | None  # with spec.canary
+    rollout: RolloutReads | None  # with spec.canary, unless a Secret is missing
 
 
 def decide(
@@ -70,11 +70,11 @@ def decide(
         for field, secret in reads.missing_secrets
     ]
     decision = Decision(seen, spec, initial_placement(spec))
-    if not spec.canary or reads.rollout is None:
+    if not spec.canary:
         return decision
     owner = apply_defaults(resource)
     seen.problems += [f"{p}: {m}" for p, m in router_for(spec).problems(owner, spec, reads.router)]
-    if seen.problems:
+    if seen.problems or reads.rollout is None:
         return decision
     plan = plan_rollout(
         resource,

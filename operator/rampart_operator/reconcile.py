@@ -255,6 +255,8 @@ async def observe(
         return Reads(missing, {}, None)
     refs = router_for(spec).reads(spec)
     router = {ref: await client.get(*ref[:2], namespace, ref[2]) for ref in refs}
+    if missing:
+        return Reads(missing, router, None)  # stalled: no rollout moves, nothing to read for it
     return Reads(missing, router, await observe_rollout(client, resource, spec, firing))
 
 

@@ -283,12 +283,14 @@ class Proxy:
         if not concurrency.try_acquire():
             return False
         try:
-            permit = self.breaker.acquire() if self.breaker.enabled else None
-            if self.breaker.enabled and permit is None:
-                return False
             route = self.routes.match(request.path)
             exchange = Exchange(request.method, request.path, route, request_id(None), monotonic())
             fields = self.upstream_fields(request, exchange) + extra_fields
+            # Taken last, right before the request: nothing that may raise comes between
+            # it and the try below that returns it (a half-open trial never lost).
+            permit = self.breaker.acquire() if self.breaker.enabled else None
+            if self.breaker.enabled and permit is None:
+                return False
             started = monotonic()
             try:
                 upstream = await self.pool.request(

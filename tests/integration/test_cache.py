@@ -342,6 +342,30 @@ async def test_redis_is_shared_between_sidecars(start_sidecar, upstream, redis_s
     assert second.metric("rampart_cache_backend_up", backend="redis") == 1
 
 
+@pytest.mark.parametrize("mode", ["strip", "pass"])
+async def test_a_cookie_stored_by_one_sidecar_never_reaches_another_that_does_not_store_them(
+    start_sidecar, upstream, redis_server, mode
+):
+    """A canary with ``setCookie: store`` shares the Redis with stable pods that do not:
+    what they read from it carries no cookie."""
+    redis = {"url": redis_server.url}
+    storing = start_sidecar({"cache": {"redis": redis, "setCookie": "store"}}, upstream.url)
+    other = start_sidecar({"cache": {"redis": redis, "setCookie": mode}}, upstream.url)
+    url_path = "/c/shared-cookie?cc=max-age%3D60&cookie=1"
+    host = {"Host": "shop.example"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
+        stored = await get(client, storing.url + url_path, headers=host)
+        assert stored[3].getall("Set-Cookie") == ["session=1"]
+        await async_wait_until(lambda: b"rampart:cache:" in redis_server.command("KEYS", "*"))
+        assert (await get(client, storing.url + url_path, headers=host))[3].getall(
+            "Set-Cookie"
+        ) == ["session=1"]  # its own hits hand the cookie out
+        _, cache, body, headers = await get(client, other.url + url_path, headers=host)
+    assert (cache, body) == ("HIT", stored[2])  # the entry is shared...
+    assert headers.getall("Set-Cookie", []) == []  # ...its cookie is not
+    assert upstream.hits["/c/shared-cookie"] == 1
+
+
 async def test_redis_killed_mid_stream_fails_nothing_and_comes_back(
     start_sidecar, upstream, redis_server
 ):

@@ -112,7 +112,8 @@ class Drill(ApiModel):
     duration (RTO) and the backup's age (RPO) (docs/backups.md#restore-drills)."""
 
     schedule: str = Field(min_length=1)
-    """Cron schedule (five fields, or @hourly, @daily, @weekly, @monthly, @yearly)."""
+    """Cron schedule (five fields, or a macro such as @daily). It must run at least
+    twice a year: RampartRestoreDrillMissing waits twice its longest gap."""
     suspend: bool = False
     rto: DurationText | None = None
     """Recovery time objective: RampartRestoreDrillRTOExceeded fires when a drill's
@@ -128,7 +129,7 @@ class BackupSpec(ApiModel):
     """Scheduled, encrypted backups: one CronJob per source (docs/backups.md)."""
 
     schedule: str = Field(min_length=1)
-    """Cron schedule (five fields, or @hourly, @daily, @weekly, @monthly, @yearly)."""
+    """Cron schedule, as a CronJob takes it (five fields, or a macro such as @daily)."""
     time_zone: str | None = None
     """The schedule's IANA time zone; absent: the controller manager's."""
     suspend: bool = False

@@ -29,8 +29,9 @@ HEADER = """\
 `rampart.dev/v1alpha1`, kind `HardenedService` (short name `hsvc`). The API
 server applies every default below and refuses what breaks a type, a range,
 a pattern or a rule, with the field and the reason; `rampart-operator
-validate` checks the same offline. Durations are written `250ms`, `30s`,
-`5m`, `1h30m`, `30d`.
+validate` checks the same offline, and what only the operator can judge
+besides ([operator.md](operator.md#what-is-refused-and-where)). Durations are
+written `250ms`, `30s`, `5m`, `1h30m`, `30d`.
 """
 
 

@@ -94,8 +94,11 @@ class CacheEntry:
         return _HEAD_LENGTH.pack(len(head)) + head + self.body
 
     @classmethod
-    def decode(cls, data: bytes) -> CacheEntry | VaryMarker:
-        """Raise ``ValueError`` on anything that is not an entry this version wrote."""
+    def decode(cls, data: bytes, cookies: bool = True) -> CacheEntry | VaryMarker:
+        """Raise ``ValueError`` on anything that is not an entry this version wrote.
+
+        ``cookies`` False drops ``Set-Cookie``: a sidecar whose ``cache.setCookie`` is
+        not ``store`` hands out no cookie that another sharing its Redis stored."""
         if len(data) < _HEAD_LENGTH.size:
             raise ValueError("truncated cache entry")
         (length,) = _HEAD_LENGTH.unpack_from(data)
@@ -112,9 +115,12 @@ class CacheEntry:
                 str(head.get("path", "")),
                 str(head.get("generation", "")),
             )
+        headers = tuple((str(k), str(v)) for k, v in head["headers"])
+        if not cookies:
+            headers = tuple(pair for pair in headers if pair[0].lower() != "set-cookie")
         return cls(
             status=int(head["status"]),
-            headers=tuple((str(k), str(v)) for k, v in head["headers"]),
+            headers=headers,
             body=data[_HEAD_LENGTH.size + length :],
             stored_at=float(head["stored_at"]),
             fresh_until=float(head["fresh_until"]),

@@ -118,13 +118,15 @@ Fetch = Callable[[Request, bytes, Consume], Awaitable[bool]]
 def revalidation_limit(max_in_flight: int) -> int:
     """Background revalidations in flight at most, for the proxy's ``concurrency.maxInFlight``
     (0: no limit). They take concurrency slots like any request; half the limit at most,
-    so that however many stale keys a client asks for, the other half stays the clients'.
+    rounded down, so that however many stale keys a client asks for, the other half
+    stays the clients' (with one slot, none: a stale entry is then refreshed by the
+    request that finds it past its stale-while-revalidate window).
 
     >>> revalidation_limit(0), revalidation_limit(1), revalidation_limit(100)
-    (16, 1, 50)
+    (16, 0, 50)
     """
     if max_in_flight > 0:
-        return max(1, max_in_flight // 2)
+        return max_in_flight // 2
     return _MAX_REVALIDATING
 
 

@@ -54,8 +54,12 @@ class RedisBackend:
         on_error: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         on_invalidation: Callable[[dict[str, object] | None], None] = lambda message: None,
+        cookies: bool = True,
     ) -> None:
         self._timeout = settings.timeout
+        # False: Set-Cookie is dropped from what is read (cache.setCookie is not
+        # store here, but a sidecar sharing the Redis, a canary say, may store it).
+        self._cookies = cookies
         self._prefix = settings.key_prefix
         self._channel = settings.key_prefix + "invalidate"
         self._on_invalidation = on_invalidation
@@ -117,7 +121,7 @@ class RedisBackend:
         if not isinstance(data, bytes):  # None: a miss (no decode_responses, so never str)
             return None
         try:
-            return CacheEntry.decode(data)
+            return CacheEntry.decode(data, self._cookies)
         except ValueError:
             self._on_error()  # a foreign or corrupt value: a miss, not a failure
             return None

@@ -50,6 +50,7 @@ class TieredCache:
                 on_error=recorder.cache_backend_errors.labels("redis").inc,
                 clock=clock,
                 on_invalidation=self._invalidated_elsewhere,
+                cookies=settings.set_cookie == "store",
             )
             recorder.cache_backend_up.labels("redis").set(0)
         recorder.cache_backend_up.labels("memory").set(1)
