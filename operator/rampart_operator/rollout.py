@@ -95,13 +95,32 @@ class RolloutReads:
     canary: Object | None = None
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """The rollout as the status keeps it: its state, when it can be resumed, and the
+    revisions it knows (newest order as stored)."""
+
+    before: Rollout | None  # as stored, resumable or not
+    state: Rollout | None  # None: nothing to resume, the rollout starts afresh
+    known: dict[str, Revision]
+    order: list[str]
+
+
+def _stored(status: Object | None) -> _Stored:
+    status = status or {}
+    entries = status.get("revisions") or []
+    known = {entry["revision"]: Revision.from_status(entry) for entry in entries}
+    before = Rollout.from_status(status.get("canary"))
+    resumable = before is not None and before.stable in known
+    order = [entry["revision"] for entry in entries]
+    return _Stored(before, before if resumable else None, known, order)
+
+
 def rolling_back(resource: Object, spec: HardenedServiceSpec, firing: tuple[str, ...]) -> bool:
     """Whether this look rolls an active rollout back (an abort, or an alert it
     heeds): then the Deployments need not be read, and no rollback waits on them."""
-    status = resource.get("status") or {}
-    state = Rollout.from_status(status.get("canary"))
-    known = {entry["revision"] for entry in status.get("revisions") or []}
-    if state is None or state.stable not in known:
+    state = _stored(resource.get("status")).state
+    if state is None:
         return False  # plan_rollout starts it afresh
     annotations = resource["metadata"].get("annotations") or {}
     alerted = bool(firing) and _canary(spec).rollback_on_alerts
@@ -155,16 +174,13 @@ def plan_rollout(
     """
     meta = resource["metadata"]
     key = checksum_key(meta.get("uid") or "", checksum_secret)
-    status = resource.get("status") or {}
     policy = Policy.from_spec(_canary(spec))
-    stored = status.get("revisions") or []
-    known = {r["revision"]: Revision.from_status(r) for r in stored}
-    order = [r["revision"] for r in stored]
+    stored = _stored(resource.get("status"))
+    known, order, before = stored.known, stored.order, stored.before
 
     target = _revision_of(target_template(spec), reads, key)
-    before = Rollout.from_status(status.get("canary"))
-    state = before
-    if state is None or state.stable not in known:
+    state = stored.state
+    if state is None:
         start = _revision_of(app_template(spec), reads, key)
         known[start.id] = start
         state = initial(start.id)
@@ -210,12 +226,10 @@ def placement_from_status(
     live: dict[Reference, Object | None] | None = None,
 ) -> Placement:
     """The placement a stored rollout stands for (``initial_placement`` when none is)."""
-    status = status or {}
-    rollout = Rollout.from_status(status.get("canary"))
-    known = {r["revision"]: Revision.from_status(r) for r in status.get("revisions") or []}
-    if not spec.canary or rollout is None or rollout.stable not in known:
+    stored = _stored(status)
+    if not spec.canary or stored.state is None:
         return Placement(**{**initial_placement(spec).__dict__, "live": live})
-    return place(spec, rollout, known, live)
+    return place(spec, stored.state, stored.known, live)
 
 
 def place(
