@@ -15,7 +15,6 @@ from .api.fields import Object
 from .render.placement import Placement, initial_placement
 from .render.routers import Reference, router_for
 from .rollout import Analysis, RolloutReads, plan_rollout
-from .schema import apply_defaults
 from .settings import OperatorSettings
 from .status import Observation
 
@@ -72,8 +71,8 @@ def decide(
     decision = Decision(seen, spec, initial_placement(spec))
     if not spec.canary:
         return decision
-    owner = apply_defaults(resource)
-    seen.problems += [f"{p}: {m}" for p, m in router_for(spec).problems(owner, spec, reads.router)]
+    problems = router_for(spec).problems(resource, spec, reads.router)
+    seen.problems += [f"{p}: {m}" for p, m in problems]
     if seen.problems or reads.rollout is None:
         return decision
     plan = plan_rollout(

@@ -1,4 +1,4 @@
-"""The CRD's schema put to work offline: defaulting and validation, as the API server would.
+"""The CRD's schema put to work offline: validation, as the API server would.
 
 Validation is stricter than a server that prunes unknown fields: an unknown
 field is reported (as ``kubectl apply --validate=strict`` does), because a
@@ -7,7 +7,6 @@ typo in a resilience setting should not silently fall back to a default.
 
 from __future__ import annotations
 
-import copy
 from functools import cache
 from typing import Any
 
@@ -17,7 +16,7 @@ from rampart_common.durations import parse_duration
 
 from .crd import crd
 
-__all__ = ["apply_defaults", "openapi_schema", "schema_problems", "to_json_schema"]
+__all__ = ["openapi_schema", "schema_problems", "to_json_schema"]
 
 Schema = dict[str, Any]
 
@@ -26,22 +25,6 @@ Schema = dict[str, Any]
 def openapi_schema() -> Schema:
     schema: Schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema
-
-
-def apply_defaults(value: Any, schema: Schema | None = None) -> Any:
-    """A copy of ``value`` with the schema's ``default``s filled in where fields are absent."""
-    schema = openapi_schema() if schema is None else schema
-    if isinstance(value, dict) and "properties" in schema:
-        result = dict(value)
-        for name, child in schema["properties"].items():
-            if name not in result and "default" in child:
-                result[name] = copy.deepcopy(child["default"])
-            if name in result:
-                result[name] = apply_defaults(result[name], child)
-        return result
-    if isinstance(value, list) and "items" in schema:
-        return [apply_defaults(item, schema["items"]) for item in value]
-    return value
 
 
 def to_json_schema(node: Schema) -> Schema:

@@ -9,13 +9,12 @@ import pytest
 import yaml
 
 from rampart_common.sidecar_settings import SidecarSettings
-from rampart_operator.api import openapi_v3_schema
+from rampart_operator.api import openapi_v3_schema, parse_spec
 from rampart_operator.api.openapi import cel_rules
 from rampart_operator.api.reference import reference
 from rampart_operator.crd import crd
 from rampart_operator.readiness import deployment_ready
 from rampart_operator.reconcile import contains, leave_scale
-from rampart_operator.schema import apply_defaults
 from rampart_operator.status import Observation, compute_status
 from rampart_operator.validation import Problem, validate
 
@@ -178,12 +177,15 @@ def test_rules_beyond_the_schema(spec, path, fragment):
     assert any(p.path == path and fragment in p.message for p in problems), problems
 
 
-def test_defaults_come_from_the_crd():
-    defaulted = apply_defaults(resource(image="a"))
-    assert defaulted["spec"]["replicas"] == 2
-    assert defaulted["spec"]["port"] == 8080
-    assert defaulted["spec"]["service"] == {"port": 80, "type": "ClusterIP"}
-    assert "sidecar" not in defaulted["spec"]  # the sidecar applies its own
+def test_the_models_default_what_the_crd_defaults():
+    spec = parse_spec(resource(image="a"))
+    assert (spec.replicas, spec.port) == (2, 8080)
+    assert (spec.service.port, spec.service.type) == (80, "ClusterIP")
+    assert spec.sidecar is None  # the sidecar applies its own
+    properties = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    served = properties["spec"]["properties"]
+    assert (served["replicas"]["default"], served["port"]["default"]) == (2, 8080)
+    assert served["service"]["properties"]["port"]["default"] == 80
 
 
 def test_contains_ignores_what_the_server_adds():

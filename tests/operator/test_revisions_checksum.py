@@ -23,7 +23,6 @@ import pytest
 from rampart_operator.api import parse_spec
 from rampart_operator.revisions import checksum, checksum_key, config_references
 from rampart_operator.rollout import RolloutReads, plan_rollout
-from rampart_operator.schema import apply_defaults
 
 TOKEN = "alert-token-the-chart-generated"
 UID = "6f1c1f0e-5d4a-4a8e-9a39-0d3f3c7f2b11"
@@ -84,20 +83,17 @@ def test_the_same_key_gives_the_same_checksum_and_a_changed_secret_another() -> 
 
 
 def hardened_service() -> dict[str, Any]:
-    resource: dict[str, Any] = apply_defaults(
-        {
-            "apiVersion": "rampart.dev/v1alpha1",
-            "kind": "HardenedService",
-            "metadata": {"name": "checkout", "namespace": "shop", "uid": UID},
-            "spec": {
-                "template": TEMPLATE,
-                "port": 8080,
-                "replicas": 2,
-                "canary": {"steps": [{"weight": 10, "pause": "1m"}, {"weight": 100}]},
-            },
-        }
-    )
-    return resource
+    return {
+        "apiVersion": "rampart.dev/v1alpha1",
+        "kind": "HardenedService",
+        "metadata": {"name": "checkout", "namespace": "shop", "uid": UID},
+        "spec": {
+            "template": TEMPLATE,
+            "port": 8080,
+            "replicas": 2,
+            "canary": {"steps": [{"weight": 10, "pause": "1m"}, {"weight": 100}]},
+        },
+    }
 
 
 def target_revision(password: str, token: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from typing import Any
 
 from ..alertproof import proof_key
 from ..api import parse_spec
-from ..schema import apply_defaults
 from ..settings import OperatorSettings
 from .backup import backup_cron_jobs
 from .drill import drill_cron_jobs
@@ -30,7 +29,7 @@ def render(
     resource: dict[str, Any], settings: OperatorSettings, placement: Placement | None = None
 ) -> list[dict[str, Any]]:
     """Every child of ``resource`` (a HardenedService, validated) as a manifest."""
-    owner = apply_defaults(resource)
+    owner = resource  # its metadata: the children's names, labels and ownerReferences
     spec = parse_spec(resource)
     placement = placement or initial_placement(spec)
     traffic: list[dict[str, Any]] = []
