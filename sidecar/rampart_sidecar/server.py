@@ -127,6 +127,12 @@ class HttpConnection(WriteFlow):
         self._cancel_head_timer()
         if self._task is not None and not self._task.done():
             self._task.cancel()  # the client went away: stop working for it
+        # The task runs a coroutine holding this connection, and the parser calls back into
+        # it: both are cycles. Broken here, the connection is freed as soon as its task
+        # ends, not at the next pass of the garbage collector (which app.settle_heap makes
+        # rare). Nothing feeds the parser after connection_lost.
+        self._task = None
+        self.parser = None
         gone = self.closed_error()
         for request in (self._parsing, *self._queue):
             if request is not None and request.content is not None:

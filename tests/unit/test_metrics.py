@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from rampart_sidecar.metrics import LATENCY_BUCKETS, LatencyHistogram
+from rampart_sidecar.metrics import LATENCY_BUCKETS, LatencyHistogram, LoopCounter
 
 
 def exposition(registry: CollectorRegistry) -> list[str]:
@@ -30,3 +30,18 @@ def test_latency_histogram_with_no_observations_exposes_only_its_help():
     registry = CollectorRegistry()
     LatencyHistogram("idle_seconds", "help", ["code"], LATENCY_BUCKETS, registry)
     assert exposition(registry) == ["# HELP idle_seconds help", "# TYPE idle_seconds histogram"]
+
+
+def test_loop_counter_exposes_what_prometheus_clients_own_would():
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    fast = LoopCounter("cache_requests_total", "help", ["result"], ours)
+    reference = Counter("cache_requests_total", "help", ["result"], registry=theirs)
+    for result, times in (("hit", 3), ("miss", 1), ("stale", 0)):
+        fast.labels(result)
+        reference.labels(result)
+        for _ in range(times):
+            fast.labels(result).inc()
+            reference.labels(result).inc()
+    assert exposition(ours) == exposition(theirs)
+    assert 'cache_requests_total{result="hit"} 3.0' in exposition(ours)
+    assert 'cache_requests_total{result="stale"} 0.0' in exposition(ours)

@@ -150,7 +150,7 @@ class ResponseCache:
         self.settings = settings
         self.tiers = TieredCache(settings, recorder, clock)
         self.clock = clock
-        self.counts = dict.fromkeys(RESULTS, 0)
+        # The one count of each result, for /metrics and /cache/stats alike.
         self._results = {r: recorder.cache_requests.labels(r.lower()) for r in RESULTS}
         self._flights: dict[str, asyncio.Future[_Shared | None]] = {}
         self._stats_task: asyncio.Task[None] | None = None
@@ -396,14 +396,14 @@ class ResponseCache:
 
     def _count(self, exchange: Exchange, result: str) -> None:
         exchange.cache_status = result
-        self.counts[result] += 1
         self._results[result].inc()
 
     # -- admin --------------------------------------------------------------
 
     async def stats(self) -> dict[str, object]:
         await self.tiers.refresh_stats()
-        lookups = self.counts["HIT"] + self.counts["MISS"] + self.counts["STALE"]
+        counts = {result: series.value for result, series in self._results.items()}
+        lookups = counts["HIT"] + counts["MISS"] + counts["STALE"]
         memory_hits = self.tiers.hits["memory"]
         redis_hits = self.tiers.hits["redis"]
         tiers: dict[str, dict[str, object]] = {
@@ -423,8 +423,8 @@ class ResponseCache:
                 "hitRatio": round(redis_hits / reached, 4) if reached else None,
             }
         return {
-            "requests": {k.lower(): v for k, v in self.counts.items()},
-            "hitRatio": round(self.counts["HIT"] / lookups, 4) if lookups else None,
+            "requests": {k.lower(): v for k, v in counts.items()},
+            "hitRatio": round(counts["HIT"] / lookups, 4) if lookups else None,
             "tiers": tiers,
             "revalidations": {
                 "inFlight": len(self._revalidating),
