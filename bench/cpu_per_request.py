@@ -1,7 +1,7 @@
 """CPU time per request of the sidecar under saturation, split into user and kernel time.
 
     .venv/bin/python bench/cpu_per_request.py [--runs 3] [--duration 5] [--cache] [--floor]
-        [--access-log]
+        [--access-log] [--path /no-store]
     .venv/bin/python bench/cpu_per_request.py --sidecar-path ../other-worktree/sidecar
 
 The measure to compare two versions of the request path by: req/s moves with
@@ -52,8 +52,10 @@ def requests_done(wrk_output: str) -> int:
     return int(match.group(1))
 
 
-def measure(command: list[str], port: int, duration: int, env: dict[str, str]) -> str:
-    url = f"http://127.0.0.1:{port}/"
+def measure(
+    command: list[str], port: int, duration: int, env: dict[str, str], path: str = "/"
+) -> str:
+    url = f"http://127.0.0.1:{port}{path}"
     proc = subprocess.Popen(
         ["taskset", "-c", PROXY_CORE, *command],
         env=env,
@@ -83,7 +85,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per run")
-    parser.add_argument("--cache", action="store_true", help="memory-cache hits instead")
+    parser.add_argument(
+        "--cache", action="store_true", help="the memory cache on: hits, unless --path says"
+    )
+    parser.add_argument(
+        "--path",
+        default="/",
+        help="the path asked for: the origin marks /no-store so (the cache's pass path)",
+    )
     parser.add_argument("--floor", action="store_true", help="also bench/floor_proxy.py")
     parser.add_argument(
         "--access-log",
@@ -115,7 +124,8 @@ def main() -> None:
                         conf.write_text(
                             text.replace(quiet, "logging: {level: info, accessLog: true}")
                         )
-                    print(f"| {name} {measure(command, port, args.duration, env)}", flush=True)
+                    row = measure(command, port, args.duration, env, args.path)
+                    print(f"| {name} {row}", flush=True)
                 if args.floor:
                     port = free_port()
                     floor = [sys.executable, str(ROOT / "bench" / "floor_proxy.py")]

@@ -118,9 +118,9 @@ class LoopCounter:
     """A Prometheus counter incremented from one thread: an addition.
 
     For counters bumped on every request (the cache's results): prometheus_client's
-    ``Counter.inc`` checks its labels and takes a lock each time, 0.9 µs of a no-store
-    request's 33 µs (docs/decisions/collector.md); the sidecar counts and is scraped on
-    its event loop's one thread. Exposition stays prometheus_client's, as for
+    ``Counter.inc`` checks that it may be observed and takes a lock each time, 412 ns
+    against 20 ns here (docs/decisions/collector.md); the sidecar counts and is scraped
+    on its event loop's one thread. Exposition stays prometheus_client's, as for
     ``LatencyHistogram``.
     """
 
