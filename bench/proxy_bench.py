@@ -14,7 +14,8 @@ Then the same for cache hits: nginx with ``proxy_cache`` (``proxy_cache_valid
 origin sends no caching headers, so each caches by its own configuration.
 
 Three measurements each:
-  * wrk at saturation (``--connections`` connections, one thread): requests/s;
+  * wrk at saturation (``--connections`` connections, one thread): requests/s,
+    the median of ``--rounds`` runs (3), which the targets take in turns;
   * hey at a fixed ``--rate`` requests/s, evenly spaced (one connection, one
     request per tick): p50/p99 latency and what the proxy adds over direct;
   * hey at the same rate from 20 workers whose tickers fire together, so
@@ -40,8 +41,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_CORE = "0"
@@ -60,6 +62,7 @@ class Result:
     rss_mb: float = 0.0
     cpu_per_1k: float = 0.0  # cores busy per 1,000 req/s at the fixed rate
     failure: str = ""  # why this target could not be measured; the others still are
+    rounds: list[float] = field(default_factory=list)  # req/s of each wrk round; rps: median
 
 
 def free_port() -> int:
@@ -281,6 +284,7 @@ def measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> R
     result = Result(name)
     subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True, check=True)  # warm-up
     result.rps, wrk_errors = run_wrk(url, args.connections, args.duration)
+    result.rounds.append(result.rps)
     before = cpu_seconds(pid) if pid else 0.0
     started = time.monotonic()
     result.p50_ms, result.p99_ms, hey_errors = run_hey(url, args.rate, args.duration, 20)
@@ -296,8 +300,9 @@ def measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> R
 def table(results: list[Result], args: argparse.Namespace) -> str:
     direct = results[0]
     nginx = next(r for r in results if r.name.startswith("nginx"))
+    rounds = f", median of {args.rounds}: lowest to highest" if args.rounds > 1 else ""
     lines = [
-        f"| target | req/s (wrk, c={args.connections}) | vs nginx | "
+        f"| target | req/s (wrk, c={args.connections}{rounds}) | vs nginx | "
         f"p50 / p99 @{args.rate}/s evenly spaced | added | "
         f"p50 / p99 @{args.rate}/s in bursts of 20 | added | CPU per 1k req/s | RSS | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -312,8 +317,9 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
             f"{r.even_p99_ms - direct.even_p99_ms:+.1f} ms"
         )
         burst_added = f"{r.p50_ms - direct.p50_ms:+.1f} / {r.p99_ms - direct.p99_ms:+.1f} ms"
+        spread = f" ({min(r.rounds):,.0f} to {max(r.rounds):,.0f})" if len(r.rounds) > 1 else ""
         lines.append(
-            f"| {r.name} | {r.rps:,.0f} | "
+            f"| {r.name} | {r.rps:,.0f}{spread} | "
             f"{'' if is_direct else f'{r.rps / nginx.rps:.0%}'} | "
             f"{r.even_p50_ms:.1f} / {r.even_p99_ms:.1f} ms | "
             f"{'' if is_direct else even_added} | "
@@ -392,12 +398,46 @@ def proxy_targets(
     return targets
 
 
+def more_rounds(
+    results: list[Result],
+    targets: list[tuple[str, list[str], int, bool, str]],
+    up_port: int,
+    args: argparse.Namespace,
+) -> None:
+    """One more wrk run of each target measured; each result's req/s is its runs' median."""
+    by_name = {result.name: result for result in results if not result.failure}
+    urls: list[tuple[str, list[str] | None, str, int]] = [
+        ("direct", None, f"http://127.0.0.1:{up_port}/", 0)
+    ]
+    for name, command, port, _, path in targets:
+        urls.append((name, command, f"http://127.0.0.1:{port}{path}", port))
+    for name, proxy, url, port in urls:
+        result = by_name.get(name)
+        if result is None:
+            continue
+        with contextlib.ExitStack() as stack:
+            if proxy is not None:
+                stack.enter_context(process(proxy, port, PROXY_CORE))
+            subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True, check=True)
+            rps, errors = run_wrk(url, args.connections, args.duration)
+        result.rounds.append(rps)
+        result.errors += errors
+        result.rps = median(result.rounds)
+        print(f"measured {name} again", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=1000, help="fixed rate for latency, req/s")
     parser.add_argument("--no-cache", action="store_true", help="skip the cache-hit targets")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="wrk runs per target, taking turns (each target one, then again): the median",
+    )
     parser.add_argument(
         "--floor", action="store_true", help="also the bare uvloop + llhttp proxy (floor_proxy.py)"
     )
@@ -412,7 +452,8 @@ def main() -> None:
         up_port = free_port()
         with process(nginx_conf(workdir, up_port, None), up_port, LOAD_CORE):
             results.append(measure("direct", f"http://127.0.0.1:{up_port}/", None, args))
-            for name, command, port, is_nginx, path in proxy_targets(workdir, up_port, args):
+            targets = proxy_targets(workdir, up_port, args)
+            for name, command, port, is_nginx, path in targets:
                 with process(command, port, PROXY_CORE) as proc:
                     pid = nginx_worker_pid(proc) if is_nginx else proc.pid
                     url = f"http://127.0.0.1:{port}{path}"
@@ -421,6 +462,11 @@ def main() -> None:
                     except RuntimeError as error:
                         results.append(Result(name, failure=str(error).splitlines()[0]))
                     print(f"measured {name}", file=sys.stderr, flush=True)
+            # The host's load drifts over minutes (the same build measured 18k and 31k req/s
+            # an hour apart); more wrk rounds, in turns, keep one slow minute from deciding a
+            # ratio between targets measured minutes apart.
+            for _ in range(args.rounds - 1):
+                more_rounds(results, targets, up_port, args)
 
     print(
         f"# proxy benchmark, {datetime.date.today()}, {platform.node()}, "
@@ -431,6 +477,7 @@ def main() -> None:
         f"--connections {args.connections} --rate {args.rate}"
         + (" --no-cache" if args.no_cache else "")
         + (" --floor" if args.floor else "")
+        + (f" --rounds {args.rounds}" if args.rounds != 3 else "")
     )
     print(table(results, args))
 
