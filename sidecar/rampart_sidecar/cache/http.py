@@ -198,7 +198,7 @@ class ResponseCache:
             )
             if targets:
                 host = request.host
-                await self.tiers.forget(
+                self.tiers.forget(
                     [
                         primary_key(method, host, target)
                         for target in targets

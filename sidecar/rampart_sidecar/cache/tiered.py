@@ -138,7 +138,7 @@ class TieredCache:
             await self.redis.publish({"path_prefix": path_prefix, "path": path})
         return deleted
 
-    async def forget(self, primaries: list[str]) -> None:
+    def forget(self, primaries: list[str]) -> None:
         """Delete these primary keys everywhere: without its primary key (an entry, or the
         ``VaryMarker`` that leads to the variants) nothing stored under it is found."""
         self.memory.forget(primaries)
