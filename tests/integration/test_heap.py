@@ -137,7 +137,8 @@ async def test_requests_leave_no_cycles(kind, tmp_path, upstream):
         "circuitBreaker": {"consecutiveFailures": 1_000_000},
     }
     if kind == "rate-limited":
-        settings["rateLimit"] = {"requestsPerSecond": 1, "burst": 1}
+        # one token, then one more each 1,000 s: every request after the first is refused
+        settings["rateLimit"] = {"requestsPerSecond": 0.001, "burst": 1}
     async with sidecar_here(tmp_path, upstream.url, **settings) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
