@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from time import monotonic
 from typing import Protocol
 
@@ -62,21 +61,28 @@ log = logging.getLogger("rampart.proxy")
 _BUFFERED_RESPONSE_LIMIT = 64 * 1024
 
 
-@dataclass(slots=True)
 class Exchange:
-    """What one request did, for its access-log line and metrics."""
+    """What one request did, for its access-log line and metrics.
 
-    method: str
-    path: str
-    route: Route
-    request_id: str
-    started: float
-    status: int = 0
-    reason: str = ""  # set when the sidecar answered itself
-    attempts: int = 0
-    headers_sent: float = 0.0
-    cache_status: str = ""  # X-Rampart-Cache, when a cache is configured
-    body_error: str = ""  # why a streamed body was cut short
+    A plain class rather than a dataclass: compiled, its ``__init__`` is native,
+    where a dataclass's is generated Python (4,700 instructions a request more,
+    callgrind on bench/hot_path.py).
+    """
+
+    def __init__(
+        self, method: str, path: str, route: Route, request_id: str, started: float
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.route = route
+        self.request_id = request_id
+        self.started = started
+        self.status = 0
+        self.reason = ""  # set when the sidecar answered itself
+        self.attempts = 0
+        self.headers_sent = 0.0
+        self.cache_status = ""  # X-Rampart-Cache, when a cache is configured
+        self.body_error = ""  # why a streamed body was cut short
 
 
 class ResponseHook(Protocol):
@@ -210,12 +216,13 @@ class Proxy:
     # -- the request path -------------------------------------------------
 
     async def handle(self, request: Request) -> Response | StreamResponse:
+        path = request.path
         exchange = Exchange(
-            method=request.method,
-            path=request.path,
-            route=self.routes.match(request.path),
-            request_id=request_id(request.head.request_id),
-            started=monotonic(),
+            request.method,
+            path,
+            self.routes.match(path),
+            request_id(request.head.request_id),
+            monotonic(),
         )
         self.in_flight += 1
         self.retry_budget.requests_in_flight += 1
@@ -327,18 +334,24 @@ class Proxy:
     def upstream_fields(self, request: Request, exchange: Exchange) -> bytes:
         """The header fields to send upstream, encoded: the client's end-to-end ones, and ours."""
         head = request.head
-        ours = f"X-Request-ID: {exchange.request_id}\r\n"
-        client = request.remote
+        # Built as bytes: formatting str and encoding it cost twice as much per request.
+        parts = [head.forwarded, b"X-Request-ID: ", exchange.request_id.encode(), b"\r\n"]
         if head.host is None:  # HTTP/1.0 clients may leave it out; the upstream may not
-            ours += f"Host: {self.pool.authority}\r\n"
+            parts += (b"Host: ", self.pool.authority.encode(*ENCODING), b"\r\n")
         if not head.has_forwarded_proto:
-            ours += f"X-Forwarded-Proto: {request.scheme}\r\n"
-        chain = head.forwarded_for.decode(*ENCODING)
-        if client:
-            chain = f"{chain}, {client}" if chain else client
-        if chain:
-            ours += f"X-Forwarded-For: {chain}\r\n"
-        return head.forwarded + ours.encode(*ENCODING)
+            parts += (b"X-Forwarded-Proto: ", request.scheme.encode(), b"\r\n")
+        chain = head.forwarded_for
+        client = request.remote
+        if chain or client:
+            parts.append(b"X-Forwarded-For: ")
+            if chain:
+                parts.append(chain)
+                if client:
+                    parts.append(b", ")
+            if client:
+                parts.append(client.encode())
+            parts.append(b"\r\n")
+        return b"".join(parts)
 
     async def _forward(  # noqa: C901 - the request path in one compiled function: each call out costs per request
         self,
@@ -516,8 +529,8 @@ class Proxy:
         headers: CIMultiDict[str] | None = None
         length = upstream.content_length
         no_body = request.method == "HEAD" or upstream.status in NO_BODY_STATUSES
-        event_stream = upstream.head.is_event_stream
-        storing = hook is not None and not event_stream and hook.storable(upstream)
+        # An event stream is never stored, and never timed out for being quiet.
+        storing = hook is not None and not upstream.head.is_event_stream and hook.storable(upstream)
         whole_limit = (
             max(hook.max_body, _BUFFERED_RESPONSE_LIMIT)
             if storing and hook
@@ -549,7 +562,7 @@ class Proxy:
             )
             await response.prepare(request)
             exchange.headers_sent = monotonic()
-            idle = None if event_stream else self.idle_timeout
+            idle = None if upstream.head.is_event_stream else self.idle_timeout
             try:
                 if prefix:
                     await response.write(prefix)

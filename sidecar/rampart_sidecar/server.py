@@ -44,7 +44,7 @@ from rampart_common.sidecar_settings import ServerSettings
 
 from .errors import BadMessage, HeadTooLarge
 from .flow import BodyBuffer, WriteFlow
-from .headers import Fields, RequestHead, ResponseHead, forwardable_trailers, request_id
+from .headers import Fields, RequestHead, ResponseHead, forwardable_trailers, has, request_id
 from .messages import Request, Response, StreamResponse, reason_phrase
 from .upstream import ENCODING, NO_BODY_STATUSES
 
@@ -256,15 +256,12 @@ class HttpConnection(WriteFlow):
         if refusal is not None:
             raise BadMessage(*refusal)
         method = parser.get_method().decode("ascii")
-        try:
-            url = httptools.parse_url(self._url)
-        except httptools.HttpParserInvalidURLError:
-            raw_path, query = self._url.decode(*ENCODING), ""  # refused by the proxy
+        raw_url = self._url
+        if raw_url.startswith(b"/") and not has(raw_url, b"?") and not has(raw_url, b"#"):
+            # A path alone, most requests: what parse_url would make of it, for less.
+            raw_path, query = raw_url.decode("utf-8", "surrogateescape"), ""
         else:
-            # httptools' stub says bytes; either part may be None.
-            parts: Any = url
-            raw_path = parts.path.decode(*ENCODING) if parts.path else ""
-            query = parts.query.decode(*ENCODING) if parts.query else ""
+            raw_path, query = _split_target(raw_url)
         body = None
         if head.chunked or head.content_length:
             body = BodyBuffer(
@@ -597,6 +594,19 @@ class HttpConnection(WriteFlow):
     def close_if_idle(self) -> None:
         if self.idle:
             self.close()
+
+
+def _split_target(raw_url: bytes) -> tuple[str, str]:
+    """A request target's path and query, as the client encoded them."""
+    try:
+        url = httptools.parse_url(raw_url)
+    except httptools.HttpParserInvalidURLError:
+        return raw_url.decode(*ENCODING), ""  # refused by the proxy
+    # httptools' stub says bytes; either part may be None.
+    parts: Any = url
+    raw_path = parts.path.decode(*ENCODING) if parts.path else ""
+    query = parts.query.decode(*ENCODING) if parts.query else ""
+    return raw_path, query
 
 
 def _status_and_fields(status: int, reason: str, headers: CIMultiDict[str]) -> list[str]:

@@ -7,8 +7,17 @@ import logging
 
 from multidict import CIMultiDict
 
-from rampart_sidecar import logs
-from rampart_sidecar.headers import RequestHead, ResponseHead, end_to_end, request_id
+from rampart_sidecar import headers, logs
+from rampart_sidecar.headers import (
+    FORWARD,
+    RequestHead,
+    ResponseHead,
+    end_to_end,
+    request_id,
+    request_kind,
+    response_kind,
+    valid_host,
+)
 from rampart_sidecar.logs import JsonFormatter, json_line, redact_headers
 
 
@@ -151,6 +160,36 @@ def test_response_head_without_length_or_type():
     assert head.content_length is None
     assert head.media_type == "application/octet-stream"
     assert not head.has_date
+
+
+def test_a_field_is_read_the_same_whatever_the_case_of_its_name():
+    # The usual spellings skip lower-casing: each must land where its lower case does.
+    names = [b"Content-Length", b"CONTENT-LENGTH", b"content-length", b"cOnTeNt-LeNgTh"]
+    names += [b"Host", b"HOST", b"X-Request-ID", b"x-request-id", b"X-REQUEST-ID", b"ETag"]
+    names += [b"Cache-Control", b"cache-control", b"CACHE-CONTROL", b"Set-Cookie", b"SET-COOKIE"]
+    names += [b"Transfer-Encoding", b"TRANSFER-ENCODING", b"Connection", b"connection"]
+    names += [b"Expect", b"EXPECT", b"Authorization", b"AUTHORIZATION", b"Date", b"DATE"]
+    for name in names:
+        assert request_kind(name) == request_kind(name.lower()), name
+        assert response_kind(name) == response_kind(name.lower()), name
+    assert request_kind(b"CONTENT-LENGTH") != FORWARD
+    assert response_kind(b"SERVER") == response_kind(b"Server") == FORWARD
+    head = ResponseHead([(b"CONTENT-LENGTH", b"3"), (b"CONNECTION", b"keep-alive")])
+    assert (head.content_length, head.relayed) == (3, b"")
+    head = RequestHead([(b"HOST", b"a.test"), (b"CACHE-CONTROL", b"no-cache")])
+    assert (head.host, head.cache_fields) == ("a.test", True)
+
+
+def test_hosts_found_valid_are_remembered_within_a_bound():
+    headers._VALID_HOSTS.clear()
+    assert valid_host(b"shop.example:8080")
+    assert not valid_host(b"shop.example/v1")
+    assert b"shop.example/v1" not in headers._VALID_HOSTS
+    for number in range(2 * headers._VALID_HOSTS_KEPT):
+        assert valid_host(b"host-%d.example" % number)
+    assert len(headers._VALID_HOSTS) == headers._VALID_HOSTS_KEPT
+    assert valid_host(b"shop.example:8080")  # remembered, or found again
+    assert not valid_host(b"shop.example:8080 ")
 
 
 def test_json_line_writes_what_json_dumps_would():

@@ -40,7 +40,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from rampart_common.sidecar_settings import CacheSettings
 
-from ..headers import ENCODING, ResponseHead, end_to_end
+from ..headers import ENCODING, ResponseHead, end_to_end, has
 from ..messages import Request, Response, StreamResponse
 from ..metrics import Recorder
 from .entry import CacheEntry
@@ -641,10 +641,12 @@ def _never_stored(head: ResponseHead, authorization: bool, cookies: bool) -> boo
     if head.cdn_cache_control:
         return False  # CDN-Cache-Control may override any of the below
     control = head.cache_control
-    if b"private" in control or (b"no-store" in control and b"must-understand" not in control):
+    if has(control, b"private") or (
+        has(control, b"no-store") and not has(control, b"must-understand")
+    ):
         return True
     return authorization and not (
-        b"public" in control or b"s-maxage" in control or b"must-revalidate" in control
+        has(control, b"public") or has(control, b"s-maxage") or has(control, b"must-revalidate")
     )
 
 
