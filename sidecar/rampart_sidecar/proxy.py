@@ -230,7 +230,7 @@ class Proxy:
             refusal = self._refusal(request, exchange)
             if refusal is not None:
                 response: Response | StreamResponse = refusal
-            elif self.cache is not None and not is_websocket_upgrade(request):
+            elif self.cache is not None and not (request.upgrade and is_websocket_upgrade(request)):
                 response = await self.cache.serve(request, exchange, self._forward_limited)
             else:
                 response = await self._forward_limited(request, exchange, None)

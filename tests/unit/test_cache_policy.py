@@ -20,6 +20,7 @@ from rampart_sidecar.cache.policy import (
     parse_age,
     parse_http_date,
     path_of_key,
+    plan_plain_request,
     plan_request,
     primary_key,
     storage,
@@ -108,6 +109,12 @@ def test_authorization_needs_public_or_s_maxage():
 def test_request_plans(method, fields, lookup, store):
     plan = plan_request(method, headers(**fields))
     assert (plan.lookup, plan.store) == (lookup, store)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+def test_a_request_without_cache_fields_plans_as_one_with_none_parsed(method):
+    assert plan_plain_request(method) == plan_request(method, headers())
+    assert plan_plain_request(method) == plan_request(method, headers(Accept="a", Host="h"))
 
 
 def test_keys():

@@ -55,6 +55,7 @@ from .policy import (
     has_validator,
     invalidated_targets,
     parse_http_date,
+    plan_plain_request,
     plan_request,
     primary_key,
     storage,
@@ -103,7 +104,6 @@ _STATS_INTERVAL = 10.0
 # together within a few upstream round trips; past it the stale answer is still served
 # (stale-while-revalidate allows it) and a later request for the key refreshes it.
 _MAX_REVALIDATING = 16
-_NO_FIELDS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 Forward = Callable[
     [Request, "Exchange", "ResponseHook | None"], Awaitable[Response | StreamResponse]
@@ -207,8 +207,10 @@ class ResponseCache:
                 )
             return response
         # Without a Cache-Control, Pragma, Range or conditional field, nothing to decode.
-        fields = request.headers if request.head.cache_fields else _NO_FIELDS
-        plan = plan_request(request.method, fields)
+        if request.head.cache_fields:
+            plan = plan_request(request.method, request.headers)
+        else:
+            plan = plan_plain_request(request.method)
         if not plan.store and not plan.lookup:
             self._count(exchange, "BYPASS")
             return await forward(request, exchange, None)

@@ -30,6 +30,7 @@ __all__ = [
     "default_ttl_for",
     "invalidated_targets",
     "path_of_key",
+    "plan_plain_request",
     "plan_request",
     "primary_key",
     "variant_key",
@@ -299,6 +300,12 @@ def invalidated_targets(host: str, target: str, status: int, locations: list[str
 _NO_CACHE = RequestPlan(lookup=False, store=False)
 _USE_CACHE = RequestPlan(lookup=True, store=True)
 _RANGE = RequestPlan(lookup=True, store=False)
+
+
+def plan_plain_request(method: str) -> RequestPlan:
+    """``plan_request`` for a request without Cache-Control, Pragma or Range: most of them,
+    told apart from their fields' names alone (``RequestHead.cache_fields``)."""
+    return _USE_CACHE if method in CACHEABLE_METHODS else _NO_CACHE
 
 
 def plan_request(method: str, headers: CIMultiDictProxy[str]) -> RequestPlan:
