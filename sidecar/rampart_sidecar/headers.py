@@ -9,7 +9,9 @@ from typing import Final
 from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
+    "CHARSET",
     "ENCODING",
+    "ERRORS",
     "HOP_BY_HOP",
     "Fields",
     "RequestHead",
@@ -24,7 +26,11 @@ __all__ = [
 # Header fields as llhttp hands them over: names in the sender's case, bytes both.
 Fields = list[tuple[bytes, bytes]]
 # How both sides decode header bytes, so a header the client sent goes out byte for byte.
-ENCODING = ("utf-8", "surrogateescape")
+CHARSET: Final = "utf-8"
+ERRORS: Final = "surrogateescape"
+# The same as one tuple, for ``.decode(*ENCODING)`` off the request path: compiled, a
+# call spread from a tuple is a generic call, where ``.decode(CHARSET, ERRORS)`` is not.
+ENCODING = (CHARSET, ERRORS)
 
 # RFC 9110 section 7.6.1, plus Trailer: trailers are not relayed, so neither is
 # the field announcing them.
@@ -321,16 +327,10 @@ class RequestHead:
         named: list[bytes] = []
         for name, value in fields:
             kind = request_kind(name)
-            if kind == FORWARD:
-                forwarded.append(name)
-                forwarded.append(b": ")
-                forwarded.append(value)
-                forwarded.append(b"\r\n")
-                continue
             if kind == HOST:
                 self.host_fields += 1
                 if self.host is None:
-                    self.host = value.decode("utf-8", "surrogateescape")
+                    self.host = value.decode(CHARSET, ERRORS)
                     self.host_valid = valid_host(value)
             elif kind == CACHE_FIELD:
                 self.cache_fields = True
@@ -340,7 +340,7 @@ class RequestHead:
                 self.has_forwarded_proto = True
             elif kind == AUTHORIZATION:
                 self.authorization = True
-            else:  # not forwarded as it came
+            elif kind != FORWARD:  # read, then not forwarded as it came
                 if kind == CONTENT_LENGTH:
                     self.content_length = int(value) if value.isdigit() else None
                 elif kind == TRANSFER_ENCODING:
@@ -351,7 +351,7 @@ class RequestHead:
                     named += value.split(b",")
                 elif kind == REQUEST_ID:
                     if self.request_id is None:
-                        self.request_id = value.decode("utf-8", "surrogateescape")
+                        self.request_id = value.decode(CHARSET, ERRORS)
                 elif kind == FORWARDED_FOR:
                     self.forwarded_for += b", " + value if self.forwarded_for else value
                 continue
@@ -422,12 +422,6 @@ class ResponseHead:
         named: list[bytes] = []  # tokens of Connection fields
         for name, value in fields:
             kind = response_kind(name)
-            if kind == FORWARD:
-                relayed.append(name)
-                relayed.append(b": ")
-                relayed.append(value)
-                relayed.append(b"\r\n")
-                continue
             if kind == DATE:
                 self.has_date = True
             elif kind == CONTENT_TYPE:
@@ -439,7 +433,7 @@ class ResponseHead:
                 self.set_cookie = True
             elif kind == CDN_CACHE_CONTROL:
                 self.cdn_cache_control = True
-            else:  # not relayed as it came
+            elif kind != FORWARD:  # read, then not relayed as it came
                 if kind == CONTENT_LENGTH:
                     self.content_length = int(value) if value.isdigit() else None
                 elif kind == TRANSFER_ENCODING:

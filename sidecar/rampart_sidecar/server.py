@@ -44,7 +44,16 @@ from rampart_common.sidecar_settings import ServerSettings
 
 from .errors import BadMessage, HeadTooLarge
 from .flow import BodyBuffer, WriteFlow
-from .headers import Fields, RequestHead, ResponseHead, forwardable_trailers, has, request_id
+from .headers import (
+    CHARSET,
+    ERRORS,
+    Fields,
+    RequestHead,
+    ResponseHead,
+    forwardable_trailers,
+    has,
+    request_id,
+)
 from .messages import Request, Response, StreamResponse, reason_phrase
 from .upstream import ENCODING, NO_BODY_STATUSES
 
@@ -259,7 +268,7 @@ class HttpConnection(WriteFlow):
         raw_url = self._url
         if raw_url.startswith(b"/") and not has(raw_url, b"?") and not has(raw_url, b"#"):
             # A path alone, most requests: what parse_url would make of it, for less.
-            raw_path, query = raw_url.decode("utf-8", "surrogateescape"), ""
+            raw_path, query = raw_url.decode(CHARSET, ERRORS), ""
         else:
             raw_path, query = _split_target(raw_url)
         body = None

@@ -43,7 +43,7 @@ from rampart_common.sidecar_settings import UpstreamSettings
 
 from .errors import UpstreamClosed, UpstreamConnectError, UpstreamUnreadable
 from .flow import BodyBuffer, WriteFlow
-from .headers import ENCODING, Fields, ResponseHead, decode_fields
+from .headers import CHARSET, ENCODING, ERRORS, Fields, ResponseHead, decode_fields
 
 __all__ = [
     "ENCODING",
@@ -168,7 +168,7 @@ class UpstreamResponse:
             raise UpstreamUnreadable("bytes after the end of the response")
 
     def on_status(self, reason: bytes) -> None:
-        self.reason = reason.decode("utf-8", "surrogateescape")  # ENCODING, without a tuple
+        self.reason = reason.decode(CHARSET, ERRORS)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.status:
@@ -516,7 +516,7 @@ class UpstreamPool:
                 method.encode(),  # a token: ASCII
                 b" ",
                 self.base_path_bytes,
-                target.encode("utf-8", "surrogateescape"),  # ENCODING, without a tuple
+                target.encode(CHARSET, ERRORS),
                 b" HTTP/1.1\r\n",
                 fields,
                 framing,
