@@ -91,6 +91,8 @@ DATE: Final = 13
 CACHE_CONTROL: Final = 14
 SET_COOKIE: Final = 15
 CDN_CACHE_CONTROL: Final = 16
+PROXY_CONNECTION: Final = 17  # dropped; llhttp reads it as it reads Connection
+UPGRADE: Final = 18  # dropped; with it llhttp may take the request for an upgrade
 
 _REQUEST_KINDS: Final[dict[bytes, int]] = {
     **dict.fromkeys(_NOT_FORWARDED, DROP),
@@ -98,6 +100,8 @@ _REQUEST_KINDS: Final[dict[bytes, int]] = {
     b"content-length": CONTENT_LENGTH,
     b"transfer-encoding": TRANSFER_ENCODING,
     b"connection": CONNECTION,
+    b"proxy-connection": PROXY_CONNECTION,
+    b"upgrade": UPGRADE,
     b"x-request-id": REQUEST_ID,
     b"x-forwarded-for": FORWARDED_FOR,
     b"host": HOST,
@@ -146,6 +150,7 @@ _USUAL_SPELLINGS = (
     b"Location",
     b"Origin",
     b"Pragma",
+    b"Proxy-Connection",
     b"Referer",
     b"Server",
     b"Set-Cookie",
@@ -184,8 +189,11 @@ def response_kind(name: bytes) -> int:
 def has(data: bytes, part: bytes) -> bool:
     """``part in data``, for less: ``bytes.__contains__`` first tries ``part`` as an
     int, and the TypeError it raises and swallows cost about 1,000 instructions each
-    time (callgrind), more than the search."""
-    return data.find(part) >= 0
+    time (callgrind), more than the search. ``find`` parses its arguments the old way
+    (a tuple, then a format string: 900 instructions); ``partition`` takes one
+    argument directly, and when ``part`` is absent returns ``data`` itself, copying
+    nothing (timeit: 115 against 183 ns)."""
+    return len(data.partition(part)[1]) > 0
 
 
 def valid_host(value: bytes) -> bool:
@@ -296,6 +304,7 @@ class RequestHead:
         "authorization",
         "cache_fields",
         "chunked",
+        "connection_fields",
         "content_length",
         "expects_continue",
         "fields",
@@ -307,6 +316,7 @@ class RequestHead:
         "host_valid",
         "request_id",
         "transfer_coding",
+        "upgrade_field",
     )
 
     def __init__(self, fields: Fields) -> None:  # noqa: C901 - one pass over the fields on the request path (compiled): no calls per field
@@ -323,6 +333,10 @@ class RequestHead:
         self.transfer_coding = b""  # every Transfer-Encoding value, joined, lower-cased
         self.authorization = False  # a shared cache stores its answer only if told it may
         self.cache_fields = False  # whether any field a cache must read is there
+        # Whether llhttp's keep-alive and upgrade answers can differ from the defaults
+        # (the server asks the parser only then: each call costs 1,000 instructions).
+        self.connection_fields = False  # a Connection or Proxy-Connection field
+        self.upgrade_field = False
         forwarded: list[bytes] = []
         named: list[bytes] = []
         for name, value in fields:
@@ -347,8 +361,14 @@ class RequestHead:
                     self.chunked = True
                     coding = value.strip().lower()
                     self.transfer_coding += b", " + coding if self.transfer_coding else coding
-                elif kind == CONNECTION and value.lower() not in _PLAIN_CONNECTION:
-                    named += value.split(b",")
+                elif kind == CONNECTION:
+                    self.connection_fields = True
+                    if value.lower() not in _PLAIN_CONNECTION:
+                        named += value.split(b",")
+                elif kind == PROXY_CONNECTION:
+                    self.connection_fields = True
+                elif kind == UPGRADE:
+                    self.upgrade_field = True
                 elif kind == REQUEST_ID:
                     if self.request_id is None:
                         self.request_id = value.decode(CHARSET, ERRORS)
@@ -485,19 +505,22 @@ class ResponseHead:
 
 
 class _RandomIds:
-    """128-bit random ids from the OS's random source, 256 per system call instead of one."""
+    """128-bit random ids from the OS's random source, 256 per system call instead of one.
+
+    Hex-encoded 256 at a time too: each id is then one slice of a string.
+    """
 
     def __init__(self) -> None:
-        self._pool = b""
+        self._pool = ""
         self._at = 0
 
     def __call__(self) -> str:
         if self._at >= len(self._pool):
-            self._pool = os.urandom(16 * 256)
+            self._pool = os.urandom(16 * 256).hex()
             self._at = 0
         start = self._at
-        self._at = start + 16
-        return self._pool[start : start + 16].hex()
+        self._at = start + 32
+        return self._pool[start : start + 32]
 
 
 _new_id = _RandomIds()

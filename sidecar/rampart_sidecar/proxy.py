@@ -76,6 +76,8 @@ class Exchange:
         self.path = path
         self.route = route
         self.request_id = request_id
+        # The field as it goes upstream and back to the client, encoded once.
+        self.id_field = b"X-Request-ID: " + request_id.encode() + b"\r\n"
         self.started = started
         self.status = 0
         self.reason = ""  # set when the sidecar answered itself
@@ -329,13 +331,15 @@ class Proxy:
             value = request.headers.get(header)
             if value:
                 return "h:" + value
-        return "ip:" + (request.remote or "")
+        # The address itself, the connection's own string (its hash kept from the last
+        # request): no address starts with "h:", so the two kinds of key never meet.
+        return request.remote or ""
 
     def upstream_fields(self, request: Request, exchange: Exchange) -> bytes:
         """The header fields to send upstream, encoded: the client's end-to-end ones, and ours."""
         head = request.head
         # Built as bytes: formatting str and encoding it cost twice as much per request.
-        parts = [head.forwarded, b"X-Request-ID: ", exchange.request_id.encode(), b"\r\n"]
+        parts = [head.forwarded, exchange.id_field]
         if head.host is None:  # HTTP/1.0 clients may leave it out; the upstream may not
             parts += (b"Host: ", self.pool.authority.encode(*ENCODING), b"\r\n")
         if not head.has_forwarded_proto:
@@ -396,12 +400,12 @@ class Proxy:
                     return self.local(
                         exchange, 503, "circuit-open", retry_after=self.breaker.retry_after()
                     )
-                remaining = deadline - monotonic()
+                attempt_started = monotonic()
+                remaining = deadline - attempt_started
                 per_try = self.retry.per_try_timeout
                 last_chance = not per_try or remaining <= per_try  # the request's own deadline
                 attempt_timeout = min(remaining, per_try) if per_try else remaining
                 exchange.attempts += 1
-                attempt_started = monotonic()
                 upstream: UpstreamResponse | None = None
                 failure: UpstreamError | None = None
                 try:
@@ -523,7 +527,7 @@ class Proxy:
         """Send the upstream's response to the client, whole when small, else streamed."""
         exchange.status = upstream.status
         # The upstream's own fields go as they came (``relayed``); these are ours.
-        own = b"X-Request-ID: %s\r\n" % exchange.request_id.encode()
+        own = exchange.id_field
         if exchange.cache_status:
             own += b"X-Rampart-Cache: %s\r\n" % exchange.cache_status.encode()
         headers: CIMultiDict[str] | None = None

@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import httptools
 from multidict import CIMultiDict
@@ -51,7 +51,6 @@ from .headers import (
     RequestHead,
     ResponseHead,
     forwardable_trailers,
-    has,
     request_id,
 )
 from .messages import Request, Response, StreamResponse, reason_phrase
@@ -109,6 +108,9 @@ class HttpConnection(WriteFlow):
         self._framing_run = 0  # bytes since the last body byte: chunk lines, trailers
         self._head_bytes = 0  # of the head being parsed, in the chunks before this one
         self._chunk_bytes = 0  # of the chunk being parsed
+        self._chunk = b""  # the chunk being parsed
+        self._at_boundary = False  # the chunk being parsed began between two messages
+        self._line_chunk = b""  # the chunk whose first byte began the head being parsed
         self._in_head = False
         self._stop_parsing = False  # after a Connection: close request, an upgrade or garbage
         self._upgrading = False
@@ -162,6 +164,8 @@ class HttpConnection(WriteFlow):
             return
         self._chunk_bytes = len(data)
         in_body = self._parsing is not None and not self._in_head
+        self._at_boundary = self._parsing is None and not self._in_head
+        self._chunk = data
         body_before = self._body_bytes
         try:
             self.parser.feed_data(data)
@@ -181,6 +185,7 @@ class HttpConnection(WriteFlow):
         except httptools.HttpParserError as error:
             self._refuse(BadMessage(str(error)))
             return
+        self._chunk = b""  # not kept while the connection waits
         if self._in_head:
             # llhttp keeps a field until it ends: this bounds one that never does.
             self._head_bytes += len(data)
@@ -210,6 +215,10 @@ class HttpConnection(WriteFlow):
     # -- llhttp's callbacks ---------------------------------------------------
 
     def on_message_begin(self) -> None:
+        # The chunk this head began, when it began at the chunk's first byte: its
+        # request line can be read without asking the parser (``_line_version``).
+        self._line_chunk = self._chunk if self._at_boundary else b""
+        self._at_boundary = False
         self._in_head = True
         self._head_bytes = 0
         self._url = b""
@@ -260,16 +269,22 @@ class HttpConnection(WriteFlow):
         if self._head_bytes + self._chunk_bytes > self.server.max_header_bytes:
             self._check_sizes(fields)
         head = RequestHead(fields)
-        version = parser.get_http_version()
+        method_name: bytes = parser.get_method()
+        version = _line_version(self._line_chunk, method_name, len(self._url))
+        self._line_chunk = b""
+        if version is None:
+            version = parser.get_http_version()
         refusal = head.refusal(version)
         if refusal is not None:
             raise BadMessage(*refusal)
-        method = parser.get_method().decode("ascii")
+        method = method_name.decode("ascii")
         raw_url = self._url
-        if raw_url.startswith(b"/") and not has(raw_url, b"?") and not has(raw_url, b"#"):
-            # A path alone, most requests: what parse_url would make of it, for less.
-            raw_path, query = raw_url.decode(CHARSET, ERRORS), ""
-        else:
+        raw_path = raw_url.decode(CHARSET, ERRORS)
+        query = ""
+        # A path alone, most requests: what parse_url would make of it, for less. Searched
+        # as str: compiled, ``in`` on a str is a direct call, where on bytes it costs
+        # about 1,000 instructions (see headers.has).
+        if not raw_path.startswith("/") or "?" in raw_path or "#" in raw_path:
             raw_path, query = _split_target(raw_url)
         body = None
         if head.chunked or head.content_length:
@@ -286,8 +301,10 @@ class HttpConnection(WriteFlow):
             query,
             head,
             version,
-            parser.should_keep_alive(),
-            parser.should_upgrade(),
+            # llhttp's answers, asked only when they may differ from what they are
+            # without such fields: keep-alive in HTTP/1.1, no upgrade but for CONNECT.
+            parser.should_keep_alive() if head.connection_fields or version != "1.1" else True,
+            parser.should_upgrade() if head.upgrade_field or method == "CONNECT" else False,
             body,
         )
         self._parsing = request
@@ -388,8 +405,15 @@ class HttpConnection(WriteFlow):
             and (request.content is None or request.content.complete)
         )
 
-    def _head(self, request: Request, response: Response | StreamResponse, framing: bytes) -> bytes:
-        """The whole head: status line, the upstream's fields, ours, then ``framing``."""
+    def _head(
+        self,
+        request: Request,
+        response: Response | StreamResponse,
+        framing: bytes,
+        body: bytes = b"",
+    ) -> bytes:
+        """The whole head: status line, the upstream's fields, ours, then ``framing``;
+        ``body`` after it, in the same join (a copy less than adding it afterwards)."""
         headers = response.headers_or_none
         relayed = response.relayed
         parts = [_status_line(response.status, response.reason)]
@@ -411,6 +435,8 @@ class HttpConnection(WriteFlow):
             parts.append(b"Connection: keep-alive\r\n")
         parts.append(framing)
         parts.append(b"\r\n")
+        if body:
+            parts.append(body)
         return b"".join(parts)
 
     def _write_whole(self, request: Request, response: Response) -> None:
@@ -425,11 +451,9 @@ class HttpConnection(WriteFlow):
         framing = b""
         if measured and status not in NO_BODY_STATUSES:
             framing = b"Content-Length: %d\r\n" % len(body)
-        head = self._head(request, response, framing)
-        if body and request.method != "HEAD" and status not in NO_BODY_STATUSES:
-            self.write(head + body)
-        else:
-            self.write(head)
+        if request.method == "HEAD" or status in NO_BODY_STATUSES:
+            body = b""
+        self.write(self._head(request, response, framing, body))
 
     def start_stream(self, request: Request, response: StreamResponse) -> bool:
         """Write a streamed response's head; True when its body must go chunked."""
@@ -605,6 +629,32 @@ class HttpConnection(WriteFlow):
             self.close()
 
 
+_HTTP_11: Final = b"HTTP/1.1\r\n"
+_HTTP_10: Final = b"HTTP/1.0\r\n"
+
+
+def _line_version(chunk: bytes, method: bytes, url_length: int) -> str | None:
+    """The version a request line ends with, when ``chunk`` begins with that line;
+    None when it cannot be told this way (the parser is asked instead).
+
+    Why: ``get_http_version()`` formats a string per request (2,200 instructions).
+    Why it is safe: llhttp accepted the line, which is method SP target SP version
+    CRLF, at least ``len(method) + url_length + 2 + 10`` bytes; extra spaces make it
+    longer, never shorter. So the ten bytes at that offset end in CRLF only if the
+    line has exactly that layout, and then they are its version. A head preceded by
+    empty lines does not begin with the method's first byte.
+    """
+    if not chunk or chunk[0] != method[0]:
+        return None
+    at = len(method) + url_length + 2
+    tail = chunk[at : at + 10]
+    if tail == _HTTP_11:
+        return "1.1"
+    if tail == _HTTP_10:
+        return "1.0"
+    return None
+
+
 def _split_target(raw_url: bytes) -> tuple[str, str]:
     """A request target's path and query, as the client encoded them."""
     try:
@@ -632,7 +682,16 @@ _STATUS_LINES = {
 }
 
 
+# The same by status alone, for the standard phrase (a tuple key cost 1,000 instructions).
+_STANDARD_LINES: dict[int, tuple[str, bytes]] = {
+    code: (phrase, line) for (code, phrase), line in _STATUS_LINES.items()
+}
+
+
 def _status_line(status: int, reason: str) -> bytes:
+    standard = _STANDARD_LINES.get(status)
+    if standard is not None and (not reason or reason == standard[0]):
+        return standard[1]
     line = _STATUS_LINES.get((status, reason or reason_phrase(status)))
     if line is None:
         line = f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n".encode(*ENCODING)

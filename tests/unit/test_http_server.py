@@ -502,3 +502,64 @@ async def test_mangled_requests_get_an_answer_or_a_close_never_an_internal_error
     assert statuses.count(400) > 50  # most mangling is caught by the parser...
     assert statuses.count(200) > 20  # ...some still parses: the server served it
     assert "internal-error" not in served.errors
+
+
+# Request lines and fields in the layouts that decide what the server reads without
+# asking llhttp (the version from the raw line, keep-alive and upgrade from the fields):
+# empty lines first, pipelined behind another request or a body, a target that looks
+# like a version, Connection and Proxy-Connection, Upgrade with and without its token.
+LAYOUTS = [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"\r\n\r\nGET /lead HTTP/1.0\r\n\r\n",
+    b"GET /HTTP/1.1 HTTP/1.0\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nconnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nUPGRADE: h2c\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+]
+
+
+def parsed_by_llhttp(data: bytes) -> list[tuple[str, bool, bool]]:
+    """(version, keep-alive, upgrade) of each request in ``data``, asked of llhttp itself."""
+    import httptools
+
+    seen: list[tuple[str, bool, bool]] = []
+
+    class Recorder:
+        def on_headers_complete(self) -> None:
+            seen.append(
+                (parser.get_http_version(), parser.should_keep_alive(), parser.should_upgrade())
+            )
+
+    parser = httptools.HttpRequestParser(Recorder())
+    with contextlib.suppress(httptools.HttpParserUpgrade):
+        parser.feed_data(data)
+    return seen
+
+
+@pytest.mark.parametrize("data", LAYOUTS)
+@pytest.mark.parametrize("split", [None, 1, 5, 17])
+async def test_version_keep_alive_and_upgrade_are_what_llhttp_says(data, split):
+    expected = parsed_by_llhttp(data)
+    assert expected, "the layout itself must parse"
+    seen: list[tuple[str, bool, bool]] = []
+
+    async def record(request: Request) -> Response:
+        seen.append((request.version, request.keep_alive, request.upgrade))
+        return Response(200, None, b"ok")
+
+    async with listening(record) as served:
+        reader, writer = await served.connect()
+        for piece in (data,) if split is None else (data[:split], data[split:]):
+            writer.write(piece)
+            await writer.drain()
+        for _ in expected:
+            await read_response(reader)
+        writer.close()
+    assert seen == expected
+    assert served.errors == []

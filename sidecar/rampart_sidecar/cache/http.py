@@ -370,10 +370,10 @@ class ResponseCache:
         self, request: Request, exchange: Exchange, entry: CacheEntry, result: str
     ) -> Response:
         # The stored fields go as encoded once (``entry.head``); these are per answer.
-        own = b"Age: %d\r\nX-Rampart-Cache: %s\r\nX-Request-ID: %s\r\n" % (
+        own = b"Age: %d\r\nX-Rampart-Cache: %s\r\n%s" % (
             entry.age(self.clock()),
             result.encode(),
-            exchange.request_id.encode(),
+            exchange.id_field,
         )
         head = entry.head
         exchange.status = entry.status
