@@ -59,6 +59,8 @@ log = logging.getLogger("rampart.proxy")
 # Responses up to this size are read whole and sent with one write; larger
 # ones, and those of unknown length, stream.
 _BUFFERED_RESPONSE_LIMIT = 64 * 1024
+_FORWARDED_HTTP = b"X-Forwarded-Proto: http\r\n"
+_CLIENT_FIELDS_KEPT = 1024
 
 
 class Exchange:
@@ -154,6 +156,8 @@ class Proxy:
         self._session: aiohttp.ClientSession | None = None  # readiness checks only
         self._pool: UpstreamPool | None = None  # every other request
         self._rejected_children: dict[str, Counter] = {}
+        self._client_fields: dict[str, bytes] = {}
+        self._debug = False  # DEBUG logging on: read once, in start()
         recorder.inflight.set_function(lambda: self.in_flight)
         # Read at scrape time: open turns half-open by the clock, not by an event.
         recorder.circuit_state.set_function(lambda: int(self.breaker.state))
@@ -162,6 +166,9 @@ class Proxy:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # Read once: logging is configured before the proxy starts, and asking per
+        # request ran 900 instructions of interpreted logging code.
+        self._debug = log.isEnabledFor(logging.DEBUG)
         upstream = self.settings.upstream
         self._pool = UpstreamPool(upstream)
         connector = aiohttp.TCPConnector(
@@ -343,19 +350,31 @@ class Proxy:
         if head.host is None:  # HTTP/1.0 clients may leave it out; the upstream may not
             parts += (b"Host: ", self.pool.authority.encode(*ENCODING), b"\r\n")
         if not head.has_forwarded_proto:
-            parts += (b"X-Forwarded-Proto: ", request.scheme.encode(), b"\r\n")
+            parts.append(
+                _FORWARDED_HTTP
+                if request.scheme == "http"
+                else b"X-Forwarded-Proto: " + request.scheme.encode() + b"\r\n"
+            )
         chain = head.forwarded_for
         client = request.remote
-        if chain or client:
-            parts.append(b"X-Forwarded-For: ")
-            if chain:
-                parts.append(chain)
-                if client:
-                    parts.append(b", ")
+        if chain:
+            parts += (b"X-Forwarded-For: ", chain)
             if client:
-                parts.append(client.encode())
+                parts += (b", ", client.encode())
             parts.append(b"\r\n")
+        elif client:
+            parts.append(self._client_field(client))
         return b"".join(parts)
+
+    def _client_field(self, client: str) -> bytes:
+        """``X-Forwarded-For: <client>``, encoded once per address rather than per request."""
+        field = self._client_fields.get(client)
+        if field is None:
+            if len(self._client_fields) >= _CLIENT_FIELDS_KEPT:
+                self._client_fields.clear()  # bounded: the addresses are the clients'
+            field = b"X-Forwarded-For: " + client.encode() + b"\r\n"
+            self._client_fields[client] = field
+        return field
 
     async def _forward(  # noqa: C901 - the request path in one compiled function: each call out costs per request
         self,
@@ -472,6 +491,10 @@ class Proxy:
                         if instead is not None:
                             upstream.release()
                             return instead
+                        if hook is None:
+                            whole = self._whole_now(request, upstream, exchange)
+                            if whole is not None:
+                                return whole
                         return await self._relay(request, upstream, exchange, hook)
                     assert failure is not None
                     log.debug(
@@ -517,6 +540,35 @@ class Proxy:
                     raise BodyTooLarge
         return RequestBodyStream(request, bytes(prefix), self.max_body, self.idle_timeout)
 
+    @staticmethod
+    def _own_fields(exchange: Exchange) -> bytes:
+        """The fields the sidecar adds to a relayed answer, encoded."""
+        if exchange.cache_status:
+            return exchange.id_field + b"X-Rampart-Cache: %s\r\n" % exchange.cache_status.encode()
+        return exchange.id_field
+
+    def _whole_now(
+        self, request: Request, upstream: UpstreamResponse, exchange: Exchange
+    ) -> Response | None:
+        """``_relay`` without a coroutine, for the usual case: a small body that came
+        with the head, and no cache to keep it. None when ``_relay`` must do it."""
+        length = upstream.content_length
+        if (
+            length is None
+            or length > _BUFFERED_RESPONSE_LIMIT
+            or request.method == "HEAD"
+            or upstream.status in NO_BODY_STATUSES
+        ):
+            return None
+        body = upstream.content.take()
+        if body is None:
+            return None
+        exchange.status = upstream.status
+        upstream.release()
+        return Response(
+            upstream.status, None, body, upstream.reason, upstream.head, self._own_fields(exchange)
+        )
+
     async def _relay(
         self,
         request: Request,
@@ -527,9 +579,7 @@ class Proxy:
         """Send the upstream's response to the client, whole when small, else streamed."""
         exchange.status = upstream.status
         # The upstream's own fields go as they came (``relayed``); these are ours.
-        own = exchange.id_field
-        if exchange.cache_status:
-            own += b"X-Rampart-Cache: %s\r\n" % exchange.cache_status.encode()
+        own = self._own_fields(exchange)
         headers: CIMultiDict[str] | None = None
         length = upstream.content_length
         no_body = request.method == "HEAD" or upstream.status in NO_BODY_STATUSES
@@ -646,7 +696,7 @@ class Proxy:
             if exchange.body_error:
                 extra["body_error"] = exchange.body_error
             self._access.write(extra, self._loop)
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             log.debug(
                 "request headers",
                 extra={

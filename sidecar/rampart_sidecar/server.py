@@ -289,10 +289,7 @@ class HttpConnection(WriteFlow):
         body = None
         if head.chunked or head.content_length:
             body = BodyBuffer(
-                self.loop,
-                self.pause_reading,
-                self.resume_reading,
-                self.send_continue if head.expects_continue else None,
+                self.loop, self, self.send_continue if head.expects_continue else None
             )
         request = Request(
             self,
@@ -358,8 +355,21 @@ class HttpConnection(WriteFlow):
             request = self._current = self._queue.popleft()
             if self._pauses and len(self._queue) < _MAX_QUEUED:
                 self._resume("queue")
-            if not await self._answer(request):
+            # The handler is awaited here rather than in a coroutine of its own: each
+            # level of coroutine costs every request an object and two resumptions.
+            try:
+                response: Response | StreamResponse | None = await self.server.handler(request)
+            except asyncio.CancelledError:
                 return
+            except Exception:
+                response = self._failed_handler()
+            if response is None or not self._send(request, response):
+                return
+            if self._writable is not None:  # the client is not reading: wait until it does
+                try:
+                    await self.drain()
+                except ConnectionError:
+                    return
             self._current = None
             unread = request.content is not None and not request.content.complete
             if self._must_close or unread:
@@ -367,20 +377,19 @@ class HttpConnection(WriteFlow):
                 self._linger() if unread else self.close()
                 return
 
-    async def _answer(self, request: Request) -> bool:
-        """Run the handler and send its answer; False when the connection cannot go on."""
-        try:
-            response = await self.server.handler(request)
-        except asyncio.CancelledError:
-            return False
-        except Exception:
-            log.exception("unhandled error", extra={"client": self.peer})
-            self.server.on_error("internal-error")
-            if self._stream_open or self._tunnel is not None:
-                self.abort()
-                return False
-            response = _plain(500, "internal-error")
-            self._must_close = True
+    def _failed_handler(self) -> Response | None:
+        """The answer to a request whose handler raised; None when none can be sent."""
+        log.exception("unhandled error", extra={"client": self.peer})
+        self.server.on_error("internal-error")
+        if self._stream_open or self._tunnel is not None:
+            self.abort()
+            return None
+        self._must_close = True
+        return _plain(500, "internal-error")
+
+    def _send(self, request: Request, response: Response | StreamResponse) -> bool:
+        """Write the handler's answer, unless it wrote it itself (streamed); False when
+        the connection cannot go on."""
         if self.closed or self._tunnel is not None:
             return False
         if not response.prepared:
@@ -389,11 +398,6 @@ class HttpConnection(WriteFlow):
         elif self._stream_open:
             self.abort()  # the handler gave up on a streamed body half-way
             return False
-        if self._writable is not None:  # the client is not reading: wait until it does
-            try:
-                await self.drain()
-            except ConnectionError:
-                return False
         return True
 
     def _keeps_alive(self, request: Request) -> bool:

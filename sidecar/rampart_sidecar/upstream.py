@@ -90,7 +90,7 @@ class UpstreamResponse:
         self.fields: Fields = []
         self.head = _NO_FIELDS  # what the proxy reads of the fields, once they are complete
         self._headers: CIMultiDictProxy[str] | None = None
-        self.content = BodyBuffer(loop, connection.pause_reading, connection.resume_reading)
+        self.content = BodyBuffer(loop, connection)
         self.keep_alive = False
         self._until_close = False  # no length and not chunked: the body ends with the connection
         self.headers_arrived: asyncio.Future[None] = loop.create_future()
@@ -388,6 +388,7 @@ class UpstreamPool:
         self.ssl = ssl.create_default_context() if url.scheme == "https" else None
         self.base_path = url.raw_path.rstrip("/")
         self.base_path_bytes = self.base_path.encode(*ENCODING)
+        self._line_starts: dict[str, bytes] = {}  # method -> the request line up to the target
         self.connect_timeout = settings.connect_timeout
         self.idle_timeout = settings.idle_timeout
         self.limit = settings.max_connections
@@ -511,18 +512,15 @@ class UpstreamPool:
 
     def request_head(self, method: str, target: str, fields: bytes, framing: bytes = b"") -> bytes:
         """The request line, ``fields`` (encoded, Host among them) and ``framing``."""
-        return b"".join(
-            (
-                method.encode(),  # a token: ASCII
-                b" ",
-                self.base_path_bytes,
-                target.encode(CHARSET, ERRORS),
-                b" HTTP/1.1\r\n",
-                fields,
-                framing,
-                b"\r\n",
-            )
-        )
+        start = self._line_starts.get(method)
+        if start is None:
+            # "GET /base": a few dozen at most, since llhttp knows no other methods.
+            start = self._line_starts[method] = method.encode() + b" " + self.base_path_bytes
+        parts = [start, target.encode(CHARSET, ERRORS), b" HTTP/1.1\r\n", fields]
+        if framing:
+            parts.append(framing)
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     async def request(
         self,

@@ -384,9 +384,15 @@ async def test_an_upgrade_can_take_the_connection_over_with_the_bytes_after_its_
 
 async def test_body_buffer_pauses_the_sender_and_bounds_each_wait():
     calls: list[str] = []
-    body = BodyBuffer(
-        asyncio.get_running_loop(), lambda: calls.append("pause"), lambda: calls.append("resume")
-    )
+
+    class Source:
+        def pause_reading(self) -> None:
+            calls.append("pause")
+
+        def resume_reading(self) -> None:
+            calls.append("resume")
+
+    body = BodyBuffer(asyncio.get_running_loop(), Source())
     body.feed(b"x" * HIGH_WATER)
     assert calls == []
     body.feed(b"y")
