@@ -335,7 +335,8 @@ class RequestHead:
         self.cache_fields = False  # whether any field a cache must read is there
         # Whether llhttp's keep-alive and upgrade answers can differ from the defaults
         # (the server asks the parser only then: each call costs 1,000 instructions).
-        self.connection_fields = False  # a Connection or Proxy-Connection field
+        # A Connection field other than "keep-alive", or a Proxy-Connection field.
+        self.connection_fields = False
         self.upgrade_field = False
         forwarded: list[bytes] = []
         named: list[bytes] = []
@@ -362,9 +363,10 @@ class RequestHead:
                     coding = value.strip().lower()
                     self.transfer_coding += b", " + coding if self.transfer_coding else coding
                 elif kind == CONNECTION:
-                    self.connection_fields = True
-                    if value.lower() not in _PLAIN_CONNECTION:
-                        named += value.split(b",")
+                    if value != b"keep-alive":  # the usual value: changes nothing in 1.1
+                        self.connection_fields = True
+                        if value.lower() not in _PLAIN_CONNECTION:
+                            named += value.split(b",")
                 elif kind == PROXY_CONNECTION:
                     self.connection_fields = True
                 elif kind == UPGRADE:
@@ -460,7 +462,12 @@ class ResponseHead:
                     coding = value.strip().lower()
                     self.transfer_coding += b", " + coding if self.transfer_coding else coding
                     self.chunked = has(self.transfer_coding, b"chunked")
-                elif kind == CONNECTION and value.lower() not in _PLAIN_CONNECTION:
+                elif (
+                    kind == CONNECTION
+                    # nginx's, on every answer: compared before lower-casing a copy
+                    and value != b"keep-alive"
+                    and value.lower() not in _PLAIN_CONNECTION
+                ):
                     named += value.split(b",")
                 continue
             relayed.append(name)

@@ -231,3 +231,63 @@ async def test_a_shorter_deadline_than_the_armed_one_still_expires_on_time():
         with pytest.raises(TimeoutError):
             await pool.request("GET", "/silent", HOST, timeout=0.3)
         assert loop.time() - started < 2
+
+
+# Status lines and fields in the layouts that decide what the pool reads off the
+# status line instead of asking llhttp (status, keep-alive): HTTP/1.0, Connection and
+# Proxy-Connection, an interim response before the final one, a body until close.
+ANSWERS = [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+    (b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", False),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", False),
+    (b"HTTP/1.1 200 OK\r\nProxy-Connection: close\r\nContent-Length: 2\r\n\r\nok", False),
+    (b"HTTP/1.1 200 OK\r\nconnection: KEEP-ALIVE\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+    (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", False),
+    (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 404 Nope\r\nContent-Length: 0\r\n\r\n",
+        False,
+    ),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", False),
+    (b"HTTP/1.1 299 Whatever\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\n\r\nuntil the connection closes", True),
+]
+
+
+def answered_by_llhttp(data: bytes) -> tuple[int, bool]:
+    """The final response's status and keep-alive, asked of llhttp itself."""
+    import httptools
+
+    seen: list[tuple[int, bool]] = []
+
+    class Recorder:
+        def on_headers_complete(self) -> None:
+            seen.append((parser.get_status_code(), parser.should_keep_alive()))
+
+    parser = httptools.HttpResponseParser(Recorder())
+    parser.feed_data(data)
+    return next(answer for answer in seen if answer[0] >= 200)
+
+
+@pytest.mark.parametrize(("answer", "close_after"), ANSWERS)
+@pytest.mark.parametrize("split", [None, 1, 10, 14])
+async def test_status_and_keep_alive_are_what_llhttp_says(answer, close_after, split) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                for piece in (answer,) if split is None else (answer[:split], answer[split:]):
+                    writer.write(piece)
+                    await writer.drain()
+                if close_after:
+                    break
+        writer.close()
+
+    async with serving(serve) as pool:
+        for _ in range(2):  # the second on the same connection, when it was kept
+            response = await pool.request("GET", "/", HOST)
+            try:
+                await response.read()
+                assert (response.status, response.keep_alive) == answered_by_llhttp(answer)
+            finally:
+                response.release()
