@@ -21,13 +21,12 @@ The loop is passed in rather than looked up: in CPython 3.11 every
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 __all__ = ["BodyBuffer", "Paced", "WriteFlow"]
 
-HIGH_WATER = 256 * 1024
+HIGH_WATER: Final = 256 * 1024
 
 
 class Paced(Protocol):
@@ -55,7 +54,9 @@ class BodyBuffer:
         # instructions a body, and most bodies never pause.
         self._source = source
         self._on_first_read = on_first_read
-        self._chunks: deque[bytes] = deque()
+        # A list, not a deque: compiled, its ops are direct calls, where a deque is
+        # looked up by name and called generically (and only the end is appended to).
+        self._chunks: list[bytes] = []
         self._buffered = 0
         self._paused = False
         self._done = False

@@ -30,11 +30,11 @@ CHARSET: Final = "utf-8"
 ERRORS: Final = "surrogateescape"
 # The same as one tuple, for ``.decode(*ENCODING)`` off the request path: compiled, a
 # call spread from a tuple is a generic call, where ``.decode(CHARSET, ERRORS)`` is not.
-ENCODING = (CHARSET, ERRORS)
+ENCODING: Final = (CHARSET, ERRORS)
 
 # RFC 9110 section 7.6.1, plus Trailer: trailers are not relayed, so neither is
 # the field announcing them.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         "connection",
         "proxy-connection",
@@ -46,17 +46,17 @@ HOP_BY_HOP = frozenset(
     }
 )
 # The same, as the lower-cased bytes a received field's name is compared with.
-_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+_HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in HOP_BY_HOP)
 # A response's fields not relayed as they are: Content-Length, which the server
 # computes from the body it sends, and those the sidecar sets on every answer.
-_NOT_RELAYED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-rampart-cache"}
+_NOT_RELAYED: Final = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-rampart-cache"}
 # Connection tokens that name no field.
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b""})
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b""})
 # Request fields a Connection token cannot remove.
-_PROTECTED = frozenset({b"host"})
+_PROTECTED: Final = frozenset({b"host"})
 # A request's fields that change what a cache may answer with: its directives,
 # ranges, and the conditionals it may answer with 304 or must leave to the upstream.
-_CACHE_FIELDS = frozenset(
+_CACHE_FIELDS: Final = frozenset(
     {
         b"cache-control",
         b"pragma",
@@ -69,7 +69,7 @@ _CACHE_FIELDS = frozenset(
     }
 )
 # A request's fields the proxy reads or replaces rather than forwards as they are.
-_NOT_FORWARDED = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-forwarded-for"}
+_NOT_FORWARDED: Final = _HOP_BY_HOP_BYTES | {b"content-length", b"x-request-id", b"x-forwarded-for"}
 
 # What each scan below does with a field, by its lower-cased name; a name in
 # neither table goes on as it came (FORWARD). Small ints, so each field costs
@@ -123,7 +123,7 @@ _RESPONSE_KINDS: Final[dict[bytes, int]] = {
 # Names as senders usually spell them, read without lower-casing them first
 # (``bytes.lower`` was a third of a head's cost): the tables above, extended with
 # these spellings, each mapped to what its lower-cased form maps to.
-_USUAL_SPELLINGS = (
+_USUAL_SPELLINGS: Final = (
     b"Accept",
     b"Accept-Encoding",
     b"Accept-Language",
@@ -208,17 +208,17 @@ def valid_host(value: bytes) -> bool:
 
 
 # What a log line and an upstream can safely receive: no spaces, no control bytes.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 # RFC 9112 section 3.2 (RFC 3986's uri-host [ ":" port ]): nothing else, so no path,
 # userinfo or space can slip into the authority a cache key is made of.
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+_HOST: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 # Host values found valid, so that a keep-alive client's every request does not
 # run the expression again; bounded, since the values are the clients'.
 _VALID_HOSTS: Final[set[bytes]] = set()
-_VALID_HOSTS_KEPT = 256
+_VALID_HOSTS_KEPT: Final = 256
 # Fields a trailer section must not carry (RFC 9110 section 6.5.1): framing,
 # routing, request modifiers, authentication and content metadata, plus ours.
-_NOT_IN_TRAILERS = (
+_NOT_IN_TRAILERS: Final = (
     _NOT_FORWARDED
     | _CACHE_FIELDS
     | {
@@ -530,7 +530,7 @@ class _RandomIds:
         return self._pool[start : start + 32]
 
 
-_new_id = _RandomIds()
+_new_id: Final = _RandomIds()
 
 
 def request_id(incoming: str | None) -> str:

@@ -10,7 +10,7 @@ parses the requests and writes the answers.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Request", "Response", "StreamResponse", "reason_phrase"]
 
-_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
 
 
 def reason_phrase(status: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import accumulate
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -17,7 +18,7 @@ from prometheus_client.utils import floatToGoString
 __all__ = ["LatencyHistogram", "LoopCounter", "Recorder"]
 
 # From 1 ms to 30 s: the sidecar's own answers sit at the bottom, timeouts at the top.
-LATENCY_BUCKETS = (
+LATENCY_BUCKETS: Final = (
     0.001,
     0.0025,
     0.005,
@@ -33,7 +34,7 @@ LATENCY_BUCKETS = (
     10.0,
     30.0,
 )
-KNOWN_METHODS = frozenset(
+KNOWN_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
 )
 

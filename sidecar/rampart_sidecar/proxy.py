@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from time import monotonic
-from typing import Protocol
+from typing import Final, Protocol
 
 import aiohttp
 from multidict import CIMultiDict
@@ -56,11 +56,14 @@ __all__ = ["CacheLayer", "Exchange", "Proxy", "ResponseHook", "classify_client_e
 
 log = logging.getLogger("rampart.proxy")
 
+# Bound once: compiled, a name imported from a module mypyc does not compile is a
+# dict lookup at each use, a Final one a C global.
+monotonic: Final = time.monotonic
 # Responses up to this size are read whole and sent with one write; larger
 # ones, and those of unknown length, stream.
-_BUFFERED_RESPONSE_LIMIT = 64 * 1024
-_FORWARDED_HTTP = b"X-Forwarded-Proto: http\r\n"
-_CLIENT_FIELDS_KEPT = 1024
+_BUFFERED_RESPONSE_LIMIT: Final = 64 * 1024
+_FORWARDED_HTTP: Final = b"X-Forwarded-Proto: http\r\n"
+_CLIENT_FIELDS_KEPT: Final = 1024
 
 
 class Exchange:
@@ -239,10 +242,12 @@ class Proxy:
             refusal = self._refusal(request, exchange)
             if refusal is not None:
                 response: Response | StreamResponse = refusal
-            elif self.cache is not None and not (request.upgrade and is_websocket_upgrade(request)):
-                response = await self.cache.serve(request, exchange, self._forward_limited)
+            elif request.upgrade and is_websocket_upgrade(request):
+                response = await self._websocket(request, exchange)
+            elif self.cache is not None:
+                response = await self.cache.serve(request, exchange, self._forward)
             else:
-                response = await self._forward_limited(request, exchange, None)
+                response = await self._forward(request, exchange, None)
         except asyncio.CancelledError:
             exchange.status = exchange.status or 499  # the client went away
             self._finish(request, exchange)
@@ -266,17 +271,17 @@ class Proxy:
                 return self.local(exchange, 429, "rate-limited", retry_after=retry_after)
         return None
 
-    async def _forward_limited(
-        self, request: Request, exchange: Exchange, hook: ResponseHook | None
-    ) -> Response | StreamResponse:
+    async def _wait_for_slot(self, exchange: Exchange) -> bool:
+        """A concurrency slot, waited for until the request's deadline; False if none came."""
         deadline = exchange.started + exchange.route.request_timeout
-        concurrency = self.concurrency
-        if not concurrency.try_acquire() and not await concurrency.acquire(deadline - monotonic()):
+        return await self.concurrency.acquire(deadline - monotonic())
+
+    async def _websocket(self, request: Request, exchange: Exchange) -> Response | StreamResponse:
+        """A WebSocket upgrade, relayed while it lasts, in a concurrency slot."""
+        if not self.concurrency.try_acquire() and not await self._wait_for_slot(exchange):
             return self.local(exchange, 503, "concurrency-limit")
         try:
-            if request.upgrade and is_websocket_upgrade(request):
-                return await relay_websocket(self, request, exchange)
-            return await self._forward(request, exchange, deadline, hook)
+            return await relay_websocket(self, request, exchange)
         finally:
             self.concurrency.release()
 
@@ -380,39 +385,45 @@ class Proxy:
         self,
         request: Request,
         exchange: Exchange,
-        deadline: float,
         hook: ResponseHook | None = None,
     ) -> Response | StreamResponse:
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            return self.local(exchange, 413, "body-too-large")
-        try:
-            if request.content is None:
-                # "Content-Length: 0" goes on as such: some servers want a length on a POST.
-                body: bytes | RequestBodyStream | None = b"" if length == 0 else None
-            else:
-                body = await self._request_body(request, length)
-        except (TimeoutError, BodyTooLarge) as error:
-            status, reason = (
-                (408, "client-body-timeout")
-                if isinstance(error, TimeoutError)
-                else (413, "body-too-large")
-            )
-            return self.local(exchange, status, reason)
-        except BadMessage as error:
-            return self._bad_body(exchange, error)
-
-        stream = body if isinstance(body, RequestBodyStream) else None
-        retryable = stream is None and self.retry.retries_method(request.method)
-        target = request.target
-        fields = self.upstream_fields(request, exchange)
-        if hook is not None and hook.extra_fields:
-            fields += hook.extra_fields
-        # 1xx answers (103 Early Hints) go on as they come; HTTP/1.0 knows none.
-        interim = request.connection.write_interim if request.version == "1.1" else None
-        retries_done = 0
+        """The upstream's answer to ``request``, in a concurrency slot, retried as the
+        policy allows (the cache's way upstream too, with its ``hook``)."""
+        # The slot is taken here, not in a coroutine of its own around this one: each
+        # level of coroutine costs every request an object and two resumptions.
+        if not self.concurrency.try_acquire() and not await self._wait_for_slot(exchange):
+            return self.local(exchange, 503, "concurrency-limit")
+        deadline = exchange.started + exchange.route.request_timeout
         holding_budget = False
         try:
+            length = request.content_length
+            if length is not None and length > self.max_body:
+                return self.local(exchange, 413, "body-too-large")
+            try:
+                if request.content is None:
+                    # "Content-Length: 0" goes on as such: some servers want a length on a POST.
+                    body: bytes | RequestBodyStream | None = b"" if length == 0 else None
+                else:
+                    body = await self._request_body(request, length)
+            except (TimeoutError, BodyTooLarge) as error:
+                status, reason = (
+                    (408, "client-body-timeout")
+                    if isinstance(error, TimeoutError)
+                    else (413, "body-too-large")
+                )
+                return self.local(exchange, status, reason)
+            except BadMessage as error:
+                return self._bad_body(exchange, error)
+
+            stream = None if body is None or isinstance(body, bytes) else body
+            retryable = stream is None and self.retry.retries_method(request.method)
+            target = request.target
+            fields = self.upstream_fields(request, exchange)
+            if hook is not None and hook.extra_fields:
+                fields += hook.extra_fields
+            # 1xx answers (103 Early Hints) go on as they come; HTTP/1.0 knows none.
+            interim = request.connection if request.version == "1.1" else None
+            retries_done = 0
             while True:
                 permit = self.breaker.acquire() if self.breaker.enabled else None
                 if self.breaker.enabled and permit is None:
@@ -423,7 +434,7 @@ class Proxy:
                 remaining = deadline - attempt_started
                 per_try = self.retry.per_try_timeout
                 last_chance = not per_try or remaining <= per_try  # the request's own deadline
-                attempt_timeout = min(remaining, per_try) if per_try else remaining
+                attempt_timeout = per_try if per_try and per_try < remaining else remaining
                 exchange.attempts += 1
                 upstream: UpstreamResponse | None = None
                 failure: UpstreamError | None = None
@@ -509,6 +520,7 @@ class Proxy:
                 self.recorder.retries.inc()
                 await asyncio.sleep(delay)
         finally:
+            self.concurrency.release()
             if holding_budget:
                 self.retry_budget.release()
 

@@ -62,11 +62,11 @@ log = logging.getLogger("rampart.server")
 
 Handler = Callable[[Request], Awaitable["Response | StreamResponse"]]
 
-_HEAD_LIMIT_FACTOR = 8  # the whole head may be this many maxHeaderBytes
-_MAX_QUEUED = 16  # pipelined requests parsed ahead; reading pauses beyond this
-_LINGER = 2.0  # seconds to swallow a body nobody read before closing
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_HIGH_LEFTOVER = 64 * 1024  # bytes after an Upgrade head kept until the tunnel takes them
+_HEAD_LIMIT_FACTOR: Final = 8  # the whole head may be this many maxHeaderBytes
+_MAX_QUEUED: Final = 16  # pipelined requests parsed ahead; reading pauses beyond this
+_LINGER: Final = 2.0  # seconds to swallow a body nobody read before closing
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_HIGH_LEFTOVER: Final = 64 * 1024  # bytes after an Upgrade head kept until the tunnel takes them
 
 
 class _HttpDate:
@@ -679,7 +679,7 @@ def _status_and_fields(status: int, reason: str, headers: CIMultiDict[str]) -> l
 
 
 # Status lines for the standard reason phrases, ready to write; any other is built.
-_STATUS_LINES = {
+_STATUS_LINES: Final = {
     (code, phrase): f"HTTP/1.1 {code} {phrase}\r\n".encode()
     for code in range(100, 600)
     if (phrase := reason_phrase(code))
@@ -687,7 +687,7 @@ _STATUS_LINES = {
 
 
 # The same by status alone, for the standard phrase (a tuple key cost 1,000 instructions).
-_STANDARD_LINES: dict[int, tuple[str, bytes]] = {
+_STANDARD_LINES: Final[dict[int, tuple[str, bytes]]] = {
     code: (phrase, line) for (code, phrase), line in _STATUS_LINES.items()
 }
 

@@ -18,7 +18,8 @@ connection that carried them is closed. The head is bounded (64 KiB, 256
 fields) and so is a trailer section, whose fields are dropped: the sidecar
 re-frames the body, and a trailer must not reach what the cache stores. 1xx
 interim responses other than 100 and 101 (103 Early Hints) go to ``interim``
-as they arrive; a 101 to a request that did not ask to upgrade is an error.
+(the client's connection) as they arrive; a 101 to a request that did not ask
+to upgrade is an error.
 
 Errors (all ``ConnectionError``, so ``OSError``):
     UpstreamConnectError   no connection could be made; nothing was sent
@@ -32,8 +33,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, Callable
-from typing import Any, cast
+from collections.abc import AsyncIterable
+from typing import Any, Final, Protocol, cast
 
 import httptools
 from multidict import CIMultiDictProxy
@@ -54,15 +55,20 @@ __all__ = [
     "UpstreamResponse",
 ]
 
-NO_BODY_STATUSES = frozenset({204, 304})  # never a body, whatever the headers say
-MAX_HEAD_BYTES = 64 * 1024  # a response head, and (apart) a trailer section
-MAX_FIELDS = 256
+NO_BODY_STATUSES: Final = frozenset({204, 304})  # never a body, whatever the headers say
+MAX_HEAD_BYTES: Final = 64 * 1024  # a response head, and (apart) a trailer section
+MAX_FIELDS: Final = 256
 
-# An interim (1xx) response's status, reason and fields, for the client.
-Interim = Callable[[int, str, ResponseHead], None]
+
+class Interim(Protocol):
+    """Where an interim (1xx) response's status, reason and fields go: the client's
+    connection itself, not a bound method of it (one less object a request)."""
+
+    def write_interim(self, status: int, reason: str, head: ResponseHead) -> None: ...
+
 
 Body = bytes | AsyncIterable[bytes] | None
-_NO_FIELDS = ResponseHead([])
+_NO_FIELDS: Final = ResponseHead([])
 
 
 class UpstreamResponse:
@@ -186,7 +192,7 @@ class UpstreamResponse:
         status = parser.get_status_code()
         if status < 200:
             if status != 100 and status != 101 and self._interim is not None:
-                self._interim(status, self.reason, ResponseHead(self.fields))
+                self._interim.write_interim(status, self.reason, ResponseHead(self.fields))
             self.fields = []  # 100 Continue, 103 Early Hints: the answer follows
             self.head_bytes = 0
             return

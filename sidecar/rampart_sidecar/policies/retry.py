@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Final
 
 from rampart_common.sidecar_settings import RetrySettings
 
 __all__ = ["RetryBudget", "RetryPolicy"]
 
-_GATEWAY_ERRORS = frozenset({502, 503, 504})
+_GATEWAY_ERRORS: Final = frozenset({502, 503, 504})
 
 
 class RetryPolicy:
