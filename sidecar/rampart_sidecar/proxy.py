@@ -146,10 +146,12 @@ class Proxy:
         )
         self.concurrency = ConcurrencyLimiter(settings.concurrency)
         self.rate_limiter = RateLimiter(settings.rate_limit)
-        self.idle_timeout = settings.timeouts.idle
-        self.max_body = settings.server.max_request_body_bytes
+        # Typed here: compiled, the settings are Any (their module is not), and an
+        # attribute of a declared type is native rather than a boxed object.
+        self.idle_timeout: float = float(settings.timeouts.idle)
+        self.max_body: int = settings.server.max_request_body_bytes
         self.secret_headers = frozenset(h.lower() for h in settings.logging.secret_headers)
-        self.access_log = settings.logging.access_log
+        self.access_log: bool = settings.logging.access_log
         self._access = AccessLog()
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.cache: CacheLayer | None = None  # set by the app when spec.sidecar.cache is

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import InitVar, dataclass, field
+from typing import Final
 
 from ..headers import ENCODING, ResponseHead
 
 __all__ = ["CacheEntry", "VaryMarker"]
 
-_FORMAT = 1
-_HEAD_LENGTH = struct.Struct("!I")
+_FORMAT: Final = 1
+_HEAD_LENGTH: Final = struct.Struct("!I")
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -71,31 +71,38 @@ __all__ = ["ResponseCache"]
 
 log = logging.getLogger("rampart.cache")
 
-ERROR_STATUSES = frozenset({500, 502, 503, 504})
-RESULTS = ("HIT", "MISS", "STALE", "BYPASS", "REVALIDATED")
+ERROR_STATUSES: Final = frozenset({500, 502, 503, 504})
+RESULTS: Final = ("HIT", "MISS", "STALE", "BYPASS", "REVALIDATED")
 # Fields a 304 carries from the entry it stands for (RFC 9110 section 15.4.5).
-_NOT_MODIFIED_FIELDS = ("cache-control", "content-location", "date", "etag", "expires", "vary")
+_NOT_MODIFIED_FIELDS: Final = (
+    "cache-control",
+    "content-location",
+    "date",
+    "etag",
+    "expires",
+    "vary",
+)
 # Fields a 304 from the upstream does not update in the stored entry (RFC 9111 section 3.2).
-_NOT_UPDATED = frozenset({"content-length"})
+_NOT_UPDATED: Final = frozenset({"content-length"})
 # How long an entry with a validator is kept once stale, to be revalidated rather than refetched.
-_REVALIDATION_KEEP = 600.0
+_REVALIDATION_KEEP: Final = 600.0
 # After a response that may not be stored, requests for its key go straight upstream
 # this long, no lookup, no coalescing, no storing (Varnish's hit-for-pass): waiting
 # on a leader whose answer cannot be shared would only delay them, and the work to
 # find that out again would cost every request. Remembered for this many keys at most.
-_PASS_FOR = 60.0
-_MAX_PASSES = 10_000
+_PASS_FOR: Final = 60.0
+_MAX_PASSES: Final = 10_000
 # Per-response or per-hop fields that must not be replayed from the cache.
-_NOT_STORED = frozenset({"age", "x-request-id", "x-rampart-cache", "set-cookie"})
+_NOT_STORED: Final = frozenset({"age", "x-request-id", "x-rampart-cache", "set-cookie"})
 # cache.setCookie: store keeps the cookie with the entry, for every hit to hand out.
-_NOT_STORED_BUT_COOKIES = _NOT_STORED - {"set-cookie"}
+_NOT_STORED_BUT_COOKIES: Final = _NOT_STORED - {"set-cookie"}
 
 
 def _not_stored(settings: CacheSettings) -> frozenset[str]:
     return _NOT_STORED_BUT_COOKIES if settings.set_cookie == "store" else _NOT_STORED
 
 
-_STATS_INTERVAL = 10.0
+_STATS_INTERVAL: Final = 10.0
 # Background revalidations (stale-while-revalidate) in flight at most, when the proxy has
 # no concurrency limit to take a bound from (``revalidation_limit``). Each distinct stale
 # key a client asks for would otherwise start one more upstream request no client waits
@@ -103,7 +110,7 @@ _STATS_INTERVAL = 10.0
 # concurrent requests to the upstream. 16 refreshes a burst of popular entries expiring
 # together within a few upstream round trips; past it the stale answer is still served
 # (stale-while-revalidate allows it) and a later request for the key refreshes it.
-_MAX_REVALIDATING = 16
+_MAX_REVALIDATING: Final = 16
 
 Forward = Callable[
     [Request, "Exchange", "ResponseHook | None"], Awaitable[Response | StreamResponse]
@@ -481,7 +488,7 @@ class _StoreHook:
         self.request = request
         self.exchange = exchange
         self.stale = stale
-        self.max_body = cache.settings.max_body_bytes
+        self.max_body: int = cache.settings.max_body_bytes
         self.served_stale = False
         self.shared: _Shared | None = None
         self.refreshed: CacheEntry | None = None  # the entry a 304 brought up to date
@@ -672,7 +679,7 @@ def _vary_of(entry: CacheEntry) -> tuple[str, ...]:
     )
 
 
-_CONDITIONALS = (
+_CONDITIONALS: Final = (
     "If-None-Match",
     "If-Modified-Since",
     "If-Match",
@@ -714,7 +721,7 @@ def _not_modified(request: Request, entry: CacheEntry) -> bool:
     return False
 
 
-_RANGE_SPEC = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_RANGE_SPEC: Final = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 def _ranged(request: Request, entry: CacheEntry) -> tuple[int, str, bytes] | None:

@@ -21,8 +21,8 @@ class MemoryBackend:
     def __init__(
         self, settings: MemoryCacheSettings, clock: Callable[[], float] = time.time
     ) -> None:
-        self._max_entries = settings.max_entries
-        self._max_bytes = settings.max_bytes
+        self._max_entries: int = settings.max_entries  # typed: compiled, settings are Any
+        self._max_bytes: int = settings.max_bytes
         self._clock = clock
         self._values: OrderedDict[str, Stored] = OrderedDict()
         self.bytes = 0

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -39,22 +40,22 @@ __all__ = [
 # Statuses whose responses may be given a heuristic lifetime (RFC 9110 section
 # 15.1), less 206: partial content is never stored. Any other final status may
 # be stored only with an explicit lifetime.
-HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 # Statuses whose meaning this cache knows, for ``must-understand`` (RFC 9111 section 5.2.2.3).
-UNDERSTOOD_STATUSES = frozenset(
+UNDERSTOOD_STATUSES: Final = frozenset(
     {200, 203, 204, 300, 301, 302, 303, 307, 308, 400, 403, 404, 405, 410, 414, 500, 501, 502}
     | {503, 504}
 )
-NEVER_STORED = frozenset({206, 304})
-CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+NEVER_STORED: Final = frozenset({206, 304})
+CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD"})
 # A heuristic lifetime is this share of the time since Last-Modified (RFC 9111 section 4.2.2).
-HEURISTIC_FRACTION = 0.1
+HEURISTIC_FRACTION: Final = 0.1
 # Directives that forbid answering with a stale response (RFC 9111 sections 4.2.4, 5.2.2).
-_NO_STALE = ("must-revalidate", "proxy-revalidate", "s-maxage", "no-cache")
+_NO_STALE: Final = ("must-revalidate", "proxy-revalidate", "s-maxage", "no-cache")
 # Delta-seconds beyond this are this (RFC 9111 section 1.2.2).
-_MAX_DELTA = 2**31
+_MAX_DELTA: Final = 2**31
 
-_HTTP_DATE = (
+_HTTP_DATE: Final = (
     # IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
     re.compile(
         r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d{2}) ([A-Za-z]{3}) (\d{4}) "
@@ -69,13 +70,13 @@ _HTTP_DATE = (
     ),
 )
 # asctime(): Sun Nov  6 08:49:37 1994
-_ASCTIME = re.compile(
+_ASCTIME: Final = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Za-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})",
     re.IGNORECASE | re.ASCII,
 )
 # delta-seconds (RFC 9111 section 1.2.2): ASCII digits only; "²" is a digit to str.isdigit.
-_DELTA_SECONDS = re.compile(r"[0-9]+")
-_MONTHS = {
+_DELTA_SECONDS: Final = re.compile(r"[0-9]+")
+_MONTHS: Final = {
     name: number
     for number, name in enumerate(
         ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
@@ -268,7 +269,7 @@ def _normalised(values: list[str]) -> str:
 
 
 # Methods that change nothing (RFC 9110 section 9.2.1); any other invalidates.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 def invalidated_targets(host: str, target: str, status: int, locations: list[str]) -> list[str]:
@@ -297,9 +298,9 @@ def invalidated_targets(host: str, target: str, status: int, locations: list[str
     return targets
 
 
-_NO_CACHE = RequestPlan(lookup=False, store=False)
-_USE_CACHE = RequestPlan(lookup=True, store=True)
-_RANGE = RequestPlan(lookup=True, store=False)
+_NO_CACHE: Final = RequestPlan(lookup=False, store=False)
+_USE_CACHE: Final = RequestPlan(lookup=True, store=True)
+_RANGE: Final = RequestPlan(lookup=True, store=False)
 
 
 def plan_plain_request(method: str) -> RequestPlan:
@@ -449,7 +450,7 @@ def _structured_control(values: list[str]) -> CacheControl | None:
     return CacheControl(directives, targeted=True)
 
 
-_DELTAS = frozenset({"max-age", "s-maxage", "stale-if-error", "stale-while-revalidate"})
+_DELTAS: Final = frozenset({"max-age", "s-maxage", "stale-if-error", "stale-while-revalidate"})
 
 
 def _explicit_lifetime(

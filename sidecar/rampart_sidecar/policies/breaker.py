@@ -45,10 +45,12 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[BreakerState], None] | None = None,
     ) -> None:
-        self.enabled = settings.consecutive_failures > 0
-        self._threshold = settings.consecutive_failures
-        self._open_for = settings.open_for
-        self._trials = settings.half_open_requests
+        # Typed here: compiled, the settings are Any (their module is not), and an
+        # attribute of a declared type is native rather than a boxed object.
+        self.enabled: bool = settings.consecutive_failures > 0
+        self._threshold: int = settings.consecutive_failures
+        self._open_for: float = float(settings.open_for)
+        self._trials: int = settings.half_open_requests
         self._clock = clock
         self._on_change = on_change
         self._state = BreakerState.CLOSED

@@ -19,9 +19,10 @@ class ConcurrencyLimiter:
     """
 
     def __init__(self, settings: ConcurrencySettings) -> None:
-        self.enabled = settings.max_in_flight > 0
-        self.limit = settings.max_in_flight
-        self._max_queued = settings.max_queued
+        # Typed here: compiled, the settings are Any, and a declared type is native.
+        self.enabled: bool = settings.max_in_flight > 0
+        self.limit: int = settings.max_in_flight
+        self._max_queued: int = settings.max_queued
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 

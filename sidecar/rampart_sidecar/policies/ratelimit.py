@@ -27,12 +27,13 @@ class RateLimiter:
     def __init__(
         self, settings: RateLimitSettings, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.enabled = settings.requests_per_second > 0
-        self._rate = settings.requests_per_second
+        # Typed here: compiled, the settings are Any, and a declared type is native.
+        self.enabled: bool = settings.requests_per_second > 0
+        self._rate: float = float(settings.requests_per_second)
         self._capacity = float(settings.bucket_size)
-        self._max_keys = settings.max_keys
+        self._max_keys: int = settings.max_keys
         self._clock = clock
-        header = settings.key.removeprefix("header:")
+        header: str = settings.key.removeprefix("header:")
         self.header = None if settings.key == "client-ip" else header
         # key -> [tokens, last refill time], updated in place; least recently used first.
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()

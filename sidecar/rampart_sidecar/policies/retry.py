@@ -26,11 +26,13 @@ class RetryPolicy:
     """
 
     def __init__(self, settings: RetrySettings, rand: Callable[[], float] = random.random) -> None:
-        self.attempts = settings.attempts
-        self.per_try_timeout = settings.per_try_timeout
-        self.max_buffered_body = settings.max_buffered_body_bytes
-        self._base = settings.backoff.base
-        self._cap = settings.backoff.max
+        # Typed here: compiled, the settings are Any, and a declared type is native.
+        self.attempts: int = settings.attempts
+        per_try: float | None = settings.per_try_timeout
+        self.per_try_timeout = None if per_try is None else float(per_try)
+        self.max_buffered_body: int = settings.max_buffered_body_bytes
+        self._base: float = float(settings.backoff.base)
+        self._cap: float = float(settings.backoff.max)
         self._methods = frozenset(settings.methods)
         self._conditions = frozenset(settings.retry_on)
         statuses: set[int] = set(settings.status_codes)
@@ -71,8 +73,8 @@ class RetryBudget:
     """
 
     def __init__(self, settings: RetrySettings) -> None:
-        self._share = settings.budget_percent / 100.0
-        self._floor = settings.min_retry_concurrency
+        self._share: float = settings.budget_percent / 100.0
+        self._floor: int = settings.min_retry_concurrency
         self.requests_in_flight = 0
         self.retries_in_flight = 0
 
