@@ -13,6 +13,7 @@ __all__ = [
     "ENCODING",
     "ERRORS",
     "HOP_BY_HOP",
+    "FieldKinds",
     "Fields",
     "RequestHead",
     "ResponseHead",
@@ -291,6 +292,55 @@ def _connection_named(
     )
 
 
+# How many of a head's first fields a connection remembers the kinds of.
+_KINDS_REMEMBERED: Final = 32
+
+
+class FieldKinds:
+    """The kinds of the last head's fields on one connection, by position.
+
+    A connection's peer sends the same names in the same order head after head
+    (an application its responses, a client its requests): a name equal to the one
+    at its position last time has that one's kind, found by one comparison (length
+    and first byte, then the bytes) instead of hashing the new name for a dict
+    lookup. Kinds are a function of the name alone, so a remembered one is never
+    wrong, only sometimes not there.
+    """
+
+    __slots__ = ("kinds", "names")
+
+    def __init__(self) -> None:
+        self.names: list[bytes] = []
+        self.kinds: list[int] = []
+
+    def request_kind(self, at: int, name: bytes) -> int:
+        """``request_kind(name)`` for the field at position ``at`` of a request head."""
+        names = self.names
+        if at < len(names) and names[at] == name:
+            return self.kinds[at]
+        kind = request_kind(name)
+        self._remember(at, name, kind)
+        return kind
+
+    def response_kind(self, at: int, name: bytes) -> int:
+        """``response_kind(name)`` for the field at position ``at`` of a response head."""
+        names = self.names
+        if at < len(names) and names[at] == name:
+            return self.kinds[at]
+        kind = response_kind(name)
+        self._remember(at, name, kind)
+        return kind
+
+    def _remember(self, at: int, name: bytes, kind: int) -> None:
+        names = self.names
+        if at < len(names):
+            names[at] = name
+            self.kinds[at] = kind
+        elif at == len(names) and at < _KINDS_REMEMBERED:
+            names.append(name)
+            self.kinds.append(kind)
+
+
 class RequestHead:
     """What the proxy needs from a request's header fields, found in one pass over them.
 
@@ -319,7 +369,10 @@ class RequestHead:
         "upgrade_field",
     )
 
-    def __init__(self, fields: Fields) -> None:  # noqa: C901 - one pass over the fields on the request path (compiled): no calls per field
+    def __init__(  # noqa: C901 - one pass over the fields on the request path (compiled): no calls per field
+        self, fields: Fields, kinds: FieldKinds | None = None
+    ) -> None:
+        """``kinds``: the connection's memory of its last head's field kinds, if kept."""
         self.fields = fields
         self.content_length: int | None = None
         self.chunked = False
@@ -340,8 +393,8 @@ class RequestHead:
         self.upgrade_field = False
         forwarded: list[bytes] = []
         named: list[bytes] = []
-        for name, value in fields:
-            kind = request_kind(name)
+        for at, (name, value) in enumerate(fields):
+            kind = request_kind(name) if kinds is None else kinds.request_kind(at, name)
             if kind == HOST:
                 self.host_fields += 1
                 if self.host is None:
@@ -431,7 +484,8 @@ class ResponseHead:
         "transfer_coding",
     )
 
-    def __init__(self, fields: Fields) -> None:
+    def __init__(self, fields: Fields, kinds: FieldKinds | None = None) -> None:
+        """``kinds``: the connection's memory of its last head's field kinds, if kept."""
         self.content_length: int | None = None
         self.content_type = b""
         self.chunked = False
@@ -442,8 +496,8 @@ class ResponseHead:
         self.set_cookie = False
         relayed: list[bytes] = []
         named: list[bytes] = []  # tokens of Connection fields
-        for name, value in fields:
-            kind = response_kind(name)
+        for at, (name, value) in enumerate(fields):
+            kind = response_kind(name) if kinds is None else kinds.response_kind(at, name)
             if kind == DATE:
                 self.has_date = True
             elif kind == CONTENT_TYPE:

@@ -47,6 +47,7 @@ from .flow import BodyBuffer, WriteFlow
 from .headers import (
     CHARSET,
     ERRORS,
+    FieldKinds,
     Fields,
     RequestHead,
     ResponseHead,
@@ -102,6 +103,7 @@ class HttpConnection(WriteFlow):
         self._waiter: asyncio.Future[None] | None = None  # set when a request is parsed
         self._url = b""
         self._fields: Fields = []
+        self._kinds = FieldKinds()  # a client sends the same names head after head
         self._trailers: Fields = []
         self._trailer_bytes = 0
         self._body_bytes = 0  # fed to the body being parsed, so framing bytes can be told apart
@@ -268,7 +270,7 @@ class HttpConnection(WriteFlow):
         # A head that came in fewer bytes than one field may have needs no check.
         if self._head_bytes + self._chunk_bytes > self.server.max_header_bytes:
             self._check_sizes(fields)
-        head = RequestHead(fields)
+        head = RequestHead(fields, self._kinds)
         method_name: bytes = parser.get_method()
         version = _line_version(self._line_chunk, method_name, len(self._url))
         self._line_chunk = b""
@@ -729,10 +731,12 @@ class ProxyServer:
     ) -> None:
         self.handler = handler
         self.on_error = on_error
-        self.idle_timeout = settings.idle_timeout
-        self.max_header_bytes = settings.max_header_bytes
-        self.max_header_fields = settings.max_header_fields
-        self.max_head_bytes = settings.max_header_bytes * _HEAD_LIMIT_FACTOR
+        # Typed here: compiled, the settings are Any (their module is not), and an
+        # attribute of a declared type is native: a header count compared per field.
+        self.idle_timeout: float = float(settings.idle_timeout)
+        self.max_header_bytes: int = settings.max_header_bytes
+        self.max_header_fields: int = settings.max_header_fields
+        self.max_head_bytes = self.max_header_bytes * _HEAD_LIMIT_FACTOR
         self.connections: set[HttpConnection] = set()
         self.draining = False
         self.date = _HttpDate()

@@ -44,7 +44,7 @@ from rampart_common.sidecar_settings import UpstreamSettings
 
 from .errors import UpstreamClosed, UpstreamConnectError, UpstreamUnreadable
 from .flow import BodyBuffer, WriteFlow
-from .headers import CHARSET, ENCODING, ERRORS, Fields, ResponseHead, decode_fields
+from .headers import CHARSET, ENCODING, ERRORS, FieldKinds, Fields, ResponseHead, decode_fields
 
 __all__ = [
     "ENCODING",
@@ -196,7 +196,7 @@ class UpstreamResponse:
             self.fields = []  # 100 Continue, 103 Early Hints: the answer follows
             self.head_bytes = 0
             return
-        head = ResponseHead(self.fields)
+        head = ResponseHead(self.fields, self._connection.kinds)
         if not head.relayable_framing:
             raise UpstreamUnreadable("a transfer coding other than chunked")
         self.status = status
@@ -236,6 +236,7 @@ class _Connection(WriteFlow):
         self.closed = False
         self.response: UpstreamResponse | None = None
         self.parser: Any = None
+        self.kinds = FieldKinds()  # an application sends the same names answer after answer
         self._reusable_parser = False  # False after a HEAD: llhttp waits for its body
         self.idle_timer: asyncio.TimerHandle | None = None
         self.idle_since: float | None = None  # None while in use
@@ -388,16 +389,17 @@ class _Connection(WriteFlow):
 class UpstreamPool:
     def __init__(self, settings: UpstreamSettings) -> None:
         url = URL(settings.url)
-        self.host = url.host or "127.0.0.1"
-        self.port = url.port or (443 if url.scheme == "https" else 80)
-        self.authority = url.raw_authority
+        # Typed here: compiled, yarl and the settings are Any, and a declared type is native.
+        self.host: str = url.host or "127.0.0.1"
+        self.port: int = url.port or (443 if url.scheme == "https" else 80)
+        self.authority: str = url.raw_authority
         self.ssl = ssl.create_default_context() if url.scheme == "https" else None
-        self.base_path = url.raw_path.rstrip("/")
+        self.base_path: str = url.raw_path.rstrip("/")
         self.base_path_bytes = self.base_path.encode(*ENCODING)
         self._line_starts: dict[str, bytes] = {}  # method -> the request line up to the target
-        self.connect_timeout = settings.connect_timeout
-        self.idle_timeout = settings.idle_timeout
-        self.limit = settings.max_connections
+        self.connect_timeout: float = float(settings.connect_timeout)
+        self.idle_timeout: float = float(settings.idle_timeout)
+        self.limit: int = settings.max_connections
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._connecting = 0

@@ -10,6 +10,7 @@ from multidict import CIMultiDict
 from rampart_sidecar import headers, logs
 from rampart_sidecar.headers import (
     FORWARD,
+    FieldKinds,
     RequestHead,
     ResponseHead,
     end_to_end,
@@ -178,6 +179,73 @@ def test_a_field_is_read_the_same_whatever_the_case_of_its_name():
     assert (head.content_length, head.relayed) == (3, b"")
     head = RequestHead([(b"HOST", b"a.test"), (b"CACHE-CONTROL", b"no-cache")])
     assert (head.host, head.cache_fields) == ("a.test", True)
+
+
+# Everything each head reads (compiled classes keep no __slots__ to list them by).
+_REQUEST_READS = (
+    "authorization",
+    "cache_fields",
+    "chunked",
+    "connection_fields",
+    "content_length",
+    "expects_continue",
+    "fields",
+    "forwarded",
+    "forwarded_for",
+    "has_forwarded_proto",
+    "host",
+    "host_fields",
+    "host_valid",
+    "request_id",
+    "transfer_coding",
+    "upgrade_field",
+)
+_RESPONSE_READS = (
+    "cache_control",
+    "cdn_cache_control",
+    "chunked",
+    "content_length",
+    "content_type",
+    "has_date",
+    "relayed",
+    "set_cookie",
+    "transfer_coding",
+)
+
+
+def _read(head: RequestHead | ResponseHead) -> dict[str, object]:
+    names = _REQUEST_READS if isinstance(head, RequestHead) else _RESPONSE_READS
+    return {name: getattr(head, name) for name in names}
+
+
+def test_a_connection_remembering_its_field_kinds_reads_each_head_as_a_fresh_one():
+    # A head after head on one connection: the same names, then moved, renamed at the
+    # same place (to one of another kind), recased, grown, shrunk, grown past the bound.
+    usual = [(b"Host", b"a.test"), (b"User-Agent", b"wrk"), (b"Accept", b"*/*")]
+    heads = [
+        usual,
+        usual,
+        [(b"Accept", b"*/*"), (b"Host", b"a.test"), (b"User-Agent", b"wrk")],
+        [(b"Host", b"a.test"), (b"Connection", b"close"), (b"Accept", b"*/*")],
+        [(b"Host", b"a.test"), (b"Content-Length", b"3"), (b"Cache-Control", b"no-store")],
+        [(b"HOST", b"a.test"), (b"content-length", b"3"), (b"Set-Cookie", b"a=1")],
+        [(b"Host", b"a.test")],
+        [(b"Host", b"a.test"), (b"Transfer-Encoding", b"chunked"), (b"Date", b"x")],
+        [(b"X-Field-%d" % number, b"v") for number in range(40)] + [(b"Host", b"a.test")],
+        [(b"X-Field-%d" % number, b"v") for number in range(40)] + [(b"Content-Length", b"5")],
+        [(b"Host", b"b.test"), (b"X-Request-ID", b"r1"), (b"Content-Type", b"text/plain")],
+        [],
+        usual,
+    ]
+    requests, responses = FieldKinds(), FieldKinds()
+    for fields in heads:
+        assert _read(RequestHead(fields, requests)) == _read(RequestHead(fields)), fields
+        assert _read(ResponseHead(fields, responses)) == _read(ResponseHead(fields)), fields
+        for at, (name, _) in enumerate(fields):
+            assert requests.request_kind(at, name) == request_kind(name)
+            assert responses.response_kind(at, name) == response_kind(name)
+        assert len(requests.names) == len(requests.kinds) <= headers._KINDS_REMEMBERED
+    assert requests.names == [name for name, _ in usual] + requests.names[3:]
 
 
 def test_hosts_found_valid_are_remembered_within_a_bound():
