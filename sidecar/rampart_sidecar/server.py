@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -674,7 +675,13 @@ def _split_target(raw_url: bytes) -> tuple[str, str]:
     return raw_path, query
 
 
+# What RFC 9112 §4 does not allow in a reason phrase (HTAB, SP, VCHAR and obs-text only).
+_UNFIT_REASON: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _status_and_fields(status: int, reason: str, headers: CIMultiDict[str]) -> list[str]:
+    if _UNFIT_REASON.search(reason) is not None:
+        reason = ""  # as in _status_line
     lines = [f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
     return lines
@@ -698,6 +705,12 @@ def _status_line(status: int, reason: str) -> bytes:
     standard = _STANDARD_LINES.get(status)
     if standard is not None and (not reason or reason == standard[0]):
         return standard[1]
+    if _UNFIT_REASON.search(reason) is not None:
+        # llhttp lets a NUL or another control character through in an upstream's
+        # phrase. It carries no meaning (clients ignore it, RFC 9112 §4 expects
+        # intermediaries to overwrite it), so the standard one goes out instead of a
+        # status line a strict client would refuse.
+        reason = ""
     line = _STATUS_LINES.get((status, reason or reason_phrase(status)))
     if line is None:
         line = f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n".encode(*ENCODING)

@@ -174,7 +174,8 @@ class UpstreamResponse:
             raise UpstreamUnreadable("bytes after the end of the response")
 
     def on_status(self, reason: bytes) -> None:
-        self.reason = reason.decode(CHARSET, ERRORS)
+        # llhttp hands a reason phrase split across reads over in pieces.
+        self.reason += reason.decode(CHARSET, ERRORS)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.status:
@@ -193,6 +194,7 @@ class UpstreamResponse:
         if status < 200:
             if status != 100 and status != 101 and self._interim is not None:
                 self._interim.write_interim(status, self.reason, ResponseHead(self.fields))
+            self.reason = ""
             self.fields = []  # 100 Continue, 103 Early Hints: the answer follows
             self.head_bytes = 0
             return

@@ -49,7 +49,7 @@ class _Handshake:
         self.complete = False
 
     def on_status(self, reason: bytes) -> None:
-        self.reason = reason.decode(*ENCODING)
+        self.reason += reason.decode(*ENCODING)  # in pieces when split across reads
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode(*ENCODING), value.decode(*ENCODING)))

@@ -122,6 +122,31 @@ async def test_early_hints_are_forwarded_before_the_answer(start_sidecar):
     assert old_client.startswith(b"HTTP/1.1 200 OK\r\n")  # HTTP/1.0 knows no 1xx
 
 
+@pytest.mark.parametrize("interim", [False, True], ids=["final", "interim"])
+async def test_a_control_character_in_a_reason_phrase_never_reaches_the_client(
+    start_sidecar, interim
+):
+    """llhttp lets a NUL through in a status line's phrase; a strict client (h11, for one)
+    would refuse the line. The phrase means nothing, so the standard one goes out, for the
+    answer, for what the cache stored of it and for an interim response."""
+    answer = b"HTTP/1.1 200 Fi\x00ne\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok"
+    if interim:
+        answer = b"HTTP/1.1 103 Ear\x01ly\r\nLink: </a.css>; rel=preload\r\n\r\n" + answer
+    closing = GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    async with raw_upstream(lambda _: answer) as app:
+        sidecar = start_sidecar(CACHE, app.url)
+        first = await until_closed(sidecar.port, closing)
+        cached = await until_closed(sidecar.port, closing)
+    if interim:
+        hints, _, first = first.partition(b"\r\n\r\n")
+        assert hints == b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload"
+    assert b"X-Rampart-Cache: HIT" in fields_of(cached)
+    for response in (first, cached):
+        assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response
+        assert response.endswith(b"\r\n\r\nok")
+        assert b"\x00" not in response
+
+
 async def test_response_trailers_never_reach_the_cached_headers(start_sidecar):
     answer = (
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n"

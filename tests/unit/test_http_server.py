@@ -209,6 +209,9 @@ async def test_status_lines_keep_the_reason_given_and_each_field_goes_once():
         "/unknown": Response(299),
         "/relayed": Response(200, None, b"x", "OK", relayed, b"X-Request-ID: abc\r\n"),
         "/mixed": Response(200, CIMultiDict({"X-Mine": "2"}), own=b"X-Request-ID: def\r\n"),
+        # An upstream's phrase llhttp let through: a control character is never written.
+        "/control": Response(200, reason="Fi\x00ne"),
+        "/obs-text": Response(200, reason="Fine \udcbe\tright"),
     }
 
     async def answer(request: Request) -> Response:
@@ -225,11 +228,13 @@ async def test_status_lines_keep_the_reason_given_and_each_field_goes_once():
                 await reader.readexactly(length)
                 heads.append(head.split(b"\r\n"))
         writer.close()
-    custom, standard, unknown, relayed_head, mixed = heads
-    assert (custom[0], standard[0], unknown[0]) == (
+    custom, standard, unknown, relayed_head, mixed, control, obs_text = heads
+    assert (custom[0], standard[0], unknown[0], control[0], obs_text[0]) == (
         b"HTTP/1.1 200 Fine",
         b"HTTP/1.1 404 Not Found",
         b"HTTP/1.1 299 ",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 Fine \xbe\tright",  # obs-text and HTAB are allowed, and kept
     )
     for head in heads:  # exactly one of each, whoever set it
         names = [line.split(b":")[0].lower() for line in head[1:] if line]
