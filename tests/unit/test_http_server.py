@@ -121,6 +121,34 @@ async def test_garbage_after_a_good_request_closes_after_its_answer():
     assert served.errors == ["bad-request"]
 
 
+async def test_after_garbage_the_server_lingers_instead_of_resetting_a_client_still_sending():
+    """Closing at once meets what the client still sends with a reset, and many clients
+    that see their write fail never read the answer waiting for them: the server shuts
+    its side and swallows what comes for a while, as it does for an unread body."""
+
+    def client(port: int) -> tuple[bytes, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\x00\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"/ok"):
+                answer += sock.recv(4096)
+            try:
+                # Closed, the server's side answers the first with a reset, which
+                # fails one of the sends after it.
+                for _ in range(100):
+                    sock.sendall(b"still sending")
+                return answer, sock.recv(4096)
+            except (ConnectionResetError, BrokenPipeError):
+                return answer, b"reset"
+
+    async with listening(echo_path) as served:
+        answer, after = await asyncio.to_thread(client, served.port)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nConnection: close\r\n" in answer
+    assert after == b""  # the end of the stream, not a reset
+    assert served.errors == ["bad-request"]
+
+
 async def test_expect_continue_is_answered_only_when_the_body_is_read():
     async def reads_body(request: Request) -> Response:
         assert request.content is not None
