@@ -23,9 +23,9 @@ network must:
   mostly), are counted and logged as one line (a scanner must not flood the logs);
 - a client that goes away cancels its request;
 - Upgrade (WebSocket) requests can take the connection over as a byte tunnel;
-- a lingering close after an answer sent before the request body was read, or
-  before a request refused behind it, so the client reads the answer instead of
-  a reset.
+- a lingering close whenever it ends a connection after an answer (before the
+  request body was read, after a request refused behind it or one that said
+  close), so a client still sending reads the answer instead of a reset.
 """
 
 from __future__ import annotations
@@ -119,7 +119,6 @@ class HttpConnection(WriteFlow):
         self._stop_parsing = False  # after a Connection: close request, an upgrade or garbage
         self._upgrading = False
         self._must_close = False
-        self._refused = False  # a request was refused behind one being answered
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_deadline: float | None = None  # None: not waiting for a head
         self._pauses: set[str] = set()
@@ -379,7 +378,10 @@ class HttpConnection(WriteFlow):
             unread = request.content is not None and not request.content.complete
             if self._must_close or unread:
                 self._queue.clear()
-                self._linger() if unread or self._refused else self.close()
+                # Lingering, always (as Apache does): a client may still be sending, an
+                # unread body or requests after one that said close, and closing now would
+                # meet them with a reset, which loses the answer for many clients.
+                self._linger()
                 return
 
     def _failed_handler(self) -> Response | None:
@@ -547,9 +549,7 @@ class HttpConnection(WriteFlow):
         )
         self.server.on_error(error.reason)
         if self._current is not None or self._queue:
-            # Answer what came before, then close, lingering: the client may still be
-            # sending, and a reset would lose that answer for it.
-            self._must_close = self._refused = True
+            self._must_close = True  # answer what came before, then close
             return
         self.write(_plain_bytes(error.status, error.reason, rid))
         self._linger()
