@@ -296,16 +296,26 @@ def test_a_spec_only_the_webhook_would_refuse_stalls_and_touches_nothing(
     assert after["spec"] == deployment["spec"]
 
 
+def away_from_now(minute: int) -> str:
+    """A daily schedule twelve hours from now. The runs this test reports are in the
+    past, so the real CronJob controller counts every schedule since as missed; it starts
+    the latest one only within the rendered startingDeadlineSeconds (an hour). With fixed
+    times (02:00, 04:30) it did for the hour after each, every day, and the run it started
+    replaced the one reported: the test failed from 02:00 to 03:00 and 04:30 to 05:30 UTC."""
+    hour = (datetime.datetime.now(datetime.UTC).hour + 12) % 24
+    return f"{minute} {hour} * * *"
+
+
 def test_backups_become_cron_jobs_and_report_their_runs(local: Cluster, namespace: str) -> None:
     backup = {
-        "schedule": "0 2 * * *",
+        "schedule": away_from_now(0),
         "sources": [
             {"name": "db", "postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
             {"name": "files", "path": {"claimName": "files"}},
         ],
         "destination": {"pvc": "backups"},
         "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
-        "drill": {"schedule": "30 4 * * *", "rto": "15m"},
+        "drill": {"schedule": away_from_now(30), "rto": "15m"},
     }
     local.apply(hardened_service("saved", namespace, backup=backup))
     assert "spec.backup: Secret backup-key not found" in stalled(local, "saved", namespace)
