@@ -130,8 +130,8 @@ async def test_after_garbage_the_server_lingers_instead_of_resetting_a_client_st
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\x00\r\n\r\n")
             answer = b""
-            while not answer.endswith(b"/ok"):
-                answer += sock.recv(4096)
+            while not answer.endswith(b"/ok") and (chunk := sock.recv(4096)):
+                answer += chunk
             try:
                 # Closed, the server's side answers the first with a reset, which
                 # fails one of the sends after it.
