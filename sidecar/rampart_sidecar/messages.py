@@ -35,7 +35,8 @@ class Request:
 
     ``raw_path`` and ``query_string`` are exactly as the client encoded them
     (an absolute-form target is reduced to its path, so it can choose neither
-    the upstream nor a cache key); ``path`` is ``raw_path`` percent-decoded,
+    the upstream nor a cache key), and ``target`` the two as they go to the
+    upstream (with the "?" of an empty query); ``path`` is ``raw_path`` percent-decoded,
     for matching routes. A client that sent ``Expect: 100-continue`` is told to
     go on the first time ``content`` is read, so a body nobody reads (a 413,
     a 429) is never sent.
@@ -54,6 +55,7 @@ class Request:
         "raw_path",
         "remote",
         "scheme",
+        "target",
         "upgrade",
         "version",
     )
@@ -64,6 +66,7 @@ class Request:
         method: str,
         raw_path: str,
         query_string: str,
+        target: str,
         head: RequestHead,
         version: str,
         keep_alive: bool,
@@ -74,6 +77,7 @@ class Request:
         self.method = method
         self.raw_path = raw_path
         self.query_string = query_string
+        self.target = target
         self.head = head
         self.version = version
         self.keep_alive = keep_alive
@@ -98,12 +102,6 @@ class Request:
             raw = self.raw_path
             self._path = unquote(raw, errors="surrogateescape") if "%" in raw else raw
         return self._path
-
-    @property
-    def target(self) -> str:
-        """Path and query as the client encoded them: what goes to the upstream."""
-        query = self.query_string
-        return self.raw_path + "?" + query if query else self.raw_path
 
     @property
     def host(self) -> str:

@@ -285,11 +285,12 @@ class HttpConnection(WriteFlow):
         raw_url = self._url
         raw_path = raw_url.decode(CHARSET, ERRORS)
         query = ""
+        target = raw_path
         # A path alone, most requests: what parse_url would make of it, for less. Searched
         # as str: compiled, ``in`` on a str is a direct call, where on bytes it costs
         # about 1,000 instructions (see headers.has).
         if not raw_path.startswith("/") or "?" in raw_path or "#" in raw_path:
-            raw_path, query = _split_target(raw_url)
+            raw_path, query, target = _split_target(raw_url)
         body = None
         if head.chunked or head.content_length:
             body = BodyBuffer(
@@ -300,6 +301,7 @@ class HttpConnection(WriteFlow):
             method,
             raw_path,
             query,
+            target,
             head,
             version,
             # llhttp's answers, asked only when they may differ from what they are
@@ -666,17 +668,27 @@ def _line_version(chunk: bytes, method: bytes, url_length: int) -> str | None:
     return None
 
 
-def _split_target(raw_url: bytes) -> tuple[str, str]:
-    """A request target's path and query, as the client encoded them."""
+def _split_target(raw_url: bytes) -> tuple[str, str, str]:
+    """A request target's path, query, and the two as the upstream gets them: as the
+    client encoded them, less a fragment (never sent, RFC 9110 §7.1) and the scheme
+    and authority of an absolute form (they may not choose the upstream)."""
     try:
         url = httptools.parse_url(raw_url)
     except httptools.HttpParserInvalidURLError:
-        return raw_url.decode(*ENCODING), ""  # refused by the proxy
+        raw = raw_url.decode(*ENCODING)
+        return raw, "", raw  # refused by the proxy
     # httptools' stub says bytes; either part may be None.
     parts: Any = url
     raw_path = parts.path.decode(*ENCODING) if parts.path else ""
     query = parts.query.decode(*ENCODING) if parts.query else ""
-    return raw_path, query
+    # parse_url says None for an empty query too, but "/p?" is not "/p" (RFC 3986
+    # §6.2.3 keeps an empty component's delimiter): the first "?" before any "#"
+    # starts a query, since neither a path nor an authority may hold one.
+    mark = raw_url.find(b"?")
+    fragment = raw_url.find(b"#")
+    if mark != -1 and (fragment == -1 or mark < fragment):
+        return raw_path, query, raw_path + "?" + query
+    return raw_path, query, raw_path
 
 
 # What RFC 9112 §4 does not allow in a reason phrase (HTAB, SP, VCHAR and obs-text only).

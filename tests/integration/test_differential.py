@@ -201,20 +201,29 @@ def strict_requests(data: bytes) -> list[Sent]:
 
 def as_forwarded(sent: Sent) -> Sent:
     """What the proxy is expected to make of a target h11 read: the fragment dropped
-    (RFC 9110 §7.1: never sent), absolute form made origin form, an empty query dropped."""
+    (RFC 9110 §7.1: never sent), absolute form made origin form."""
     target = sent.target.partition(b"#")[0]
     if not target.startswith(b"/"):
         target = b"/" + target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"/"
-    return Sent(sent.method, target.removesuffix(b"?"), sent.body)
+    return Sent(sent.method, target, sent.body)
 
 
 @dataclass
 class Origin:
     """A strict origin (h11): it fails the test on any byte it cannot read, and answers
-    each request with what it read of it, named by its X-Request-ID."""
+    each request with what it read of it, named by its X-Request-ID. Told to, it answers
+    a 503 to the first try of each request, so the sidecar tries it again."""
 
+    fail_first_tries: bool = False
     forwarded: dict[bytes, Sent] = field(default_factory=dict)
+    failed_tries: dict[bytes, Sent] = field(default_factory=dict)
     unreadable: list[bytes] = field(default_factory=list)
+
+    def fails(self, rid: bytes, sent: Sent) -> bool:
+        if not self.fail_first_tries or rid in self.failed_tries:
+            return False
+        self.failed_tries[rid] = sent
+        return True
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         server = h11.Connection(h11.SERVER)
@@ -238,7 +247,15 @@ class Origin:
                     body += event.data
                 elif isinstance(event, h11.EndOfMessage) and head is not None:
                     rid = dict(head.headers).get(b"x-request-id", b"")
-                    sent = self.forwarded[rid] = Sent(head.method, head.target, body)
+                    sent = Sent(head.method, head.target, body)
+                    if self.fails(rid, sent):
+                        fields = [("Content-Length", "0"), ("X-Origin", "first-try")]
+                        failed = h11.Response(status_code=503, headers=fields)
+                        writer.write(server.send(failed))
+                        writer.write(server.send(h11.EndOfMessage()) or b"")
+                        server.start_next_cycle()
+                        continue
+                    self.forwarded[rid] = sent
                     answer = b"%s %s %d" % (sent.method, sent.target, len(sent.body))
                     length = str(len(answer))
                     fields = [("Content-Length", length), ("Cache-Control", "max-age=60")]
@@ -261,14 +278,19 @@ def request_case_problems(data: bytes, received: bytes, origin: Origin) -> list[
     # Answer k is to request k. One the origin wrote names the request it read, which
     # must be h11's request k; a cached one must be an answer to that same request.
     for k, answer in enumerate(answers):
-        sent = origin.forwarded.pop(answer.headers.get(b"x-request-id", b""), None)
-        if answer.status >= 400 and b"x-rampart-reason" not in answer.headers:
+        rid = answer.headers.get(b"x-request-id", b"")
+        sent = origin.forwarded.pop(rid, None)
+        first_try = origin.failed_tries.pop(rid, None)
+        if b"x-origin" in answer.headers:  # every method the client may send is retried
+            problems.append(f"answer {k}: the first try's 503 relayed, not tried again")
+        elif answer.status >= 400 and b"x-rampart-reason" not in answer.headers:
             problems.append(f"answer {k}: {answer.status} without X-Rampart-Reason")
         if answer.status != 200 or k >= len(strict):
             continue  # refused, or a request h11 would not have read: llhttp's leniency
         expected = as_forwarded(strict[k])
-        if sent is not None and sent != expected:
-            problems.append(f"request {k} forwarded as {sent}; h11 reads {expected}")
+        for tried in (sent, first_try):
+            if tried is not None and tried != expected:
+                problems.append(f"request {k} forwarded as {tried}; h11 reads {expected}")
         named = answer.body.split(b" ")[:2]
         if named != [expected.method, expected.target]:
             problems.append(f"request {k} {expected} answered with {answer.body!r}")
@@ -280,15 +302,31 @@ def seeded(seed: int, make: Callable[[random.Random, int], bytes]) -> list[bytes
     return [make(random.Random(rng.random()), case) for case in range(CASES)]
 
 
-async def test_what_the_sidecar_forwards_is_what_a_strict_server_reads(start_sidecar):
+# Retrying every method, with no budget or breaker in the way: each retried request is
+# sent again from what the sidecar kept of it, which must be what it first sent.
+RETRYING = {
+    "retries": {
+        "attempts": 1,
+        "methods": ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
+        "budgetPercent": 100,
+        "backoff": {"base": "1ms", "max": "2ms"},
+    },
+    "circuitBreaker": {"consecutiveFailures": 0},
+}
+
+
+@pytest.mark.parametrize("retrying", [False, True], ids=["once", "retried"])
+async def test_what_the_sidecar_forwards_is_what_a_strict_server_reads(start_sidecar, retrying):
     def request(rng: random.Random, case: int) -> bytes:
         canary = b"GET /c%d/canary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % case
         return mutate(rng, rng.choice(request_seeds(case)), REQUEST_TOKENS) + canary
 
-    origin = Origin()
+    origin = Origin(fail_first_tries=retrying)
     server = await asyncio.start_server(origin.serve, "127.0.0.1", 0)
     try:
         settings = {"server": {"idleTimeout": "0.5s"}, "timeouts": {"idle": "0.5s"}}
+        if retrying:
+            settings |= RETRYING
         port = server.sockets[0].getsockname()[1]
         sidecar = start_sidecar({**settings, "cache": {}}, f"http://127.0.0.1:{port}")
         sent = seeded(26, request)
@@ -300,6 +338,11 @@ async def test_what_the_sidecar_forwards_is_what_a_strict_server_reads(start_sid
             )
     finally:
         server.close()
+    # Enough cases reach the origin to judge (about one in six: the rest are refused at
+    # the mutation, canary and all), each, with retrying on, tried twice.
+    assert len(origin.forwarded) > CASES // 10
+    if retrying:
+        assert origin.forwarded.keys() <= origin.failed_tries.keys()
     problems = [
         f"case {case}: {problem}\n  sent {data!r}\n  got {answer[:600]!r}"
         for case, (data, answer) in enumerate(zip(sent, received, strict=True))

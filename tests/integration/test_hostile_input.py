@@ -67,6 +67,26 @@ async def test_absolute_form_target_cannot_redirect_the_proxy(start_sidecar, ups
     assert 400 <= status_of(await raw_exchange(sidecar.port, connect)) < 500
 
 
+@pytest.mark.parametrize(
+    ("sent", "forwarded"),
+    [
+        (b"/echo?", "/echo?"),  # an empty query is still a query (RFC 3986 §6.2.3)
+        (b"/echo?#top", "/echo?"),
+        (b"/echo?a=1&b=%2F#top", "/echo?a=1&b=%2F"),
+        (b"/echo#a?b", "/echo"),  # a "?" in the fragment starts no query
+        (b"http://elsewhere/echo?", "/echo?"),
+        (b"/echo", "/echo"),
+    ],
+)
+async def test_the_target_goes_upstream_as_sent_less_its_fragment(
+    start_sidecar, upstream, sent, forwarded
+):
+    sidecar = start_sidecar({}, upstream.url)
+    request = b"GET " + sent + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert status_of(await raw_exchange(sidecar.port, request)) == 200
+    assert upstream.last_request["raw_path"] == forwarded
+
+
 async def test_body_over_the_limit_gets_413(start_sidecar, upstream):
     sidecar = start_sidecar({"server": {"maxRequestBodyBytes": 100_000}}, upstream.url)
     declared = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 1000
