@@ -243,7 +243,13 @@ class RedisBackend:
             self._fail(error)
 
     def stats(self) -> dict[str, float | int | str | bool]:
-        return {**self._info, "state": "up" if self._up else "down"}
+        # Writes still in flight: how far behind the answers Redis is (at most
+        # _MAX_PENDING_WRITES; past that, stores are dropped).
+        return {
+            **self._info,
+            "pendingWrites": len(self._writes),
+            "state": "up" if self._up else "down",
+        }
 
     # -- health ------------------------------------------------------------
 
@@ -272,9 +278,12 @@ class RedisBackend:
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        # Connections in the pool may point at a Redis that restarted: start clean.
+        # Connections in the pool may point at a Redis that restarted: start clean. Only
+        # the idle ones: closing one a command is still using breaks that command outside
+        # redis-py's own errors (uvloop: RuntimeError, else AttributeError on its writer).
+        # One in use that fails is disconnected by redis-py itself.
         with contextlib.suppress(*_FAILURES):
-            await self._pool.disconnect()
+            await self._pool.disconnect(inuse_connections=False)
         delay = _RECONNECT_FIRST
         while True:
             await asyncio.sleep(delay)
