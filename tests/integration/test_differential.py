@@ -12,7 +12,10 @@ or anything the sidecar writes that h11 cannot read. The seeds are fixed, so
 the cases are the same on every run. Run unseeded for hours, this is how a NUL
 let through in a reason phrase and a reset losing the answer to a client still
 sending were found (both now have tests of their own); the second fails the
-client's side here too, on the code before its fix.
+client's side here too, on the code before its fix. The client's side runs once
+more with every first try answered 503 (each retry must forward what the first
+try did); the upstream's side once more on the Redis tier, read back through a
+second sidecar (which is how a reconnect failing lookups in flight was found).
 """
 
 from __future__ import annotations
